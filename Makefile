@@ -1,0 +1,72 @@
+# consent-pipeline: `make run` for the live demo, `make test` for the test suite.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
+KAFKA := deploy/local/kafka.sh
+PYTEST_ARGS ?=
+DURATION ?=
+
+.PHONY: help setup kafka-fetch kafka-up kafka-down kafka-status topics worker run test unit \
+	integration lint fmt typecheck check clean
+
+help: ## Show the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit("Python 3.11+ is required" if sys.version_info < (3, 11) else 0)'
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@rm -f $(VENV)/.installed-* && touch $@
+
+setup: $(STAMP) kafka-fetch ## Create the virtualenv, install the package, fetch Kafka
+
+kafka-fetch: ## Resolve Apache Kafka's jars from Maven Central into .local/kafka
+	@$(KAFKA) fetch
+
+kafka-up: ## Start the local Kafka broker (KRaft, 127.0.0.1:9092); idempotent
+	@$(KAFKA) up
+
+kafka-down: ## Stop the local Kafka broker; data stays in .local/kafka
+	@$(KAFKA) down
+
+kafka-status: ## Is the local broker running?
+	@$(KAFKA) status
+
+topics: $(STAMP) kafka-up ## Create the pipeline's topics on the local broker
+	$(BIN)/consent-pipeline topics create
+
+worker: topics ## Run one worker in the foreground
+	$(BIN)/consent-pipeline worker
+
+run: topics ## The demo: broker, topics, a worker and a synthetic producer; Ctrl-C stops
+	$(BIN)/consent-pipeline demo $(if $(DURATION),--duration $(DURATION))
+
+test: setup ## All tests: unit, then integration against a real broker (started on :19092)
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+unit: $(STAMP) ## Unit tests only (no broker)
+	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
+
+integration: setup ## Integration tests only
+	$(BIN)/pytest tests/integration $(PYTEST_ARGS)
+
+lint: $(STAMP) ## ruff lint and format check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+fmt: $(STAMP) ## Format the code
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+typecheck: $(STAMP) ## mypy (strict)
+	$(BIN)/mypy
+
+check: lint typecheck test ## Everything CI cares about
+
+clean: kafka-down ## Remove the virtualenv, local broker data and caches
+	rm -rf $(VENV) .local .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,15 @@
+"""The pipeline's one error hierarchy; library errors are mapped here at the boundary."""
+
+from __future__ import annotations
+
+
+class PipelineError(Exception):
+    """Root of every error the pipeline raises on purpose."""
+
+
+class ConfigError(PipelineError):
+    """A setting is missing or invalid; the message names the setting, never its value."""
+
+
+class TopicLayoutError(PipelineError):
+    """The topics on the cluster are missing or not co-partitioned."""

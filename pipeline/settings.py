@@ -1,0 +1,72 @@
+"""The one settings object: read from the environment and `.env` by `main()` only."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Worker, topic and policy settings; environment variables use the `PIPELINE_` prefix."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="PIPELINE_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        frozen=True,
+        populate_by_name=True,
+    )
+
+    kafka_bootstrap_servers: str = Field(
+        default="127.0.0.1:9092",
+        validation_alias=AliasChoices(
+            "KAFKA_BOOTSTRAP_SERVERS", "PIPELINE_KAFKA_BOOTSTRAP_SERVERS"
+        ),
+        description="Comma-separated host:port list of the Kafka cluster.",
+    )
+    app_id: str = Field(default="consent-pipeline", min_length=1, max_length=200)
+    topic_prefix: str = Field(default="", max_length=100, pattern=r"^[A-Za-z0-9._-]*$")
+    topic_partitions: int = Field(default=6, ge=1, le=10_000)
+    topic_replication: int = Field(default=1, ge=1, le=10)
+    raw_retention_days: int = Field(default=7, ge=1)
+    output_retention_days: int = Field(default=7, ge=1)
+    audit_retention_days: int = Field(default=90, ge=1)
+    dlq_retention_days: int = Field(default=30, ge=1)
+    store: Literal["rocksdb", "memory"] = "rocksdb"
+    data_dir: Path = Path(".local/state")
+    web_host: str = "127.0.0.1"
+    web_port: int = Field(default=6066, ge=1, le=65535)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("kafka_bootstrap_servers")
+    @classmethod
+    def _servers_have_ports(cls, value: str) -> str:
+        servers = [s.strip() for s in value.split(",") if s.strip()]
+        if not servers or any(":" not in s for s in servers):
+            raise ValueError("expected a comma-separated list of host:port")
+        return ",".join(servers)
+
+    def topic(self, name: str) -> str:
+        """The full name of a logical topic, with the configured prefix."""
+        return f"{self.topic_prefix}{name}"
+
+    def to_env(self) -> dict[str, str]:
+        """These settings as `PIPELINE_*` environment variables, for a child process."""
+        values = self.model_dump(mode="json")
+        return {f"PIPELINE_{name.upper()}": _env_value(value) for name, value in values.items()}
+
+    @property
+    def broker_urls(self) -> list[str]:
+        """Bootstrap servers in Faust's URL form."""
+        return [f"kafka://{s}" for s in self.kafka_bootstrap_servers.split(",")]
+
+
+def _env_value(value: object) -> str:
+    if isinstance(value, list | dict):
+        return json.dumps(value)
+    return str(value)

@@ -1,0 +1,97 @@
+"""Fixtures for tests against the real broker: topics and worker processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from pipeline.admin import create_topics
+from pipeline.settings import Settings
+
+pytestmark = pytest.mark.integration
+
+READY_LINE = "Worker ready"
+
+
+def free_port() -> int:
+    """A TCP port on loopback nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class WorkerProcess:
+    """A `consent-pipeline worker` child process with its output in a file."""
+
+    def __init__(self, settings: Settings, log_path: Path) -> None:
+        self.settings = settings
+        self.log_path = log_path
+        env = {**os.environ, **settings.to_env()}
+        env.pop("KAFKA_BOOTSTRAP_SERVERS", None)
+        self._log = log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "pipeline.cli", "worker"],
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_ready(self, timeout: float = 60.0, readiness_count: int = 1) -> None:
+        """Wait until the worker has logged `readiness_count` ready lines."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.output().count(READY_LINE) >= readiness_count:
+                return
+            if self.proc.poll() is not None:
+                raise AssertionError(f"worker exited early:\n{self.output()[-3000:]}")
+            time.sleep(0.2)
+        raise AssertionError(f"worker not ready in {timeout}s:\n{self.output()[-3000:]}")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        return self.proc.returncode
+
+
+@pytest.fixture
+def pipeline_settings(settings_factory: Callable[..., Settings]) -> Settings:
+    """Settings for one test, with every topic created on the real cluster."""
+    settings = settings_factory(web_port=free_port())
+    import asyncio
+
+    asyncio.run(create_topics(settings))
+    return settings
+
+
+@pytest.fixture
+def start_worker(tmp_path: Path) -> Iterator[Callable[[Settings], WorkerProcess]]:
+    """A factory of worker processes; every one still running is stopped after the test."""
+    workers: list[WorkerProcess] = []
+
+    def start(settings: Settings) -> WorkerProcess:
+        worker = WorkerProcess(settings, tmp_path / f"worker-{len(workers)}.log")
+        workers.append(worker)
+        return worker
+
+    yield start
+    for worker in workers:
+        worker.stop()

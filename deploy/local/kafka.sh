@@ -53,8 +53,10 @@ fetch() {
   log "fetching Apache Kafka $version from Maven Central into $libs"
   rm -rf "$libs"
   mkdir -p "$libs"
-  mvn -q -B -Dstyle.color=never -f "$here/pom.xml" dependency:copy-dependencies \
-    -DincludeScope=runtime -DoutputDirectory="$libs"
+  mkdir -p "$home"
+  mvn -B -Dstyle.color=never -f "$here/pom.xml" dependency:copy-dependencies \
+    -DincludeScope=runtime -DoutputDirectory="$libs" >"$home/fetch.log" 2>&1 \
+    || { tail -n 30 "$home/fetch.log" >&2; log "Maven could not fetch Kafka; see $home/fetch.log"; exit 1; }
   touch "$libs/.complete"
 }
 

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 from pydantic import ValidationError
 
-from pipeline.errors import PipelineError
+from pipeline.errors import ConfigError, PipelineError
 from pipeline.settings import Settings
 
 
@@ -56,6 +56,24 @@ def _demo(args: argparse.Namespace) -> int:
     return asyncio.run(run_demo(_settings(), args.rate, args.users, args.duration, print))
 
 
+def _decide(args: argparse.Namespace) -> int:
+    from pipeline.decide import run_decide
+
+    try:
+        policy = _settings().policy()
+    except ConfigError as exc:
+        raise SystemExit(f"consent-pipeline: invalid settings: {exc}") from None
+    if args.file == "-":
+        return run_decide(sys.stdin.buffer, sys.stdout.buffer, sys.stderr, policy)
+    try:
+        source = open(args.file, "rb")  # noqa: SIM115 - closed below, after the run
+    except OSError as exc:
+        print(f"consent-pipeline: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
+        return 1
+    with source:
+        return run_decide(source, sys.stdout.buffer, sys.stderr, policy)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
     parser = argparse.ArgumentParser(
@@ -65,6 +83,12 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     worker = commands.add_parser("worker", help="run a stream-processing worker")
     worker.set_defaults(func=_worker)
+
+    decide = commands.add_parser(
+        "decide", help="decide events offline: JSON Lines in, one decision per line out"
+    )
+    decide.add_argument("file", nargs="?", default="-", help="input file (default: stdin)")
+    decide.set_defaults(func=_decide)
 
     demo = commands.add_parser("demo", help="worker + synthetic producer + live view (make run)")
     demo.add_argument("--rate", type=float, default=20.0, help="events per second")

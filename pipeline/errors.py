@@ -13,3 +13,11 @@ class ConfigError(PipelineError):
 
 class TopicLayoutError(PipelineError):
     """The topics on the cluster are missing or not co-partitioned."""
+
+
+class PolicyConfigError(ConfigError):
+    """The policy or pseudonymization configuration is invalid."""
+
+
+class ConsentStateError(PipelineError):
+    """A stored consent state cannot be decoded, or a change is for another user."""

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import AliasChoices, Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from pipeline.core.policy import PolicyConfig
 
 
 class Settings(BaseSettings):
@@ -37,6 +39,11 @@ class Settings(BaseSettings):
     output_retention_days: int = Field(default=7, ge=1)
     audit_retention_days: int = Field(default=90, ge=1)
     dlq_retention_days: int = Field(default=30, ge=1)
+    sharing_countries: Annotated[list[str], NoDecode] = Field(
+        default=["US"], description="ISO 3166-1 alpha-2 countries where partner sharing is on."
+    )
+    gpc_enabled: bool = Field(default=True, description="Honour Global Privacy Control.")
+    policy_version: str = "v1"
     store: Literal["rocksdb", "memory"] = "rocksdb"
     data_dir: Path = Path(".local/state")
     web_host: str = "127.0.0.1"
@@ -50,6 +57,28 @@ class Settings(BaseSettings):
         if not servers or any(":" not in s for s in servers):
             raise ValueError("expected a comma-separated list of host:port")
         return ",".join(servers)
+
+    @field_validator("sharing_countries", mode="before")
+    @classmethod
+    def _countries_from_csv(cls, value: object) -> object:
+        if isinstance(value, str) and not value.lstrip().startswith("["):
+            return [c.strip().upper() for c in value.split(",") if c.strip()]
+        return value
+
+    @field_validator("sharing_countries")
+    @classmethod
+    def _countries_are_alpha2(cls, value: list[str]) -> list[str]:
+        if not all(len(c) == 2 and c.isascii() and c.isalpha() for c in value):
+            raise ValueError("expected ISO 3166-1 alpha-2 country codes, comma-separated")
+        return [c.upper() for c in value]
+
+    def policy(self) -> PolicyConfig:
+        """The policy configuration these settings describe."""
+        return PolicyConfig(
+            sharing_countries=frozenset(self.sharing_countries),
+            gpc_enabled=self.gpc_enabled,
+            policy_version=self.policy_version,
+        )
 
     def topic(self, name: str) -> str:
         """The full name of a logical topic, with the configured prefix."""

@@ -1,0 +1,1 @@
+"""Pydantic models of every record the pipeline reads or writes, and the one JSON codec."""

@@ -1,0 +1,36 @@
+"""The project's only JSON codec: everything else encodes and decodes through here."""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+import orjson
+from pydantic import BaseModel
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+DecodeError = orjson.JSONDecodeError
+"""Raised by `loads` on malformed JSON or invalid UTF-8; a subclass of `ValueError`."""
+
+EncodeError = orjson.JSONEncodeError
+"""Raised by `dumps` on a value JSON cannot represent; a subclass of `TypeError`."""
+
+
+def loads(data: bytes | bytearray | memoryview | str) -> Any:
+    """Decode one JSON document."""
+    return orjson.loads(data)
+
+
+def dumps(obj: Any) -> bytes:
+    """Encode `obj` as compact UTF-8 JSON; dict keys must be strings."""
+    return orjson.dumps(obj)
+
+
+def dumps_model(model: BaseModel) -> bytes:
+    """Encode a pydantic model as compact UTF-8 JSON, in field order."""
+    return model.__pydantic_serializer__.to_json(model)
+
+
+def loads_model(model_type: type[ModelT], data: bytes | bytearray | str) -> ModelT:
+    """Validate JSON straight into `model_type`; raises pydantic's `ValidationError`."""
+    return model_type.model_validate_json(data)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -54,6 +55,19 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
     return specs
 
 
+def changelog_specs(settings: Settings, tables: Iterable[str]) -> list[TopicSpec]:
+    """The compacted changelog topics of the worker's tables, co-partitioned with the inputs."""
+    return [
+        TopicSpec(
+            settings.topic(f"{settings.app_id}.{table}-changelog"),
+            settings.topic_partitions,
+            settings.topic_replication,
+            {"cleanup.policy": "compact", "min.compaction.lag.ms": "0"},
+        )
+        for table in tables
+    ]
+
+
 def admin_client(settings: Settings) -> AIOKafkaAdminClient:
     """An admin client for the configured cluster (not started)."""
     return AIOKafkaAdminClient(
@@ -63,11 +77,16 @@ def admin_client(settings: Settings) -> AIOKafkaAdminClient:
 
 async def create_topics(settings: Settings) -> list[str]:
     """Create every missing topic and return their names; existing topics are left as they are."""
+    return await ensure_topics(settings, topic_specs(settings))
+
+
+async def ensure_topics(settings: Settings, specs: list[TopicSpec]) -> list[str]:
+    """Create the topics of `specs` that do not exist yet; returns their names."""
     admin = admin_client(settings)
     await admin.start()
     try:
         existing = set(await admin.list_topics())
-        missing = [s for s in topic_specs(settings) if s.name not in existing]
+        missing = [s for s in specs if s.name not in existing]
         if missing:
             await admin.create_topics(
                 [

@@ -1,4 +1,10 @@
-"""Build the Faust app from settings, and run a worker."""
+"""Build the Faust app that hosts a worker: its engine service and its web endpoints.
+
+Faust runs the worker process: signals, logging, service start and stop, the web server.
+The stream processing itself is the `Engine` service, which drives aiokafka in batches
+inside Kafka transactions (see `pipeline.engine` for why), so Faust's own consumer and
+producer are not started.
+"""
 
 from __future__ import annotations
 
@@ -6,33 +12,43 @@ import asyncio
 import logging
 
 import faust
+from faust.app.base import BootStrategy
+from prometheus_client import CollectorRegistry
 
 from pipeline.admin import check_copartitioned
-from pipeline.agents import register_agents
+from pipeline.engine import Engine
+from pipeline.metrics import Metrics
 from pipeline.settings import Settings
-from pipeline.topics import Topics
+from pipeline.web import register_pages
 
 log = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings) -> faust.App:
-    """A Faust app with the pipeline's topics and agents, configured from `settings`."""
+class _WorkerBoot(BootStrategy):
+    """Start the web server and the engine; not Faust's stream consumer and producer."""
+
+    enable_kafka = False
+
+
+class _PipelineApp(faust.App):
+    BootStrategy = _WorkerBoot
+
+
+def create_app(settings: Settings) -> tuple[faust.App, Engine]:
+    """The Faust app and the engine service of one worker, configured from `settings`."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    app = faust.App(
+    app = _PipelineApp(
         settings.app_id,
         broker=settings.broker_urls,
-        store="rocksdb://" if settings.store == "rocksdb" else "memory://",
-        datadir=str(settings.data_dir),
+        datadir=str(settings.data_dir / "faust"),
         web_host=settings.web_host,
         web_port=settings.web_port,
-        topic_partitions=settings.topic_partitions,
-        topic_replication_factor=settings.topic_replication,
-        consumer_auto_offset_reset="earliest",
-        key_serializer="raw",
-        value_serializer="raw",
+        web_in_thread=False,
     )
-    register_agents(app, Topics.bind(app, settings))
-    return app
+    metrics = Metrics(CollectorRegistry())
+    engine = Engine(settings, metrics, loop=asyncio.get_event_loop())
+    register_pages(app, engine, metrics)
+    return app, engine
 
 
 def run_worker(settings: Settings) -> None:
@@ -40,11 +56,13 @@ def run_worker(settings: Settings) -> None:
 
     Raises:
         TopicLayoutError: the input topics are missing or not co-partitioned.
+        ConfigError: a setting the worker needs is missing.
     """
+    settings.require_hmac_key()
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     partitions = loop.run_until_complete(check_copartitioned(settings))
     log.info("input topics are co-partitioned (%d partitions)", partitions)
-    app = create_app(settings)
-    worker = faust.Worker(app, loglevel=settings.log_level.upper(), quiet=True, loop=loop)
+    app, engine = create_app(settings)
+    worker = faust.Worker(app, engine, loglevel=settings.log_level.upper(), quiet=True, loop=loop)
     worker.execute_from_commandline()

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import random
+import secrets
 import signal
 import sys
 import time
@@ -16,7 +18,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from pipeline.admin import create_topics
 from pipeline.settings import Settings
-from pipeline.synthetic import tag_event
+from pipeline.synthetic import consent_change, tag_event
 from schemas import codec
 
 log = logging.getLogger(__name__)
@@ -32,6 +34,15 @@ async def _produce(
     rng = random.Random(7)
     sent = 0
     try:
+        for user in range(n_users):
+            change = consent_change(rng, user)
+            await producer.send(
+                settings.topic("consent.changes"),
+                codec.dumps(change),
+                key=change["user_id"].encode(),
+            )
+        await producer.flush()
+        say(f"producer: wrote consent for {n_users} users to {settings.topic('consent.changes')}")
         while not stop.is_set():
             event = tag_event(rng, n_users)
             await producer.send(
@@ -62,10 +73,12 @@ async def _tail(settings: Settings, stop: asyncio.Event, say: Say) -> None:
                 for message in messages:
                     seen += 1
                     record = codec.loads(message.value or b"{}")
+                    outcomes = record.get("outcomes", {})
+                    flags = " ".join(f"{k[:5]}={v}" for k, v in outcomes.items())
                     say(
-                        f"{time.strftime('%H:%M:%S')}  {record.get('source_topic')}"
-                        f" p{record.get('partition')}@{record.get('offset')}  ->  {topic}"
-                        f"  (total {seen})"
+                        f"{time.strftime('%H:%M:%S')}  {record.get('source')}:"
+                        f"{record.get('event_id', '')[:12]}  {flags}"
+                        f"  reasons={','.join(record.get('reasons', [])) or '-'}  (total {seen})"
                     )
     finally:
         await consumer.stop()
@@ -81,8 +94,18 @@ async def run_demo(
     log_dir = Path(".local/logs")
     log_dir.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - once, before anything runs
     worker_log = (log_dir / "worker.log").open("ab")
+    env = dict(os.environ)
+    if settings.hmac_key is None:
+        env["PIPELINE_HMAC_KEY"] = _dev_hmac_key(Path(".local/dev-hmac-key"))
+        say("using a development HMAC key from .local/dev-hmac-key (set PIPELINE_HMAC_KEY)")
     worker = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "pipeline.cli", "worker", stdout=worker_log, stderr=worker_log
+        sys.executable,
+        "-m",
+        "pipeline.cli",
+        "worker",
+        stdout=worker_log,
+        stderr=worker_log,
+        env=env,
     )
     say(f"worker started (pid {worker.pid}, log {log_dir / 'worker.log'}); Ctrl-C stops")
     stop = asyncio.Event()
@@ -107,3 +130,12 @@ async def run_demo(
     worker_log.close()
     say(f"worker stopped (exit {code})")
     return 0 if code in (0, -signal.SIGTERM) else 1
+
+
+def _dev_hmac_key(path: Path) -> str:
+    """A random key kept in `path`, created on first use; for local demos only."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_hex(32))
+        path.chmod(0o600)
+    return path.read_text().strip()

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import json
+import socket
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from pipeline.core.policy import PolicyConfig
+from pipeline.errors import ConfigError
 
 
 class Settings(BaseSettings):
@@ -44,6 +45,25 @@ class Settings(BaseSettings):
     )
     gpc_enabled: bool = Field(default=True, description="Honour Global Privacy Control.")
     policy_version: str = "v1"
+    hmac_key: SecretStr | None = Field(
+        default=None, description="Secret key of the HMAC user_key (at least 32 bytes)."
+    )
+    hmac_key_id: str = Field(
+        default="k1", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$"
+    )
+    worker_id: str | None = Field(
+        default=None,
+        max_length=100,
+        pattern=r"^[A-Za-z0-9._-]+$",
+        description="Stable, unique name of this worker (transactional id); default host-port.",
+    )
+    max_event_bytes: int = Field(default=64 * 1024, ge=1024, le=1024 * 1024)
+    dedup_window_hours: int = Field(default=48, ge=1)
+    aggregate_k: int = Field(default=10, ge=1)
+    aggregate_grace_seconds: int = Field(default=600, ge=0)
+    batch_max_records: int = Field(default=2000, ge=1, le=100_000)
+    poll_timeout_ms: int = Field(default=50, ge=1, le=10_000)
+    barrier_timeout_seconds: float = Field(default=30.0, gt=0)
     store: Literal["rocksdb", "memory"] = "rocksdb"
     data_dir: Path = Path(".local/state")
     web_host: str = "127.0.0.1"
@@ -61,7 +81,7 @@ class Settings(BaseSettings):
     @field_validator("sharing_countries", mode="before")
     @classmethod
     def _countries_from_csv(cls, value: object) -> object:
-        if isinstance(value, str) and not value.lstrip().startswith("["):
+        if isinstance(value, str):
             return [c.strip().upper() for c in value.split(",") if c.strip()]
         return value
 
@@ -80,6 +100,28 @@ class Settings(BaseSettings):
             policy_version=self.policy_version,
         )
 
+    @field_validator("hmac_key")
+    @classmethod
+    def _key_is_long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value().encode()) < 32:
+            raise ValueError("must be at least 32 bytes")
+        return value
+
+    def require_hmac_key(self) -> bytes:
+        """The HMAC key, which a worker cannot run without.
+
+        Raises:
+            ConfigError: PIPELINE_HMAC_KEY is not set.
+        """
+        if self.hmac_key is None:
+            raise ConfigError("PIPELINE_HMAC_KEY is required (a secret of at least 32 bytes)")
+        return self.hmac_key.get_secret_value().encode()
+
+    @property
+    def instance_name(self) -> str:
+        """This worker's stable name: `worker_id`, or host and web port."""
+        return self.worker_id or f"{socket.gethostname()}-{self.web_port}"
+
     def topic(self, name: str) -> str:
         """The full name of a logical topic, with the configured prefix."""
         return f"{self.topic_prefix}{name}"
@@ -87,7 +129,13 @@ class Settings(BaseSettings):
     def to_env(self) -> dict[str, str]:
         """These settings as `PIPELINE_*` environment variables, for a child process."""
         values = self.model_dump(mode="json")
-        return {f"PIPELINE_{name.upper()}": _env_value(value) for name, value in values.items()}
+        if self.hmac_key is not None:
+            values["hmac_key"] = self.hmac_key.get_secret_value()
+        return {
+            f"PIPELINE_{name.upper()}": _env_value(value)
+            for name, value in values.items()
+            if value is not None
+        }
 
     @property
     def broker_urls(self) -> list[str]:
@@ -96,6 +144,6 @@ class Settings(BaseSettings):
 
 
 def _env_value(value: object) -> str:
-    if isinstance(value, list | dict):
-        return json.dumps(value)
+    if isinstance(value, list):
+        return ",".join(str(v) for v in value)
     return str(value)

@@ -39,3 +39,21 @@ def tag_event(rng: random.Random, n_users: int, now: float | None = None) -> dic
         },
         "custom_data": {"currency": "USD", "value": round(rng.uniform(1, 200), 2)},
     }
+
+
+COUNTRIES = ("US", "US", "US", "CA", "GB", "DE", "FR", "BR", "IN", "CH")
+
+
+def consent_change(rng: random.Random, user: int, now: float | None = None) -> dict[str, Any]:
+    """A full consent record for synthetic user `user-<n>`: settings, profile."""
+    changed_at = int((now if now is not None else time.time()) * 1000)
+    return {
+        "user_id": f"user-{user}",
+        "changed_at": changed_at,
+        "settings": {
+            "personalization": rng.random() > 0.1,
+            "ads_from_partner_info": rng.random() > 0.1,
+            "partner_sharing": rng.random() > 0.2,
+        },
+        "profile": {"country": rng.choice(COUNTRIES), "birth_year": rng.randint(1950, 2015)},
+    }

@@ -61,6 +61,9 @@ def settings_factory(
             "store": "memory",
             "data_dir": tmp_path / "state",
             "topic_partitions": 3,
+            "hmac_key": "integration-test-hmac-key-0123456789abcdef",
+            "hmac_key_id": "test-1",
+            "poll_timeout_ms": 20,
         }
         values.update(overrides)
         return Settings.model_validate(values)

@@ -36,6 +36,7 @@ class Cell:
 class ClosedHours:
     """What closing hours produced: the cells that met `k` and what was suppressed."""
 
+    closed: list[CellKey]
     records: list[dict[str, Any]]
     suppressed_cells: int
     suppressed_events: int
@@ -59,12 +60,12 @@ class HourlyAggregator:
     def __len__(self) -> int:
         return len(self._cells)
 
-    def add(self, record: Mapping[str, Any]) -> bool:
-        """Count a de-identified record; False (and counted as late) if its hour is closed."""
+    def add(self, record: Mapping[str, Any]) -> CellKey | None:
+        """Count a de-identified record and return its cell; None (counted as late) if closed."""
         hour = record["event_hour"] - record["event_hour"] % HOUR
         if hour < self.closed_before:
             self.late_events += 1
-            return False
+            return None
         key: CellKey = (
             record["policy_version"],
             hour,
@@ -79,7 +80,15 @@ class HourlyAggregator:
             cell = self._cells[key] = Cell()
         cell.count += 1
         cell.value_sum += record["value"] or 0.0
-        return True
+        return key
+
+    def cell(self, key: CellKey) -> Cell | None:
+        """The open cell `key`, if any."""
+        return self._cells.get(key)
+
+    def restore(self, key: CellKey, cell: Cell) -> None:
+        """Put back an open cell read from storage."""
+        self._cells[key] = cell
 
     def close(self, up_to_hour: int) -> ClosedHours:
         """Close every hour that starts before `up_to_hour` (unix seconds)."""
@@ -96,7 +105,7 @@ class HourlyAggregator:
             else:
                 suppressed_cells += 1
                 suppressed_events += cell.count
-        return ClosedHours(records, suppressed_cells, suppressed_events)
+        return ClosedHours(closing, records, suppressed_cells, suppressed_events)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready snapshot; `from_dict` restores it."""
@@ -114,7 +123,7 @@ class HourlyAggregator:
         aggregator.closed_before = data["closed_before"]
         aggregator.late_events = data["late_events"]
         for *key, count, value_sum in data["cells"]:
-            aggregator._cells[_cell_key(key)] = Cell(count, value_sum)
+            aggregator._cells[cell_key_from_list(key)] = Cell(count, value_sum)
         return aggregator
 
     def _record(self, key: CellKey, cell: Cell) -> dict[str, Any]:
@@ -138,6 +147,7 @@ def cell_sort_key(key: CellKey) -> tuple[Any, ...]:
     return tuple((value is not None, value) for value in key)
 
 
-def _cell_key(values: list[Any]) -> CellKey:
+def cell_key_from_list(values: list[Any]) -> CellKey:
+    """A cell key back from its list form (as stored)."""
     policy_version, hour, advertiser_id, event_name, action_source, country, currency = values
     return (policy_version, hour, advertiser_id, event_name, action_source, country, currency)

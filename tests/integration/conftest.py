@@ -18,7 +18,7 @@ from pipeline.settings import Settings
 
 pytestmark = pytest.mark.integration
 
-READY_LINE = "Worker ready"
+READY_LINE = "assigned partitions"
 
 
 def free_port() -> int:

@@ -115,7 +115,7 @@ def test_a_record_for_a_closed_hour_is_late_and_not_counted() -> None:
     aggregator = HourlyAggregator(k=1)
     aggregator.close(up_to_hour=HOUR + 3600)
 
-    assert aggregator.add(deidentified()) is False
+    assert aggregator.add(deidentified()) is None
     assert aggregator.late_events == 1
     assert len(aggregator) == 0
 

@@ -1,0 +1,120 @@
+"""Local key-value stores for the worker's tables: one per table and partition.
+
+`rocksdb` (rocksdict) keeps state on disk across restarts, so recovery only replays the
+changelog written since the store's checkpoint; `memory` starts empty and replays it all.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Protocol
+
+from rocksdict import Options, Rdict, WriteBatch
+
+CHECKPOINT_KEY = b"\x00checkpoint"
+"""Where a store keeps the next changelog offset it has not applied yet."""
+
+
+class Store(Protocol):
+    """A partition's local state: bytes to bytes, with a changelog checkpoint."""
+
+    def get(self, key: bytes) -> bytes | None: ...
+
+    def write(self, items: dict[bytes, bytes | None], checkpoint: int | None) -> None:
+        """Apply puts (a value) and deletes (None) and move the checkpoint, atomically."""
+
+    def checkpoint(self) -> int:
+        """The next changelog offset to apply (0 for a new store)."""
+
+    def scan(self) -> Iterator[bytes]: ...
+
+    def approximate_len(self) -> int: ...
+
+    def close(self) -> None: ...
+
+
+class MemoryStore:
+    """A store in a dict: for tests and stateless runs."""
+
+    def __init__(self) -> None:
+        self._data: dict[bytes, bytes] = {}
+        self._checkpoint = 0
+
+    def get(self, key: bytes) -> bytes | None:
+        return self._data.get(key)
+
+    def write(self, items: dict[bytes, bytes | None], checkpoint: int | None) -> None:
+        for key, value in items.items():
+            if value is None:
+                self._data.pop(key, None)
+            else:
+                self._data[key] = value
+        if checkpoint is not None:
+            self._checkpoint = checkpoint
+
+    def checkpoint(self) -> int:
+        return self._checkpoint
+
+    def scan(self) -> Iterator[bytes]:
+        return iter(list(self._data))
+
+    def approximate_len(self) -> int:
+        return len(self._data)
+
+    def close(self) -> None:
+        self._data.clear()
+
+
+class RocksStore:
+    """A store in RocksDB (rocksdict), surviving restarts."""
+
+    def __init__(self, path: Path) -> None:
+        path.mkdir(parents=True, exist_ok=True)
+        options = Options(raw_mode=True)
+        options.create_if_missing(True)
+        self._db = Rdict(str(path), options)
+
+    def get(self, key: bytes) -> bytes | None:
+        value = self._db.get(key)
+        return None if value is None else bytes(value)
+
+    def write(self, items: dict[bytes, bytes | None], checkpoint: int | None) -> None:
+        batch = WriteBatch(raw_mode=True)
+        for key, value in items.items():
+            if value is None:
+                batch.delete(key)
+            else:
+                batch.put(key, value)
+        if checkpoint is not None:
+            batch.put(CHECKPOINT_KEY, str(checkpoint).encode())
+        self._db.write(batch)
+
+    def checkpoint(self) -> int:
+        value = self._db.get(CHECKPOINT_KEY)
+        return 0 if value is None else int(bytes(value))
+
+    def scan(self) -> Iterator[bytes]:
+        for key in self._db.keys():  # noqa: SIM118 - Rdict is not a dict
+            if key != CHECKPOINT_KEY:
+                yield key if isinstance(key, bytes) else str(key).encode()
+
+    def approximate_len(self) -> int:
+        estimate = self._db.property_int_value("rocksdb.estimate-num-keys")
+        return max(0, (estimate or 0) - 1)
+
+    def close(self) -> None:
+        self._db.close()
+
+
+def open_store(kind: str, root: Path, table: str, partition: int) -> Store:
+    """Open the store of `table`'s `partition` under `root`."""
+    if kind == "memory":
+        return MemoryStore()
+    return RocksStore(root / table / str(partition))
+
+
+def wipe(root: Path) -> None:
+    """Delete every local store under `root` (state then recovers from the changelogs)."""
+    shutil.rmtree(root, ignore_errors=True)

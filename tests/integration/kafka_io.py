@@ -1,0 +1,117 @@
+"""Independent Kafka clients for tests: a producer writing what a tag or SDK backend would,
+and a `read_committed` consumer reading what downstream users would."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from schemas import codec
+
+
+@dataclass(frozen=True)
+class Read:
+    """A record read back from an output topic."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+
+    def json(self) -> Any:
+        return codec.loads(self.value)
+
+
+def subject_key(event: dict[str, Any]) -> bytes:
+    """SPEC §3's subject key, computed independently of the pipeline's code."""
+    if event.get("user_id"):
+        return str(event["user_id"]).encode()
+    device = (event.get("device") or {}).get("device_id")
+    cookie = (event.get("browser") or {}).get("cookie_id")
+    return f"anon:{device or cookie or event['event_id']}".encode()
+
+
+async def produce(
+    bootstrap: str, records: Iterable[tuple[str, bytes | None, bytes | None]]
+) -> list[tuple[str, int, int]]:
+    """Write (topic, key, value) records in order, each acknowledged; returns their positions."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+    await producer.start()
+    try:
+        positions = []
+        for topic, key, value in records:
+            metadata = await (await producer.send(topic, value, key=key))
+            positions.append((topic, metadata.partition, metadata.offset))
+        return positions
+    finally:
+        await producer.stop()
+
+
+def produce_sync(
+    bootstrap: str, records: Iterable[tuple[str, bytes | None, bytes | None]]
+) -> list[tuple[str, int, int]]:
+    return asyncio.run(produce(bootstrap, list(records)))
+
+
+async def read_topics(
+    bootstrap: str,
+    topics: list[str],
+    done: Callable[[dict[str, list[Read]]], bool],
+    timeout_s: float = 60.0,
+    settle_s: float = 1.0,
+) -> dict[str, list[Read]]:
+    """Read `topics` from the start (read_committed) until `done` holds, then `settle_s` more.
+
+    The extra time catches records that should not be there (duplicates, leaks).
+    """
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        isolation_level="read_committed",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
+    await consumer.start()
+    got: dict[str, list[Read]] = {t: [] for t in topics}
+    try:
+        partitions = []
+        for topic in topics:
+            for p in consumer.partitions_for_topic(topic) or await _partitions(consumer, topic):
+                partitions.append(TopicPartition(topic, p))
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        deadline = time.monotonic() + timeout_s
+        settle_until: float | None = None
+        while time.monotonic() < deadline:
+            batches = await consumer.getmany(timeout_ms=200)
+            for tp, messages in batches.items():
+                got[tp.topic].extend(
+                    Read(tp.topic, tp.partition, m.offset, m.key, m.value or b"") for m in messages
+                )
+            if settle_until is None and done(got):
+                settle_until = time.monotonic() + settle_s
+            if settle_until is not None and time.monotonic() >= settle_until:
+                break
+    finally:
+        await consumer.stop()
+    return got
+
+
+async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
+    await consumer._client.force_metadata_update()
+    return consumer.partitions_for_topic(topic) or set()
+
+
+def read_sync(
+    bootstrap: str,
+    topics: list[str],
+    done: Callable[[dict[str, list[Read]]], bool],
+    timeout_s: float = 60.0,
+    settle_s: float = 1.0,
+) -> dict[str, list[Read]]:
+    return asyncio.run(read_topics(bootstrap, topics, done, timeout_s, settle_s))

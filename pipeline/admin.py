@@ -40,11 +40,19 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         "decisions.audit": settings.audit_retention_days,
         "dlq": settings.dlq_retention_days,
     }
+    # Inputs carry the broker's append time, so "acknowledged before produced" compares
+    # consent changes and events on one clock.
+    append_time = {"message.timestamp.type": "LogAppendTime"}
     specs = [
-        spec(name, {"retention.ms": str(settings.raw_retention_days * DAY_MS)})
+        spec(name, {"retention.ms": str(settings.raw_retention_days * DAY_MS), **append_time})
         for name in RAW_TOPICS
     ]
-    specs.append(spec(CONSENT_TOPIC, {"cleanup.policy": "compact", "min.compaction.lag.ms": "0"}))
+    specs.append(
+        spec(
+            CONSENT_TOPIC,
+            {"cleanup.policy": "compact", "min.compaction.lag.ms": "0", **append_time},
+        )
+    )
     specs.extend(
         spec(
             name,

@@ -215,7 +215,7 @@ class Engine(Service):
             )
         outputs.extend(self.processor.close_windows(now, stats))
         if sweep:
-            self.processor.expire_dedup(now)
+            self.processor.sweep(now)
 
         await producer.begin_transaction()
         for output in outputs:

@@ -14,11 +14,19 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from pipeline.core.aggregate import Cell, CellKey, HourlyAggregator, cell_key_from_list
-from pipeline.core.consent import ConsentState, apply_change
+from pipeline.core.consent import (
+    ConsentState,
+    History,
+    apply_change,
+    history_from_bytes,
+    history_to_bytes,
+    remember,
+    states_as_of,
+)
 from pipeline.core.deidentify import HOUR, Pseudonymizer
 from pipeline.core.parse import ParseLimits, Rejected, parse_consent_change, parse_event
 from pipeline.core.parse import processing_error as processing_error_reject
-from pipeline.core.policy import PolicyConfig, decide
+from pipeline.core.policy import PolicyConfig, decide, strictest
 from pipeline.core.route import Origin, Output, audit_record, dlq_record, route
 from pipeline.tables import Table
 from schemas import codec
@@ -26,6 +34,8 @@ from schemas.consent import ConsentChange
 from schemas.events import Event, Source
 
 AGGREGATE_META_KEY: Final = b"\x00meta"
+HISTORY_PREFIX: Final = b"\x01"
+"""Consent-table keys of users' recent-change histories: prefix + user id."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +78,9 @@ class ProcessorConfig:
     dedup_window_s: int = 48 * 3600
     aggregate_k: int = 10
     aggregate_grace_s: int = 600
+    history_keep_s: int = 24 * 3600
+    """How long the state before each consent change is kept to decide late events."""
+    history_max_entries: int = 256
 
 
 class Processor:
@@ -115,12 +128,41 @@ class Processor:
             stored = self.consent.get(partition, key)
             state = None if stored is None else ConsentState.from_bytes(stored)
             self.consent.put(partition, key, apply_change(state, change).to_bytes())
+            self._remember(partition, key, state, record.timestamp_ms)
         except Exception as exc:  # an unexpected failure is an outcome, not a lost record
             return self._reject(record, processing_error_reject(exc, "consent"), stats)
         stats.consent_changes += 1
         if is_revocation(change):
             stats.revocation_latencies.append(max(0.0, now - record.timestamp_ms / 1000))
         return None
+
+    def _remember(
+        self, partition: int, key: bytes, before: ConsentState | None, acknowledged_ms: int
+    ) -> None:
+        history_key = HISTORY_PREFIX + key
+        stored = self.consent.get(partition, history_key)
+        history = remember(
+            History() if stored is None else history_from_bytes(stored),
+            before,
+            acknowledged_ms,
+            keep_ms=self.config.history_keep_s * 1000,
+            max_entries=self.config.history_max_entries,
+        )
+        self.consent.put(partition, history_key, history_to_bytes(history))
+
+    def _consent_for(
+        self, partition: int, user_id: str, produced_ms: int
+    ) -> tuple[ConsentState | None, list[ConsentState | None]]:
+        """The user's current state, and the other states the user may have had when the
+        event was produced (changes acknowledged since, or in the same millisecond)."""
+        key = user_id.encode()
+        stored = self.consent.get(partition, key)
+        current = None if stored is None else ConsentState.from_bytes(stored)
+        history = self.consent.get(partition, HISTORY_PREFIX + key)
+        if history is None:
+            return current, []
+        candidates = states_as_of(history_from_bytes(history), current, produced_ms)
+        return current, [state for state in candidates if state is not current]
 
     # -- events -------------------------------------------------------------------
 
@@ -146,10 +188,13 @@ class Processor:
         partition = record.origin.partition
         duplicate = self._seen_before(event, record, now)
         consent = None
+        earlier: list[ConsentState | None] = []
         if event.user_id is not None:
-            stored = self.consent.get(partition, event.user_id.encode())
-            consent = None if stored is None else ConsentState.from_bytes(stored)
+            consent, earlier = self._consent_for(partition, event.user_id, record.timestamp_ms)
         decision = decide(event, consent, self.config.policy)
+        for state in earlier:
+            # A later re-grant never reopens an event produced while consent was withdrawn.
+            decision = strictest(decide(event, state, self.config.policy), decision)
         outputs = [] if duplicate else route(event, decision, consent, self.config.pseudonymizer)
         audit = audit_record(
             event,
@@ -231,14 +276,25 @@ class Processor:
             )
         return outputs
 
-    def expire_dedup(self, now: float) -> int:
-        """Delete dedup entries older than the window; returns how many."""
+    def sweep(self, now: float) -> int:
+        """Delete dedup entries and consent histories past their windows; returns how many."""
         expired = 0
         for partition, store in self.dedup.stores.items():
             for key in store.scan():
                 entry = store.get(key)
                 if entry is not None and now - codec.loads(entry)[3] >= self.config.dedup_window_s:
                     self.dedup.put(partition, key, None)
+                    expired += 1
+        keep_from_ms = (now - self.config.history_keep_s) * 1000
+        for partition, store in self.consent.stores.items():
+            for key in store.scan():
+                if not key.startswith(HISTORY_PREFIX):
+                    continue
+                entry = store.get(key)
+                if entry is not None and all(
+                    s.acknowledged_ms < keep_from_ms for s in history_from_bytes(entry).snapshots
+                ):
+                    self.consent.put(partition, key, None)
                     expired += 1
         return expired
 

@@ -259,3 +259,94 @@ def _stamped_from_dict(raw: Any, rules: Mapping[str, _FieldRule]) -> dict[str, S
             raise ValueError("unexpected value")
         out[name] = Stamped(value, changed_at)
     return out
+
+
+class Snapshot(NamedTuple):
+    """A user's state just before a change Kafka acknowledged at `acknowledged_ms`."""
+
+    acknowledged_ms: int
+    before: ConsentState | None
+
+
+class History(NamedTuple):
+    """The states before a user's recent changes, oldest first.
+
+    `complete_from_ms`: the history knows the state of every moment from then on; earlier
+    snapshots were pruned (by age or count).
+    """
+
+    snapshots: tuple[Snapshot, ...] = ()
+    complete_from_ms: int = 0
+
+
+def remember(
+    history: History,
+    before: ConsentState | None,
+    acknowledged_ms: int,
+    *,
+    keep_ms: int,
+    max_entries: int,
+) -> History:
+    """`history` with the state before a newly applied change, pruned to the window."""
+    snapshots = [*history.snapshots, Snapshot(acknowledged_ms, before)]
+    kept = [s for s in snapshots if s.acknowledged_ms >= acknowledged_ms - keep_ms]
+    kept = kept[-max_entries:]
+    pruned = snapshots[: len(snapshots) - len(kept)]
+    complete_from = history.complete_from_ms
+    if pruned:
+        complete_from = max(complete_from, pruned[-1].acknowledged_ms + 1)
+    return History(tuple(kept), complete_from)
+
+
+def states_as_of(
+    history: History, current: ConsentState | None, produced_ms: int
+) -> list[ConsentState | None]:
+    """Every state the user may have had when an event was produced at `produced_ms`.
+
+    Changes apply in the order Kafka acknowledged them, so the state then is the state
+    before the first change acknowledged after it. Changes in the same millisecond as the
+    event may have come before or after it, so each state around them is a candidate. If
+    the history no longer reaches back to `produced_ms`, every state it holds is one.
+    """
+    if produced_ms < history.complete_from_ms:
+        return [s.before for s in history.snapshots] + [current]
+    candidates: list[ConsentState | None] = []
+    for snapshot in history.snapshots:
+        if snapshot.acknowledged_ms >= produced_ms:
+            candidates.append(snapshot.before)
+            if snapshot.acknowledged_ms > produced_ms:
+                return candidates
+    candidates.append(current)
+    return candidates
+
+
+def history_to_bytes(history: History) -> bytes:
+    """A compact form of a history for a key-value store."""
+    return codec.dumps(
+        [
+            history.complete_from_ms,
+            [
+                [s.acknowledged_ms, None if s.before is None else s.before.to_dict()]
+                for s in history.snapshots
+            ],
+        ]
+    )
+
+
+def history_from_bytes(data: bytes) -> History:
+    """Rebuild a history from `history_to_bytes` output.
+
+    Raises:
+        ConsentStateError: `data` is not a history this version wrote.
+    """
+    try:
+        complete_from, raw = codec.loads(data)
+        return History(
+            tuple(
+                Snapshot(int(ms), None if state is None else ConsentState.from_dict(state))
+                for ms, state in raw
+            ),
+            int(complete_from),
+        )
+    except (codec.DecodeError, TypeError, ValueError):
+        raise ConsentStateError("stored consent history is malformed") from None

@@ -212,6 +212,36 @@ def decide(event: Event, consent: ConsentState | None, config: PolicyConfig) -> 
     )
 
 
+def strictest(first: Decision, second: Decision) -> Decision:
+    """Both decisions at once: a purpose is allowed only where both allow it.
+
+    Used when a user's consent changed after an event was produced: the event is decided
+    under the state it was produced under and under the current one, and the stricter
+    answer stands, so a later re-grant never reopens an event produced while revoked.
+    """
+    ads = first.ads == "allow" and second.ads == "allow"
+    return Decision(
+        personalization=(
+            "allow"
+            if first.personalization == "allow" and second.personalization == "allow"
+            else "deny"
+        ),
+        ads="allow" if ads else "deny",
+        measurement="identified" if ads else "deidentified",
+        partner_sharing=(
+            "allow"
+            if first.partner_sharing == "allow" and second.partner_sharing == "allow"
+            else "deny"
+        ),
+        reasons=tuple(sorted({*first.reasons, *second.reasons})),
+        policy_version=second.policy_version,
+        consent_version=max(
+            (v for v in (first.consent_version, second.consent_version) if v is not None),
+            default=None,
+        ),
+    )
+
+
 def _account_rules(
     event: Event, consent: ConsentState, config: PolicyConfig, reasons: set[Reason]
 ) -> None:

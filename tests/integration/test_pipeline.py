@@ -3,16 +3,24 @@ poison pills and restarts, observed by independent `read_committed` consumers.""
 
 from __future__ import annotations
 
+import asyncio
+import os
 import random
 import signal
+import subprocess
+import sys
 import time
+import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
 import pytest
+from aiokafka.admin import NewTopic
+from prometheus_client.parser import text_string_to_metric_families
 
+from pipeline.admin import admin_client, create_topics
 from pipeline.settings import Settings
 from schemas import codec
 from tests.integration.conftest import WorkerProcess
@@ -50,6 +58,18 @@ def read_outputs(
         settle_s=settle_s,
     )
     return {names[t]: reads for t, reads in got.items()}
+
+
+def scrape(settings: Settings) -> dict[str, float]:
+    """The worker's /metrics, each sample name summed over its labels."""
+    url = f"http://127.0.0.1:{settings.web_port}/metrics"
+    with urllib.request.urlopen(url, timeout=5) as response:
+        text = response.read().decode()
+    totals: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            totals[sample.name] = totals.get(sample.name, 0.0) + sample.value
+    return totals
 
 
 def audited(n: int) -> Callable[[dict[str, list[Read]]], bool]:
@@ -139,6 +159,22 @@ def test_every_policy_rule_routes_exactly_as_decided(worker: WorkerProcess) -> N
     for record in out["decisions.audit"]:
         assert not any(user_id in record.value + (record.key or b"") for user_id in raw_ids)
 
+    metrics = scrape(settings)
+    for name in (
+        "pipeline_events_in_total",
+        "pipeline_events_out_total",
+        "pipeline_decisions_total",
+        "pipeline_decision_reasons_total",
+        "pipeline_consent_changes_total",
+        "pipeline_consent_table_entries",
+        "pipeline_processing_seconds_count",
+        "pipeline_event_age_seconds_count",
+        "pipeline_barrier_wait_seconds_count",
+    ):
+        assert metrics[name] > 0, name
+    assert metrics["pipeline_events_in_total"] == len(cases)
+    assert "pipeline_consumer_lag_messages" in metrics
+
 
 def test_a_revocation_acknowledged_before_an_event_governs_it(worker: WorkerProcess) -> None:
     """1,000 randomized interleavings of consent changes and events for a handful of users.
@@ -205,6 +241,7 @@ def test_a_revocation_acknowledged_before_an_event_governs_it(worker: WorkerProc
     emitted = {r.json()["event_id"] for r in out["activity.personalization"]}
     assert emitted == {e for e, outcome in decided.items() if outcome == "allow"}
     assert not emitted & revoked_before
+    assert scrape(settings)["pipeline_revocation_latency_seconds_count"] > 0
 
 
 def test_duplicates_are_audited_once_more_and_not_emitted_again(worker: WorkerProcess) -> None:
@@ -247,6 +284,7 @@ def test_duplicates_are_audited_once_more_and_not_emitted_again(worker: WorkerPr
     assert duplicates == Counter({("dup-1", False): 1, ("dup-1", True): 2, ("dup-2", False): 1})
     emitted = Counter(r.json()["event_id"] for r in out["activity.personalization"])
     assert emitted == Counter({"dup-1": 1, "dup-2": 1})
+    assert scrape(settings)["pipeline_duplicates_total"] == 2
 
 
 def test_poison_pills_go_to_the_dlq_with_reasons_while_valid_events_flow(
@@ -304,6 +342,7 @@ def test_poison_pills_go_to_the_dlq_with_reasons_while_valid_events_flow(
         body = record.json()
         assert user not in body["detail"]
         assert "yesterday" not in body["detail"]
+    assert scrape(settings)["pipeline_dlq_total"] == len(pills)
     assert sorted(r.json()["event_id"] for r in out["decisions.audit"]) == [
         f"pp-ok-{i}" for i in range(5)
     ]
@@ -360,3 +399,43 @@ def test_a_restarted_worker_resumes_with_no_loss_and_no_duplicate_emission(
     emitted = Counter(r.json()["event_id"] for r in out["activity.personalization"])
     assert emitted == Counter({f"rs-{i}": 1 for i in range(900)})
     assert out["dlq"] == []
+
+
+def test_the_worker_refuses_inputs_that_are_not_co_partitioned(
+    settings_factory: Callable[..., Settings],
+) -> None:
+    settings = settings_factory()
+    asyncio.run(create_topics(settings))
+    lopsided = settings.model_copy(
+        update={"topic_partitions": 2, "topic_prefix": settings.topic_prefix}
+    )
+    sdk = settings.topic("raw.sdk")
+    asyncio.run(_recreate(lopsided, sdk))
+    env = {**os.environ, **settings.to_env()}
+    env.pop("KAFKA_BOOTSTRAP_SERVERS", None)
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "worker"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "not co-partitioned" in result.stderr
+    assert f"{sdk}=2" in result.stderr
+    assert f"{settings.topic('raw.tag')}=3" in result.stderr
+
+
+async def _recreate(settings: Settings, topic: str) -> None:
+    admin = admin_client(settings)
+    await admin.start()
+    try:
+        await admin.delete_topics([topic])
+        for _ in range(50):
+            if topic not in await admin.list_topics():
+                break
+            await asyncio.sleep(0.2)
+        await admin.create_topics([NewTopic(topic, settings.topic_partitions, 1)])
+    finally:
+        await admin.close()

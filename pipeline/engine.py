@@ -89,6 +89,8 @@ class Engine(Service):
         self._last_lag = 0.0
         self._last_sweep = time.monotonic()
         self._next: dict[TopicPartition, int] = {}
+        self.generation = 0
+        """Bumped by every rebalance; a batch fetched in an older generation is not processed."""
         self.ready = asyncio.Event()
         self.last_cycle = time.monotonic()
         self.consumer: AIOKafkaConsumer | None = None
@@ -143,6 +145,7 @@ class Engine(Service):
         consumer = self.consumer
         assert consumer is not None
         while not self.should_stop and not self._stopping:
+            generation = self.generation
             batch = await consumer.getmany(
                 timeout_ms=self.settings.poll_timeout_ms,
                 max_records=self.settings.batch_max_records,
@@ -151,7 +154,22 @@ class Engine(Service):
             async with self._lock:
                 if self._stopping:
                     break
+                if generation != self.generation:
+                    self._refetch(batch)
+                    continue
                 await self._cycle(batch)
+
+    def _refetch(self, batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> None:
+        """Put back a batch fetched across a rebalance: it is read again from where it began.
+
+        Each batch commits before the next is fetched, so a batch's first offset is the
+        committed one; seeking there is right whether the fetch came before or after the
+        rebalance reset the positions.
+        """
+        assigned = self.consumer.assignment() if self.consumer is not None else set()
+        for tp, records in batch.items():
+            if records and tp in assigned and self.consumer is not None:
+                self.consumer.seek(tp, records[0].offset)
 
     # -- one batch ----------------------------------------------------------------
 
@@ -447,7 +465,10 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
         async with self.engine._lock:  # the batch in flight commits first
+            self.engine.generation += 1
             self.engine.revoke(revoked)
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-        await self.engine.assign(assigned)
+        async with self.engine._lock:  # no batch runs until recovery is complete
+            self.engine.generation += 1
+            await self.engine.assign(assigned)

@@ -8,9 +8,12 @@ output; an unexpected exception becomes a `processing_error` DLQ output, never a
 
 from __future__ import annotations
 
+import logging
 import time
+import traceback
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Final
 
 from pipeline.core.aggregate import Cell, CellKey, HourlyAggregator, cell_key_from_list
@@ -34,7 +37,9 @@ from schemas.consent import ConsentChange
 from schemas.events import Event, Source
 
 AGGREGATE_META_KEY: Final = b"\x00meta"
+DECODED_CACHE_SIZE: Final = 100_000
 HISTORY_PREFIX: Final = b"\x01"
+log = logging.getLogger(__name__)
 """Consent-table keys of users' recent-change histories: prefix + user id."""
 
 
@@ -94,6 +99,7 @@ class Processor:
         self.dedup = dedup
         self.aggregates = aggregates
         self.aggregators: dict[int, HourlyAggregator] = {}
+        self._decoded: dict[bytes, tuple[bytes, ConsentState, int]] = {}
 
     # -- partitions ---------------------------------------------------------------
 
@@ -125,11 +131,13 @@ class Processor:
                 return self._reject(record, change, stats)
             partition = record.origin.partition
             key = change.user_id.encode()
-            stored = self.consent.get(partition, key)
-            state = None if stored is None else ConsentState.from_bytes(stored)
-            self.consent.put(partition, key, apply_change(state, change).to_bytes())
-            self._remember(partition, key, state, record.timestamp_ms)
+            state, _ = self._stored_state(partition, key)
+            updated = apply_change(state, change)
+            acknowledged = record.timestamp_ms
+            self.consent.put(partition, key, b"%d:" % acknowledged + updated.to_bytes())
+            self._remember(partition, key, state, acknowledged)
         except Exception as exc:  # an unexpected failure is an outcome, not a lost record
+            log.warning("processing_error: %s at %s", type(exc).__name__, where(exc))
             return self._reject(record, processing_error_reject(exc, "consent"), stats)
         stats.consent_changes += 1
         if is_revocation(change):
@@ -156,13 +164,32 @@ class Processor:
         """The user's current state, and the other states the user may have had when the
         event was produced (changes acknowledged since, or in the same millisecond)."""
         key = user_id.encode()
-        stored = self.consent.get(partition, key)
-        current = None if stored is None else ConsentState.from_bytes(stored)
+        current, last_acknowledged_ms = self._stored_state(partition, key)
+        if produced_ms > last_acknowledged_ms:
+            return current, []  # no change since the event was produced: the usual case
         history = self.consent.get(partition, HISTORY_PREFIX + key)
         if history is None:
             return current, []
         candidates = states_as_of(history_from_bytes(history), current, produced_ms)
         return current, [state for state in candidates if state is not current]
+
+    def _stored_state(self, partition: int, key: bytes) -> tuple[ConsentState | None, int]:
+        """A user's current state and when Kafka acknowledged its newest change (unix ms).
+
+        Stored as `<acknowledged ms>:<state>`; decoded states are cached by their bytes.
+        """
+        stored = self.consent.get(partition, key)
+        if stored is None:
+            return None, -1
+        cached = self._decoded.get(key)
+        if cached is not None and cached[0] == stored:
+            return cached[1], cached[2]
+        stamp, _, state_bytes = stored.partition(b":")
+        state = ConsentState.from_bytes(state_bytes)
+        if len(self._decoded) >= DECODED_CACHE_SIZE:
+            self._decoded.clear()
+        self._decoded[key] = (stored, state, int(stamp))
+        return state, int(stamp)
 
     # -- events -------------------------------------------------------------------
 
@@ -179,6 +206,7 @@ class Processor:
                 return [self._reject(record, event, stats)]
             return self._decide(event, record, now, stats)
         except Exception as exc:  # an unexpected failure is an outcome, not a lost record
+            log.warning("processing_error: %s at %s", type(exc).__name__, where(exc))
             stats.processing_errors[source] += 1
             return [self._reject(record, processing_error_reject(exc, "process"), stats)]
 
@@ -326,6 +354,13 @@ def is_revocation(change: ConsentChange) -> bool:
 
 def _cell_output_key(record: dict[str, object]) -> bytes:
     return f"{record['hour']}|{record['advertiser_id'] or ''}|{record['event_name']}".encode()
+
+
+def where(exc: BaseException) -> str:
+    """Where an exception was raised, as `file:line in function` frames: never its message,
+    which may quote a value."""
+    frames = traceback.extract_tb(exc.__traceback__)[-3:]
+    return " <- ".join(f"{Path(f.filename).name}:{f.lineno} in {f.name}" for f in reversed(frames))
 
 
 def wall_clock() -> float:

@@ -349,14 +349,17 @@ def test_poison_pills_go_to_the_dlq_with_reasons_while_valid_events_flow(
 
 
 @pytest.mark.parametrize(
-    "stop_signal", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"]
+    ("stop_signal", "store"),
+    [(signal.SIGTERM, "memory"), (signal.SIGKILL, "memory"), (signal.SIGKILL, "rocksdb")],
+    ids=["sigterm-memory", "sigkill-memory", "sigkill-rocksdb"],
 )
 def test_a_restarted_worker_resumes_with_no_loss_and_no_duplicate_emission(
     pipeline_settings: Settings,
     start_worker: Callable[[Settings], WorkerProcess],
     stop_signal: int,
+    store: str,
 ) -> None:
-    settings = pipeline_settings
+    settings = pipeline_settings.model_copy(update={"store": store})
     bootstrap = settings.kafka_bootstrap_servers
     users = [f"rs-user-{i}" for i in range(12)]
     produce_sync(

@@ -27,6 +27,7 @@ from aiokafka.errors import KafkaError, ProducerFenced
 from mode import Service
 
 from pipeline.admin import changelog_specs, ensure_topics
+from pipeline.canary import CanaryScanner
 from pipeline.core.deidentify import Pseudonymizer
 from pipeline.core.parse import ParseLimits
 from pipeline.core.route import DESTINATION_TOPICS, Origin, Output
@@ -83,6 +84,7 @@ class Engine(Service):
             self.tables["dedup"],
             self.tables["aggregates"],
         )
+        self.canaries = CanaryScanner(settings.pii_canaries)
         self._lock = asyncio.Lock()
         self._stopping = False
         self._partitions: set[int] = set()
@@ -236,10 +238,12 @@ class Engine(Service):
             self.processor.sweep(now)
 
         await producer.begin_transaction()
+        canaries = self.canaries
         for output in outputs:
-            await producer.send(
-                self.destinations[output.destination], codec.dumps(output.record), key=output.key
-            )
+            value = codec.dumps(output.record)
+            if canaries:
+                self._check_canaries(output, value)
+            await producer.send(self.destinations[output.destination], value, key=output.key)
             stats.outputs[output.destination] += 1
         changelog = await self._send_changelogs(producer)
         if offsets:
@@ -253,6 +257,12 @@ class Engine(Service):
                 ends[metadata.partition] = max(ends.get(metadata.partition, 0), metadata.offset + 1)
             table.commit(ends)
         self._report(stats, time.time() - now, len(raw))
+
+    def _check_canaries(self, output: Output, value: bytes) -> None:
+        location = self.canaries.location(output.destination, output.key, value, output.record)
+        if location is not None:
+            self.metrics.pii_canary_hits.labels(location).inc()
+            log.error("a PII canary reached %s", location)
 
     async def _send_changelogs(
         self, producer: AIOKafkaProducer

@@ -98,3 +98,9 @@ class Metrics:
             ["source"],
             registry=registry,
         )
+        self.pii_canary_hits = Counter(
+            "pipeline_pii_canary_hits_total",
+            "Records written with a seeded PII canary where no identifier may appear.",
+            ["location"],
+            registry=registry,
+        )

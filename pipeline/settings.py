@@ -64,11 +64,37 @@ class Settings(BaseSettings):
     batch_max_records: int = Field(default=2000, ge=1, le=100_000)
     poll_timeout_ms: int = Field(default=50, ge=1, le=10_000)
     barrier_timeout_seconds: float = Field(default=30.0, gt=0)
+    pii_canaries: Annotated[list[str], NoDecode] = Field(
+        default=[],
+        description="Comma-separated synthetic identifiers that must never reach "
+        "de-identified, measurement, aggregate or audit records; hits are counted.",
+    )
     store: Literal["rocksdb", "memory"] = "rocksdb"
     data_dir: Path = Path(".local/state")
     web_host: str = "127.0.0.1"
     web_port: int = Field(default=6066, ge=1, le=65535)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    collector_host: str = Field(default="127.0.0.1", description="Where the collector listens.")
+    collector_port: int = Field(default=6067, ge=1, le=65535)
+    collector_max_body_bytes: int = Field(
+        default=1024 * 1024, ge=1024, le=64 * 1024 * 1024, description="Largest request body."
+    )
+    collector_max_events: int = Field(
+        default=1000, ge=1, le=100_000, description="Most events in one POST batch."
+    )
+    collector_delivery_timeout_seconds: float = Field(
+        default=10.0, gt=0, le=300, description="How long a request waits for Kafka's acks."
+    )
+    collector_retry_after_seconds: int = Field(
+        default=5, ge=1, le=3600, description="Retry-After of a 503 while Kafka is unavailable."
+    )
+    collector_optout_cookie: str = Field(
+        default="optout",
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9_.-]+$",
+        description="Name of the web opt-out cookie the beacon reads (value 1 or true).",
+    )
 
     @field_validator("kafka_bootstrap_servers")
     @classmethod
@@ -78,16 +104,17 @@ class Settings(BaseSettings):
             raise ValueError("expected a comma-separated list of host:port")
         return ",".join(servers)
 
-    @field_validator("sharing_countries", mode="before")
+    @field_validator("sharing_countries", "pii_canaries", mode="before")
     @classmethod
-    def _countries_from_csv(cls, value: object) -> object:
+    def _list_from_csv(cls, value: object) -> object:
         if isinstance(value, str):
-            return [c.strip().upper() for c in value.split(",") if c.strip()]
+            return [item.strip() for item in value.split(",") if item.strip()]
         return value
 
     @field_validator("sharing_countries")
     @classmethod
     def _countries_are_alpha2(cls, value: list[str]) -> list[str]:
+        value = [c.upper() for c in value]
         if not all(len(c) == 2 and c.isascii() and c.isalpha() for c in value):
             raise ValueError("expected ISO 3166-1 alpha-2 country codes, comma-separated")
         return [c.upper() for c in value]

@@ -109,8 +109,12 @@ def worker(
     return process
 
 
-def test_every_policy_rule_routes_exactly_as_decided(worker: WorkerProcess) -> None:
-    settings = worker.settings
+def test_every_policy_rule_routes_exactly_as_decided(
+    pipeline_settings: Settings, start_worker: Callable[[Settings], WorkerProcess]
+) -> None:
+    canaries = [value.decode() for value in IDENTIFIERS_IN_CASES]
+    settings = pipeline_settings.model_copy(update={"pii_canaries": canaries})
+    start_worker(settings).wait_ready()
     cases = live_cases()
     bootstrap = settings.kafka_bootstrap_servers
     produce_sync(bootstrap, consent_records(settings.topic("consent.changes"), cases))
@@ -173,6 +177,7 @@ def test_every_policy_rule_routes_exactly_as_decided(worker: WorkerProcess) -> N
     ):
         assert metrics[name] > 0, name
     assert metrics["pipeline_events_in_total"] == len(cases)
+    assert metrics.get("pipeline_pii_canary_hits_total", 0.0) == 0.0
     assert "pipeline_consumer_lag_messages" in metrics
 
 

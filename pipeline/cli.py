@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
 from pipeline.errors import ConfigError, PipelineError
 from pipeline.settings import Settings
+
+if TYPE_CHECKING:
+    from pipeline.produce import ProduceReport
+    from pipeline.traffic import TrafficConfig
 
 
 def _settings() -> Settings:
@@ -51,9 +57,168 @@ def _topics_check(_: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from pipeline.demo import run_demo
+    from rich.console import Console
 
-    return asyncio.run(run_demo(_settings(), args.rate, args.users, args.duration, print))
+    from pipeline.demo import LOG_DIR, DemoOptions, run_demo
+
+    LOG_DIR.mkdir(parents=True, exist_ok=True)
+    logging.basicConfig(  # library warnings go to the log, not over the live view
+        filename=LOG_DIR / "demo.log",
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    options = DemoOptions(
+        rate=args.rate,
+        users=args.users,
+        duration=args.duration,
+        seed=args.seed,
+        http_share=args.http_share,
+    )
+    return asyncio.run(run_demo(_settings(), options, Console()))
+
+
+def _traffic_config(args: argparse.Namespace) -> TrafficConfig:
+    from pipeline.traffic import TrafficConfig
+
+    config = TrafficConfig(users=args.users)
+    overrides: list[tuple[str, float]] = [
+        (name, value)
+        for name, value in (
+            ("malformed_share", args.malformed),
+            ("duplicate_share", args.duplicates),
+            ("churn_per_event", args.churn),
+            ("anonymous_share", args.anonymous),
+        )
+        if value is not None
+    ]
+    for item in args.mix:
+        name, _, value = item.partition("=")
+        try:
+            overrides.append((name.strip(), float(value)))
+        except ValueError:
+            raise SystemExit(f"consent-pipeline: --mix expects NAME=NUMBER, got {item!r}") from None
+    try:
+        for name, number in overrides:
+            config = config.override(name, number)
+    except ValueError as exc:
+        raise SystemExit(f"consent-pipeline: {exc}") from None
+    return config
+
+
+def _produce(args: argparse.Namespace) -> int:
+    import gc
+    import secrets
+    import signal
+
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TaskProgressColumn,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    from pipeline.live import generated_table
+    from pipeline.produce import produce
+    from pipeline.traffic import TrafficGenerator
+
+    settings = _settings()
+    config = _traffic_config(args)
+    seed = args.seed if args.seed is not None else secrets.randbelow(2**31)
+    console = Console(stderr=True)
+    with console.status(f"building {config.users:,} synthetic users (seed {seed})"):
+        generator = TrafficGenerator(config, seed=seed)
+    gc.freeze()  # the population lives as long as the run: keep the GC from rescanning it
+    limit = (
+        f"{args.count:,} records"
+        if args.count
+        else f"{args.duration:g}s"
+        if args.duration
+        else "until Ctrl-C"
+    )
+    rate = f"{args.rate:g}/s" if args.rate else "as fast as possible"
+    console.print(
+        f"producing to {settings.kafka_bootstrap_servers} ({rate}, {limit}); "
+        f"{config.users:,} users, seed {seed}"
+    )
+
+    async def run() -> ProduceReport:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        progress = Progress(
+            TextColumn("[progress.description]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TaskProgressColumn(),
+            TimeElapsedColumn(),
+            TextColumn("{task.fields[rate]}"),
+            console=console,
+            disable=args.no_progress,
+        )
+        started = loop.time()
+        with progress:
+            task = progress.add_task("raw records", total=args.count or None, rate="")
+
+            def advance(n: int) -> None:
+                done = progress.tasks[0].completed + n
+                elapsed = max(loop.time() - started, 1e-9)
+                progress.update(task, advance=n, rate=f"{done / elapsed:,.0f}/s")
+
+            return await produce(
+                settings,
+                generator,
+                rate=args.rate,
+                count=args.count,
+                duration=args.duration,
+                stop=stop,
+                bootstrap=not args.no_bootstrap,
+                on_progress=advance,
+            )
+
+    report = asyncio.run(run())
+    Console().print(generated_table(report))
+    if report.failures:
+        print(
+            f"consent-pipeline: {sum(report.failures.values())} records were not acknowledged",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+def _collect(args: argparse.Namespace) -> int:
+    import signal
+
+    from pipeline.collector import serve
+
+    overrides = {
+        name: value
+        for name, value in (("collector_host", args.host), ("collector_port", args.port))
+        if value is not None
+    }
+    settings = _settings().model_copy(update=overrides)
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await serve(settings, stop)
+
+    try:
+        asyncio.run(run())
+    except OSError as exc:
+        host, port = settings.collector_host, settings.collector_port
+        print(f"consent-pipeline: cannot listen on {host}:{port}: {exc.strerror}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _decide(args: argparse.Namespace) -> int:
@@ -74,6 +239,27 @@ def _decide(args: argparse.Namespace) -> int:
         return run_decide(source, sys.stdout.buffer, sys.stderr, policy)
 
 
+def _positive(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError("must be a positive number")
+    return value
+
+
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _share(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError("must be between 0 and 1")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
     parser = argparse.ArgumentParser(
@@ -90,11 +276,57 @@ def build_parser() -> argparse.ArgumentParser:
     decide.add_argument("file", nargs="?", default="-", help="input file (default: stdin)")
     decide.set_defaults(func=_decide)
 
-    demo = commands.add_parser("demo", help="worker + synthetic producer + live view (make run)")
-    demo.add_argument("--rate", type=float, default=20.0, help="events per second")
-    demo.add_argument("--users", type=int, default=1000, help="synthetic users")
-    demo.add_argument("--duration", type=float, default=None, help="seconds, then stop")
+    demo = commands.add_parser(
+        "demo", help="worker + collector + synthetic traffic + live view (make run)"
+    )
+    demo.add_argument("--rate", type=_positive, default=100.0, help="events per second")
+    demo.add_argument("--users", type=_count, default=2000, help="synthetic users")
+    demo.add_argument("--duration", type=_positive, default=None, help="seconds, then stop")
+    demo.add_argument("--seed", type=int, default=None, help="traffic seed (default: random)")
+    demo.add_argument(
+        "--http-share",
+        type=_share,
+        default=0.2,
+        help="share of events sent through the collector over HTTP (default 0.2)",
+    )
     demo.set_defaults(func=_demo)
+
+    produce = commands.add_parser(
+        "produce", help="write realistic synthetic traffic (events and consent churn) to Kafka"
+    )
+    produce.add_argument("--users", type=_count, default=10_000, help="synthetic users")
+    produce.add_argument(
+        "--rate", type=_positive, default=None, help="raw records per second (default: max)"
+    )
+    limit = produce.add_mutually_exclusive_group()
+    limit.add_argument("--count", type=_count, default=None, help="raw records, then stop")
+    limit.add_argument("--duration", type=_positive, default=None, help="seconds, then stop")
+    produce.add_argument(
+        "--seed", type=int, default=None, help="same seed, same traffic (default: random)"
+    )
+    produce.add_argument("--malformed", type=_share, help="share of malformed records")
+    produce.add_argument("--duplicates", type=_share, help="share of tag/server duplicates")
+    produce.add_argument("--churn", type=_share, help="consent changes per raw record")
+    produce.add_argument("--anonymous", type=_share, help="share of events without user_id")
+    produce.add_argument(
+        "--mix",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="any traffic setting, e.g. dnt_share=0.3 or platforms.ios=0.4 (repeatable)",
+    )
+    produce.add_argument(
+        "--no-bootstrap", action="store_true", help="do not write every user's consent first"
+    )
+    produce.add_argument("--no-progress", action="store_true", help="no progress bar")
+    produce.set_defaults(func=_produce)
+
+    collect = commands.add_parser(
+        "collect", help="run the HTTP collector (Conversions-API batches, pixel, widgets)"
+    )
+    collect.add_argument("--host", default=None, help="default: PIPELINE_COLLECTOR_HOST")
+    collect.add_argument("--port", type=int, default=None, help="default: PIPELINE_COLLECTOR_PORT")
+    collect.set_defaults(func=_collect)
 
     topics = commands.add_parser("topics", help="manage the pipeline's topics")
     topic_commands = topics.add_subparsers(dest="topics_command", required=True, metavar="ACTION")

@@ -21,3 +21,11 @@ class PolicyConfigError(ConfigError):
 
 class ConsentStateError(PipelineError):
     """A stored consent state cannot be decoded, or a change is for another user."""
+
+
+class KafkaUnavailable(PipelineError):
+    """Kafka cannot be reached, or did not acknowledge records in time."""
+
+
+class DeliveryError(PipelineError):
+    """A record was accepted locally but Kafka did not acknowledge it."""

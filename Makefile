@@ -10,7 +10,7 @@ KAFKA := deploy/local/kafka.sh
 PYTEST_ARGS ?=
 DURATION ?=
 
-.PHONY: help setup kafka-fetch kafka-up kafka-down kafka-status topics worker run test unit \
+.PHONY: help setup tools deploy-check kafka-fetch kafka-up kafka-down kafka-status topics worker run test unit \
 	integration lint fmt typecheck check clean
 
 help: ## Show the targets
@@ -43,16 +43,22 @@ topics: $(STAMP) kafka-up ## Create the pipeline's topics on the local broker
 worker: topics ## Run one worker in the foreground
 	$(BIN)/consent-pipeline worker
 
-run: topics ## The demo: broker, topics, a worker and a synthetic producer; Ctrl-C stops
+run: topics ## The live demo: broker, topics, worker, collector, producer; Ctrl-C stops
 	$(BIN)/consent-pipeline demo $(if $(DURATION),--duration $(DURATION))
 
-test: setup ## All tests: unit, then integration against a real broker (started on :19092)
+tools: $(STAMP) ## Install the tools that check deploy/ (promtool, compose-config, kustomize, schemas)
+	deploy/tools/install.sh
+
+deploy-check: tools ## Check deploy/: promtool, compose, Kubernetes schemas, dashboards
+	$(BIN)/pytest tests/deploy $(PYTEST_ARGS)
+
+test: setup tools ## All tests: unit, deploy checks, integration against a real broker (:19092)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 unit: $(STAMP) ## Unit tests only (no broker)
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
 
-integration: setup ## Integration tests only
+integration: setup tools ## Integration tests only
 	$(BIN)/pytest tests/integration $(PYTEST_ARGS)
 
 lint: $(STAMP) ## ruff lint and format check

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import time
 from collections.abc import Iterable
@@ -38,6 +39,7 @@ from pipeline.settings import Settings
 from pipeline.stores import open_store
 from pipeline.tables import Table
 from pipeline.topics import CONSENT_TOPIC, RAW_TOPICS
+from pipeline.writer import BatchWriter, KeyPartitioner
 from schemas import codec
 
 log = logging.getLogger(__name__)
@@ -45,6 +47,7 @@ log = logging.getLogger(__name__)
 TABLES = ("consent", "dedup", "aggregates")
 LAG_INTERVAL_S = 1.0
 DEDUP_SWEEP_INTERVAL_S = 600.0
+GC_THRESHOLD = 50_000
 
 
 class BarrierTimeout(PipelineError):
@@ -85,6 +88,9 @@ class Engine(Service):
             self.tables["aggregates"],
         )
         self.canaries = CanaryScanner(settings.pii_canaries)
+        self._partition_counts: dict[str, int] = {}
+        self._hasher = KeyPartitioner()
+        self._changelogs = {table.changelog_topic for table in self.tables.values()}
         self._lock = asyncio.Lock()
         self._stopping = False
         self._partitions: set[int] = set()
@@ -101,6 +107,9 @@ class Engine(Service):
     # -- lifecycle ----------------------------------------------------------------
 
     async def on_start(self) -> None:
+        # The tables hold many long-lived objects; the default thresholds would have the
+        # cyclic collector walk all of them every few thousand allocations.
+        gc.set_threshold(GC_THRESHOLD, 20, 100)
         settings = self.settings
         await ensure_topics(settings, changelog_specs(settings, TABLES))
         self.producer = AIOKafkaProducer(
@@ -238,24 +247,29 @@ class Engine(Service):
             self.processor.sweep(now)
 
         await producer.begin_transaction()
+        writer = BatchWriter(producer, self._partition_counts, self._hasher)
         canaries = self.canaries
         for output in outputs:
             value = codec.dumps(output.record)
             if canaries:
                 self._check_canaries(output, value)
-            await producer.send(self.destinations[output.destination], value, key=output.key)
+            await writer.write(self.destinations[output.destination], output.key, value)
             stats.outputs[output.destination] += 1
-        changelog = await self._send_changelogs(producer)
+        for table in self.tables.values():
+            for partition, key, table_value in table.changelog_records():
+                await writer.write(table.changelog_topic, key, table_value, partition)
+        sent = await writer.flush()
         if offsets:
             await producer.send_offsets_to_transaction(offsets, self.group_id)
         await producer.commit_transaction()
         self._next.update(offsets)
-        for table, futures in changelog.items():
-            ends: dict[int, int] = {}
-            for future in futures:
-                metadata = future.result()
-                ends[metadata.partition] = max(ends.get(metadata.partition, 0), metadata.offset + 1)
-            table.commit(ends)
+        changelog_ends: dict[str, dict[int, int]] = {}
+        for handed in sent:
+            if handed.topic in self._changelogs:
+                ends = changelog_ends.setdefault(handed.topic, {})
+                ends[handed.partition] = max(ends.get(handed.partition, 0), handed.next_offset())
+        for table in self.tables.values():
+            table.commit(changelog_ends.get(table.changelog_topic, {}))
         self._report(stats, time.time() - now, len(raw))
 
     def _check_canaries(self, output: Output, value: bytes) -> None:
@@ -263,18 +277,6 @@ class Engine(Service):
         if location is not None:
             self.metrics.pii_canary_hits.labels(location).inc()
             log.error("a PII canary reached %s", location)
-
-    async def _send_changelogs(
-        self, producer: AIOKafkaProducer
-    ) -> dict[Table, list[asyncio.Future[Any]]]:
-        futures: dict[Table, list[asyncio.Future[Any]]] = {}
-        for table in self.tables.values():
-            table_futures = futures[table] = []
-            for partition, key, value in table.changelog_records():
-                table_futures.append(
-                    await producer.send(table.changelog_topic, value, key=key, partition=partition)
-                )
-        return futures
 
     def _apply_consent(
         self,
@@ -372,6 +374,8 @@ class Engine(Service):
             for partition in new:
                 self.processor.load_aggregator(partition)
         self._partitions = partitions
+        gc.collect()
+        gc.freeze()  # recovered state is long-lived: keep it out of later collections
         self.metrics.consent_table_entries.set(self.tables["consent"].approximate_len())
         log.info(
             "assigned partitions %s (%d recovered in %.2fs)",

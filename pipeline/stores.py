@@ -50,7 +50,9 @@ class MemoryStore:
             if value is None:
                 self._data.pop(key, None)
             else:
-                self._data[key] = value
+                # orjson's output keeps a 4 KiB allocation however short it is: keep a copy
+                # of exactly the value's size, or small values would cost 4 KiB each.
+                self._data[key] = bytes(memoryview(value))
         if checkpoint is not None:
             self._checkpoint = checkpoint
 

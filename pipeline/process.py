@@ -100,6 +100,7 @@ class Processor:
         self.aggregates = aggregates
         self.aggregators: dict[int, HourlyAggregator] = {}
         self._decoded: dict[bytes, tuple[bytes, ConsentState, int]] = {}
+        self._dirty_cells: dict[int, set[CellKey]] = {}
 
     # -- partitions ---------------------------------------------------------------
 
@@ -117,9 +118,11 @@ class Processor:
                 count, value_sum = codec.loads(value)
                 aggregator.restore(cell_key_from_list(codec.loads(key)), Cell(count, value_sum))
         self.aggregators[partition] = aggregator
+        self._dirty_cells.pop(partition, None)
 
     def drop_partition(self, partition: int) -> None:
         self.aggregators.pop(partition, None)
+        self._dirty_cells.pop(partition, None)
 
     # -- consent ------------------------------------------------------------------
 
@@ -278,14 +281,24 @@ class Processor:
             if cell_key is None:
                 stats.aggregate_late += 1
             else:
-                self._store_cell(partition, cell_key, aggregator.cell(cell_key))
+                self._dirty_cells.setdefault(partition, set()).add(cell_key)
 
     def _store_cell(self, partition: int, key: CellKey, cell: Cell | None) -> None:
         value = None if cell is None else codec.dumps([cell.count, cell.value_sum])
         self.aggregates.put(partition, codec.dumps(list(key)), value)
 
+    def store_cells(self) -> None:
+        """Stage the cells counted since the last call: once per cell and batch, not per event."""
+        for partition, keys in self._dirty_cells.items():
+            aggregator = self.aggregators.get(partition)
+            if aggregator is not None:
+                for key in keys:
+                    self._store_cell(partition, key, aggregator.cell(key))
+        self._dirty_cells.clear()
+
     def close_windows(self, now: float, stats: BatchStats) -> list[Output]:
         """Emit every hour that ended more than the grace period ago, on every partition."""
+        self.store_cells()
         up_to = int(now - self.config.aggregate_grace_s) // HOUR * HOUR
         outputs: list[Output] = []
         for partition, aggregator in self.aggregators.items():

@@ -128,6 +128,8 @@ def test_closed_hours_emit_cells_that_reach_k_and_persist_open_cells() -> None:
     proc, stats = _processor(k=3), BatchStats()
     for i in range(3):
         proc.process_event(_record(codec.dumps(tag_event(event_id=f"e{i}")), i), NOW, stats)
+    assert PARTITION not in proc.aggregates.staged  # cells are staged once per batch
+    proc.store_cells()
     staged = proc.aggregates.staged[PARTITION]
     assert any(key.startswith(b"[") for key in staged)
     proc.aggregates.commit({PARTITION: 1})

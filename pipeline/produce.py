@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
@@ -19,12 +18,12 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
-from aiokafka.partitioner import murmur2
+from aiokafka.errors import KafkaError, UnknownTopicOrPartitionError
 
 from pipeline.errors import KafkaUnavailable
 from pipeline.settings import Settings
 from pipeline.traffic import Record, TrafficGenerator
+from pipeline.writer import BatchWriter, KeyPartitioner, Sent
 
 log = logging.getLogger(__name__)
 
@@ -36,10 +35,10 @@ TICK_S: Final = 0.02
 class KafkaSink:
     """Writes generator records to their topics; counts what Kafka did not acknowledge.
 
-    Records are appended to one open batch per topic partition (partitioned like the
-    Java client: murmur2 of the key) and handed over with `send_batch` when a batch is
-    full, or `linger_s` after the last hand-over: several times faster than one `send`
-    per record, which is what lets the benchmark pre-produce a million events quickly.
+    Records go through a `BatchWriter` (one open batch per topic partition, partitioned
+    like the Java client: murmur2 of the key) handed over when a batch is full, or
+    `linger_s` after the last hand-over: several times faster than one `send` per record,
+    which is what lets the benchmark pre-produce a million events quickly.
     """
 
     def __init__(
@@ -52,9 +51,10 @@ class KafkaSink:
         """Records Kafka acknowledged."""
         self._max_in_flight = max_in_flight
         self._linger_s = linger_s
-        self._in_flight: list[tuple[asyncio.Future[Any], int]] = []
-        self._topics: dict[str, tuple[str, list[int]]] = {}
-        self._open: dict[tuple[str, int], Any] = {}
+        self._in_flight: list[Sent] = []
+        self._counts: dict[str, int] = {}
+        self._hasher = KeyPartitioner()
+        self._writer: BatchWriter | None = None
         self._handed_over = time.monotonic()
         self._kafka: AIOKafkaProducer | None = None
 
@@ -82,6 +82,7 @@ class KafkaSink:
                 f"({type(exc).__name__})"
             ) from exc
         self._kafka = kafka
+        self._writer = self._new_writer()
 
     async def stop(self) -> None:
         """Wait for every delivery, then close."""
@@ -99,74 +100,47 @@ class KafkaSink:
         Raises:
             KafkaUnavailable: the sink is not started, or a topic does not exist.
         """
-        kafka = self._kafka
-        if kafka is None:
+        writer = self._writer
+        if writer is None:
             raise KafkaUnavailable("the sink is not started")
-        topics = self._topics
-        open_batches = self._open
-        for record in records:
-            resolved = topics.get(record.topic)
-            if resolved is None:
-                resolved = await self._resolve(record.topic)
-            topic, partitions = resolved
-            key = record.key
-            if key is None:
-                partition = partitions[int(random.random() * len(partitions))]
-            else:
-                partition = partitions[(murmur2(key) & 0x7FFFFFFF) % len(partitions)]
-            batch = open_batches.get((topic, partition))
-            if batch is None:
-                batch = open_batches[topic, partition] = kafka.create_batch()
-            if batch.append(key=key, value=record.value, timestamp=None) is None:
-                await self._send(topic, partition, batch)
-                batch = open_batches[topic, partition] = kafka.create_batch()
-                batch.append(key=key, value=record.value, timestamp=None)
+        topic = self.settings.topic
+        try:
+            for record in records:
+                await writer.write(topic(record.topic), record.key, record.value)
+        except UnknownTopicOrPartitionError as exc:
+            raise KafkaUnavailable("a topic does not exist; run `topics create`") from exc
+        except KafkaError as exc:
+            raise KafkaUnavailable(f"no metadata for a topic ({type(exc).__name__})") from exc
         if time.monotonic() - self._handed_over >= self._linger_s:
-            await self._send_open()
+            await self._hand_over()
         if len(self._in_flight) >= self._max_in_flight:
             await self._settle(len(self._in_flight) // 2)  # the older half; the rest flies on
 
     async def flush(self) -> None:
         """Hand over every open batch and wait until each is acknowledged or failed."""
-        await self._send_open()
+        await self._hand_over()
         await self._settle(len(self._in_flight))
 
-    async def _resolve(self, logical: str) -> tuple[str, list[int]]:
+    def _new_writer(self) -> BatchWriter:
         assert self._kafka is not None
-        topic = self.settings.topic(logical)
-        try:
-            partitions = sorted(await self._kafka.partitions_for(topic))
-        except KafkaError as exc:
-            raise KafkaUnavailable(f"no metadata for {topic} ({type(exc).__name__})") from exc
-        if not partitions:
-            raise KafkaUnavailable(f"topic {topic} does not exist; run `topics create`")
-        self._topics[logical] = (topic, partitions)
-        return topic, partitions
+        return BatchWriter(self._kafka, self._counts, self._hasher, tolerate_errors=True)
 
-    async def _send_open(self) -> None:
-        batches, self._open = self._open, {}
-        for (topic, partition), batch in batches.items():
-            await self._send(topic, partition, batch)
-        self._handed_over = time.monotonic()
-
-    async def _send(self, topic: str, partition: int, batch: Any) -> None:
-        assert self._kafka is not None
-        count = batch.record_count()
-        try:
-            future = await self._kafka.send_batch(batch, topic, partition=partition)
-        except KafkaError as exc:
-            self.failures[type(exc).__name__] += count
+    async def _hand_over(self) -> None:
+        if self._writer is None:
             return
-        self._in_flight.append((future, count))
+        writer, self._writer = self._writer, self._new_writer()
+        self._in_flight.extend(await writer.flush())
+        self.failures.update(writer.failed)
+        self._handed_over = time.monotonic()
 
     async def _settle(self, n: int) -> None:
         settled, self._in_flight = self._in_flight[:n], self._in_flight[n:]
-        outcomes = await asyncio.gather(*(f for f, _ in settled), return_exceptions=True)
-        for outcome, (_, count) in zip(outcomes, settled, strict=True):
+        outcomes = await asyncio.gather(*(s.future for s in settled), return_exceptions=True)
+        for outcome, sent in zip(outcomes, settled, strict=True):
             if isinstance(outcome, BaseException):
-                self.failures[type(outcome).__name__] += count
+                self.failures[type(outcome).__name__] += sent.records
             else:
-                self.delivered += count
+                self.delivered += sent.records
 
 
 @dataclass

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Final
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError, UnknownTopicOrPartitionError
 from aiokafka.partitioner import murmur2
 
 PARTITION_CACHE_SIZE: Final = 200_000
@@ -35,20 +37,27 @@ class Sent:
 
 
 class BatchWriter:
-    """Batches the records of one unit of work (a transaction) per topic partition."""
+    """Batches records per topic partition until `flush`: one unit of work (a transaction).
+
+    With `tolerate_errors`, a batch the producer refuses is counted in `failed` (records
+    by error type) instead of raising, for callers that report delivery failures.
+    """
 
     def __init__(
         self,
         producer: AIOKafkaProducer,
         partition_counts: dict[str, int],
         hasher: KeyPartitioner,
+        *,
+        tolerate_errors: bool = False,
     ) -> None:
         self._producer = producer
         self._counts = partition_counts
         self._hash = hasher
+        self._tolerate_errors = tolerate_errors
         self._open: dict[tuple[str, int], Any] = {}
-        self._sizes: dict[tuple[str, int], int] = {}
         self.sent: list[Sent] = []
+        self.failed: Counter[str] = Counter()
 
     async def write(
         self, topic: str, key: bytes | None, value: bytes | None, partition: int | None = None
@@ -60,13 +69,10 @@ class BatchWriter:
         batch = self._open.get(slot)
         if batch is None:
             batch = self._open[slot] = self._producer.create_batch()
-            self._sizes[slot] = 0
         if batch.append(key=key, value=value, timestamp=None) is None:
             await self._hand_over(slot)
             batch = self._open[slot] = self._producer.create_batch()
-            self._sizes[slot] = 0
             batch.append(key=key, value=value, timestamp=None)
-        self._sizes[slot] += 1
 
     async def flush(self) -> list[Sent]:
         """Hand over every open batch; returns everything sent since the writer was made."""
@@ -76,15 +82,23 @@ class BatchWriter:
 
     async def _hand_over(self, slot: tuple[str, int]) -> None:
         batch = self._open.pop(slot)
-        records = self._sizes.pop(slot)
         topic, partition = slot
-        future = await self._producer.send_batch(batch, topic, partition=partition)
-        self.sent.append(Sent(topic, partition, records, future))
+        try:
+            future = await self._producer.send_batch(batch, topic, partition=partition)
+        except KafkaError as exc:
+            if not self._tolerate_errors:
+                raise
+            self.failed[type(exc).__name__] += batch.record_count()
+            return
+        self.sent.append(Sent(topic, partition, batch.record_count(), future))
 
     async def _partition(self, topic: str, key: bytes | None) -> int:
         count = self._counts.get(topic)
         if count is None:
-            count = self._counts[topic] = len(await self._producer.partitions_for(topic))
+            count = len(await self._producer.partitions_for(topic))
+            if not count:
+                raise UnknownTopicOrPartitionError(topic)
+            self._counts[topic] = count
         if key is None:
             return random.randrange(count)
         return self._hash(key) % count

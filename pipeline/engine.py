@@ -419,6 +419,7 @@ class Engine(Service):
                 reader.seek(tp, table.stores[partition].checkpoint())
             pending = {tp for tp in tps if await reader.position(tp) < ends[tp]}
             while pending:
+                self.last_cycle = time.monotonic()  # recovering is alive, not stalled
                 got = await reader.getmany(*pending, timeout_ms=500)
                 for tp, records in got.items():
                     table, partition = tps[tp]

@@ -30,7 +30,7 @@ from pipeline.core.deidentify import HOUR, Pseudonymizer
 from pipeline.core.parse import ParseLimits, Rejected, parse_consent_change, parse_event
 from pipeline.core.parse import processing_error as processing_error_reject
 from pipeline.core.policy import PolicyConfig, decide, strictest
-from pipeline.core.route import Origin, Output, audit_record, dlq_record, route
+from pipeline.core.route import Origin, Output, audit_record, dlq_record, route, subject_key
 from pipeline.tables import Table
 from schemas import codec
 from schemas.consent import ConsentChange
@@ -38,6 +38,9 @@ from schemas.events import Event, Source
 
 AGGREGATE_META_KEY: Final = b"\x00meta"
 DECODED_CACHE_SIZE: Final = 100_000
+NOT_SUBJECT_KEY: Final = Rejected("schema_violation", "key: not_subject_key")
+"""A record keyed by something else than its subject (SPEC §3) lands in the wrong
+partition, away from that subject's consent and dedup state: it cannot be decided."""
 HISTORY_PREFIX: Final = b"\x01"
 log = logging.getLogger(__name__)
 """Consent-table keys of users' recent-change histories: prefix + user id."""
@@ -132,6 +135,9 @@ class Processor:
             change = parse_consent_change(record.value, now=now, key=record.key)
             if isinstance(change, Rejected):
                 return self._reject(record, change, stats)
+            if record.key != change.user_id.encode():
+                # Under another key it sits in another partition's table: never applied.
+                return self._reject(record, NOT_SUBJECT_KEY, stats)
             partition = record.origin.partition
             key = change.user_id.encode()
             state, _ = self._stored_state(partition, key)
@@ -207,6 +213,9 @@ class Processor:
             )
             if isinstance(event, Rejected):
                 return [self._reject(record, event, stats)]
+            if record.key != subject_key(event).encode():
+                # Consent and dedup state live with the subject key's partition.
+                return [self._reject(record, NOT_SUBJECT_KEY, stats)]
             return self._decide(event, record, now, stats)
         except Exception as exc:  # an unexpected failure is an outcome, not a lost record
             log.warning("processing_error: %s at %s", type(exc).__name__, where(exc))

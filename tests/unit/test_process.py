@@ -41,7 +41,7 @@ def _processor(k: int = 3) -> Processor:
 
 
 def _record(
-    value: bytes | None, offset: int, topic: str = "raw.tag", key: bytes | None = b"k"
+    value: bytes | None, offset: int, topic: str = "raw.tag", key: bytes | None = USER.encode()
 ) -> InputRecord:
     source = None if topic == "consent.changes" else topic.split(".")[1]
     # Consent changes were acknowledged a minute before the events were produced.
@@ -154,3 +154,18 @@ def test_staged_writes_are_visible_at_once_and_durable_only_on_commit() -> None:
     table.commit({0: 42})
     assert table.stores[0].get(b"k") == b"v2"
     assert table.stores[0].checkpoint() == 42
+
+
+def test_a_record_keyed_by_another_subject_is_rejected_not_decided() -> None:
+    proc, stats = _processor(), BatchStats()
+    change = {"user_id": USER, "changed_at": 5, "settings": {"personalization": False}}
+    misplaced = proc.apply_consent(
+        _record(codec.dumps(change), 0, "consent.changes", b"someone-else"), NOW, stats
+    )
+    assert misplaced is not None
+    assert misplaced.record["detail"] == "key: not_subject_key"
+    outputs = proc.process_event(
+        _record(codec.dumps(tag_event()), 1, key=b"someone-else"), NOW, stats
+    )
+    assert _destinations(outputs) == ["dlq"]
+    assert outputs[0].record["detail"] == "key: not_subject_key"

@@ -9,8 +9,9 @@ STAMP := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
 KAFKA := deploy/local/kafka.sh
 PYTEST_ARGS ?=
 DURATION ?=
+CHAOS_ARGS ?=
 
-.PHONY: help setup tools deploy-check kafka-fetch kafka-up kafka-down kafka-status topics worker run test unit \
+.PHONY: help setup tools deploy-check chaos kafka-fetch kafka-up kafka-down kafka-status topics worker run test unit \
 	integration lint fmt typecheck check clean
 
 help: ## Show the targets
@@ -60,6 +61,9 @@ unit: $(STAMP) ## Unit tests only (no broker)
 
 integration: setup tools ## Integration tests only
 	$(BIN)/pytest tests/integration $(PYTEST_ARGS)
+
+chaos: setup ## Fault-injection suite (~25 min): writes deploy/chaos/report.{md,json}
+	$(BIN)/python -m pipeline.chaos $(CHAOS_ARGS)
 
 lint: $(STAMP) ## ruff lint and format check
 	$(BIN)/ruff check .

@@ -10,6 +10,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
 
 from pipeline.errors import TopicLayoutError
+from pipeline.kafka_config import client_options
 from pipeline.settings import Settings
 from pipeline.topics import CONSENT_TOPIC, OUTPUT_TOPICS, RAW_TOPICS
 
@@ -78,9 +79,7 @@ def changelog_specs(settings: Settings, tables: Iterable[str]) -> list[TopicSpec
 
 def admin_client(settings: Settings) -> AIOKafkaAdminClient:
     """An admin client for the configured cluster (not started)."""
-    return AIOKafkaAdminClient(
-        bootstrap_servers=settings.kafka_bootstrap_servers, client_id=f"{settings.app_id}-admin"
-    )
+    return AIOKafkaAdminClient(**client_options(settings), client_id=f"{settings.app_id}-admin")
 
 
 async def create_topics(settings: Settings) -> list[str]:

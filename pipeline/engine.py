@@ -33,6 +33,7 @@ from pipeline.core.deidentify import Pseudonymizer
 from pipeline.core.parse import ParseLimits
 from pipeline.core.route import DESTINATION_TOPICS, Origin, Output
 from pipeline.errors import PipelineError
+from pipeline.kafka_config import client_options
 from pipeline.metrics import Metrics
 from pipeline.process import BatchStats, InputRecord, Processor, ProcessorConfig
 from pipeline.settings import Settings
@@ -113,7 +114,7 @@ class Engine(Service):
         settings = self.settings
         await ensure_topics(settings, changelog_specs(settings, TABLES))
         self.producer = AIOKafkaProducer(
-            bootstrap_servers=settings.kafka_bootstrap_servers,
+            **client_options(settings),
             client_id=f"{settings.app_id}-{settings.instance_name}",
             transactional_id=f"{settings.app_id}.{settings.instance_name}",
             acks="all",
@@ -123,7 +124,7 @@ class Engine(Service):
             max_request_size=4 * 1024 * 1024,
         )
         self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=settings.kafka_bootstrap_servers,
+            **client_options(settings),
             client_id=f"{settings.app_id}-{settings.instance_name}",
             group_id=self.group_id,
             enable_auto_commit=False,
@@ -400,7 +401,7 @@ class Engine(Service):
         """Replay each table's changelog from its local checkpoint to the end."""
         settings = self.settings
         reader = AIOKafkaConsumer(
-            bootstrap_servers=settings.kafka_bootstrap_servers,
+            **client_options(settings),
             client_id=f"{settings.app_id}-{settings.instance_name}-recovery",
             enable_auto_commit=False,
             isolation_level="read_committed",

@@ -21,6 +21,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, UnknownTopicOrPartitionError
 
 from pipeline.errors import KafkaUnavailable
+from pipeline.kafka_config import client_options
 from pipeline.settings import Settings
 from pipeline.traffic import Record, TrafficGenerator
 from pipeline.writer import BatchWriter, KeyPartitioner, Sent
@@ -65,7 +66,7 @@ class KafkaSink:
             KafkaUnavailable: no bootstrap server answered.
         """
         kafka = AIOKafkaProducer(
-            bootstrap_servers=self.settings.kafka_bootstrap_servers,
+            **client_options(self.settings),
             client_id="consent-pipeline-produce",
             acks="all",
             enable_idempotence=True,

@@ -40,6 +40,7 @@ from pipeline.core.parse import (
 )
 from pipeline.core.route import subject_key
 from pipeline.errors import DeliveryError, KafkaUnavailable
+from pipeline.kafka_config import client_options
 from pipeline.settings import Settings
 from schemas import codec
 from schemas.events import EVENT_MODELS, Source
@@ -204,7 +205,7 @@ class EventProducer:
         if self._kafka is not None:
             return
         kafka = self._kafka_factory(
-            bootstrap_servers=self.settings.kafka_bootstrap_servers,
+            **client_options(self.settings),
             client_id=self._client_id,
             acks="all",
             enable_idempotence=True,

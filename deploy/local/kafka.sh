@@ -10,6 +10,10 @@
 #   KAFKA_HOME_DIR   where jars, data and logs live (default: <repo>/.local/kafka)
 #   KAFKA_PORT       client port on 127.0.0.1 (default 9092); controller uses KAFKA_PORT+1
 #   KAFKA_HEAP       JVM heap (default 1g)
+#   KAFKA_EXTRA_PROPERTIES  optional file appended to server.properties (later keys win),
+#                    e.g. TLS or SASL listeners for tests
+#   KAFKA_FORMAT_ARGS       optional extra arguments of the first storage format, e.g.
+#                    --add-scram SCRAM-SHA-512=[name=...,password=...] (split on spaces, no quoting)
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -92,6 +96,9 @@ auto.create.topics.enable=false
 log.retention.hours=168
 log.segment.bytes=67108864
 PROPS
+  if [[ -n ${KAFKA_EXTRA_PROPERTIES:-} ]]; then
+    cat "$KAFKA_EXTRA_PROPERTIES" >>"$config"
+  fi
 }
 
 format_storage() {
@@ -100,7 +107,10 @@ format_storage() {
   local cluster_id
   cluster_id=$(java_run kafka.tools.StorageTool random-uuid)
   log "formatting storage in $data (cluster $cluster_id)"
-  (java_run kafka.tools.StorageTool format -t "$cluster_id" -c "$config") >"$logs/format.log" 2>&1 \
+  local format_args=()
+  read -r -a format_args <<<"${KAFKA_FORMAT_ARGS:-}"
+  (java_run kafka.tools.StorageTool format -t "$cluster_id" -c "$config" \
+    ${format_args[@]+"${format_args[@]}"}) >"$logs/format.log" 2>&1 \
     || { cat "$logs/format.log" >&2; exit 1; }
 }
 

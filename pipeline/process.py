@@ -193,12 +193,18 @@ class Processor:
         cached = self._decoded.get(key)
         if cached is not None and cached[0] == stored:
             return cached[1], cached[2]
-        stamp, _, state_bytes = stored.partition(b":")
+        if stored[:1] == b"{":
+            # Written before states carried their acknowledgement time: treat that time
+            # as unknown (older than any event), so history is consulted if present.
+            acknowledged, state_bytes = -1, stored
+        else:
+            stamp, _, state_bytes = stored.partition(b":")
+            acknowledged = int(stamp)
         state = ConsentState.from_bytes(state_bytes)
         if len(self._decoded) >= DECODED_CACHE_SIZE:
             self._decoded.clear()
-        self._decoded[key] = (stored, state, int(stamp))
-        return state, int(stamp)
+        self._decoded[key] = (stored, state, acknowledged)
+        return state, acknowledged
 
     # -- events -------------------------------------------------------------------
 

@@ -169,3 +169,17 @@ def test_a_record_keyed_by_another_subject_is_rejected_not_decided() -> None:
     )
     assert _destinations(outputs) == ["dlq"]
     assert outputs[0].record["detail"] == "key: not_subject_key"
+
+
+def test_a_state_stored_without_its_acknowledgement_time_is_still_read() -> None:
+    proc, stats = _processor(), BatchStats()
+    proc.apply_consent(_consent(0), NOW, stats)
+    proc.consent.commit({PARTITION: 1})
+    store = proc.consent.stores[PARTITION]
+    stamped = store.get(USER.encode())
+    assert stamped is not None
+    store.write({USER.encode(): stamped.partition(b":")[2]}, None)  # the older layout
+    fresh = _processor()
+    fresh.consent.stores[PARTITION] = store
+    outputs = fresh.process_event(_record(codec.dumps(tag_event()), 1), NOW, stats)
+    assert "personalization" in _destinations(outputs)

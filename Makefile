@@ -10,8 +10,10 @@ KAFKA := deploy/local/kafka.sh
 PYTEST_ARGS ?=
 DURATION ?=
 CHAOS_ARGS ?=
+BENCH_ARGS ?=
+BENCH_STAMP := $(VENV)/.bench-$(shell cksum < pyproject.toml | cut -d' ' -f1)
 
-.PHONY: help setup tools deploy-check chaos kafka-fetch kafka-up kafka-down kafka-status topics worker run test unit \
+.PHONY: help setup tools deploy-check chaos bench bench-quick kafka-fetch kafka-up kafka-down kafka-status topics worker run test unit \
 	integration lint fmt typecheck check clean
 
 help: ## Show the targets
@@ -23,6 +25,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@rm -f $(VENV)/.installed-* && touch $@
+
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	@rm -f $(VENV)/.bench-* && touch $@
 
 setup: $(STAMP) kafka-fetch ## Create the virtualenv, install the package, fetch Kafka
 
@@ -61,6 +67,12 @@ unit: $(STAMP) ## Unit tests only (no broker)
 
 integration: setup tools ## Integration tests only
 	$(BIN)/pytest tests/integration $(PYTEST_ARGS)
+
+bench: $(BENCH_STAMP) kafka-fetch kafka-up ## Benchmarks side by side (<20 min): writes benchmarks/results/
+	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
+
+bench-quick: $(BENCH_STAMP) kafka-fetch kafka-up ## A ~5 min benchmark smoke run into .local/bench/
+	$(BIN)/python -m benchmarks.run --quick $(BENCH_ARGS)
 
 chaos: setup ## Fault-injection suite (~25 min): writes deploy/chaos/report.{md,json}
 	$(BIN)/python -m pipeline.chaos $(CHAOS_ARGS)

@@ -1,0 +1,638 @@
+"""Starting contenders as processes and running the three kinds of measurement on them.
+
+- `throughput_run`: one contender on the pre-produced input, measured over a window;
+- `latency_phase`: one contender on fresh topics fed at a paced rate, with the probe;
+- `recovery_phase`: pipeline workers recovering a large consent table.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import re
+import shutil
+import signal
+import socket
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+import aiohttp
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.structs import OffsetAndMetadata
+
+from benchmarks.contenders.ceiling import output_topic as ceiling_output
+from benchmarks.measure import MetricsProgress, ProcessGroup, ProgressSource, StdoutProgress
+from benchmarks.stats import Sample, bucket_delta, bucket_quantile, measure_window
+from benchmarks.workload import (
+    LivePool,
+    bench_settings,
+    create_bench_topics,
+    send_paced,
+    write_records,
+)
+from pipeline.admin import partition_counts
+from pipeline.core.route import DESTINATION_TOPICS
+from pipeline.traffic import CONSENT_TOPIC, RAW_TOPICS
+from schemas import codec
+
+log = logging.getLogger(__name__)
+
+REPO: Final = Path(__file__).resolve().parent.parent
+SAMPLE_INTERVAL_S: Final = 0.2
+STOP_TIMEOUT_S: Final = 20.0
+MODULES: Final = {
+    "ceiling": "benchmarks.contenders.ceiling",
+    "faust": "benchmarks.contenders.faust_agent",
+    "quix": "benchmarks.contenders.quix_app",
+}
+READY_LINE: Final = re.compile(r"assigned partitions .*\((\d+) recovered in ([0-9.]+)s\)")
+REVOCATION_HISTOGRAM: Final = "pipeline_revocation_latency_seconds"
+PRIMER_RECORDS: Final = 500
+"""Live records a contender processes before a latency phase's clock starts."""
+
+
+class ContenderFailed(RuntimeError):
+    """A contender exited or did not get ready in time; the message says which and where its
+    log is."""
+
+
+@dataclass(frozen=True)
+class Context:
+    """Where and how contenders run in this benchmark run."""
+
+    bootstrap: str
+    partitions: int
+    run_id: str
+    work_dir: Path
+    hmac_key: str
+
+    def prefix(self, scope: str = "") -> str:
+        """The topic prefix of this run (`scope` for the latency and recovery topics)."""
+        return f"{self.run_id}.{scope + '.' if scope else ''}"
+
+
+def workers_of(name: str) -> int:
+    """How many worker processes a contender runs: 2 for `pipeline-2w`."""
+    return 2 if name == "pipeline-2w" else 1
+
+
+def is_pipeline(name: str) -> bool:
+    return name.startswith("pipeline")
+
+
+def output_topic(name: str, prefix: str) -> str:
+    """The topic the latency probe reads for a contender."""
+    if name == "ceiling":
+        return ceiling_output(prefix)
+    if is_pipeline(name):
+        return f"{prefix}{DESTINATION_TOPICS['audit']}"
+    return f"{prefix}{name}.{DESTINATION_TOPICS['audit']}"
+
+
+@dataclass
+class Running:
+    """A contender's processes, its progress source and its resource sampler."""
+
+    name: str
+    processes: list[asyncio.subprocess.Process]
+    source: ProgressSource
+    group: ProcessGroup
+    logs: list[Path]
+    session: aiohttp.ClientSession | None = None
+    ports: list[int] = field(default_factory=list)
+
+    def exited(self) -> int | None:
+        """The exit code of a process that has ended, if any has."""
+        for process in self.processes:
+            if process.returncode is not None:
+                return process.returncode
+        return None
+
+    async def stop(self) -> None:
+        """SIGTERM every process, then SIGKILL what is still running after a while."""
+        for process in self.processes:
+            if process.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    process.send_signal(signal.SIGTERM)
+        for process in self.processes:
+            try:
+                await asyncio.wait_for(process.wait(), STOP_TIMEOUT_S)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    process.kill()
+                await process.wait()
+        if isinstance(self.source, StdoutProgress):
+            await self.source.close()
+        if self.session is not None:
+            await self.session.close()
+
+    def log_tail(self, lines: int = 30) -> str:
+        tails = []
+        for path in self.logs:
+            with contextlib.suppress(OSError):
+                tails.append(f"== {path}\n" + "\n".join(path.read_text().splitlines()[-lines:]))
+        return "\n".join(tails)
+
+
+async def start(
+    ctx: Context,
+    name: str,
+    *,
+    prefix: str,
+    group: str,
+    state_dir: Path,
+    store: str = "rocksdb",
+    extra_args: Sequence[str] = (),
+    log_name: str | None = None,
+) -> Running:
+    """Start contender `name` reading under `prefix` as consumer group (or app id) `group`;
+    its output goes to `.../logs/<log_name or group>[-w<i>].log`."""
+    log_name = log_name or group
+    log_dir = _make_dirs(state_dir, ctx.work_dir / "logs")
+    env = {**os.environ, "PIPELINE_HMAC_KEY": ctx.hmac_key, "PYTHONUNBUFFERED": "1"}
+    if not is_pipeline(name):
+        log_path = log_dir / f"{log_name}.log"
+        argv = [sys.executable, "-m", MODULES[name], "--bootstrap", ctx.bootstrap]
+        argv += ["--prefix", prefix, "--group", group, "--partitions", str(ctx.partitions)]
+        argv += ["--state-dir", str(state_dir), *extra_args]
+        with log_path.open("ab") as stderr:
+            process = await asyncio.create_subprocess_exec(
+                *argv,
+                cwd=REPO,
+                env=env,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=stderr,
+                start_new_session=True,
+            )
+        assert process.stdout is not None
+        source = StdoutProgress(process.stdout, log_path)
+        return Running(name, [process], source, ProcessGroup([process.pid]), [log_path])
+    processes = []
+    logs = []
+    ports = []
+    for i in range(workers_of(name)):
+        port = free_port()
+        settings = bench_settings(
+            ctx.bootstrap,
+            prefix,
+            ctx.partitions,
+            app_id=group,
+            hmac_key=ctx.hmac_key,
+            web_port=port,
+            worker_id=f"{group}-w{i}",
+            store=store,
+            data_dir=state_dir / f"w{i}",
+        )
+        worker_env = {**env, **settings.to_env(), "KAFKA_BOOTSTRAP_SERVERS": ctx.bootstrap}
+        log_path = log_dir / f"{log_name}-w{i}.log"
+        with log_path.open("ab") as out:
+            processes.append(
+                await asyncio.create_subprocess_exec(
+                    sys.executable,
+                    "-m",
+                    "pipeline.cli",
+                    "worker",
+                    cwd=REPO,
+                    env=worker_env,
+                    stdout=out,
+                    stderr=asyncio.subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            )
+        logs.append(log_path)
+        ports.append(port)
+    session = aiohttp.ClientSession()
+    return Running(
+        name,
+        processes,
+        MetricsProgress(session, ports),
+        ProcessGroup([p.pid for p in processes]),
+        logs,
+        session,
+        ports,
+    )
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on right now (for a worker's web server)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _make_dirs(*paths: Path) -> Path:
+    """Create `paths`; returns the last."""
+    for path in paths:
+        path.mkdir(parents=True, exist_ok=True)
+    return paths[-1]
+
+
+async def rewind_group(bootstrap: str, group: str, topics: Sequence[str]) -> None:
+    """Commit offset 0 on every partition of `topics` for the (idle) consumer group."""
+    counts = await partition_counts(bench_settings(bootstrap, "", 1), list(topics))
+    tps = [TopicPartition(topic, p) for topic, n in counts.items() for p in range(n or 0)]
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group)
+    await consumer.start()
+    try:
+        consumer.assign(tps)
+        await consumer.commit({tp: OffsetAndMetadata(0, "") for tp in tps})
+    finally:
+        await consumer.stop()
+
+
+@dataclass
+class RunOutcome:
+    """One throughput run: its window (None when it never opened), resources, errors."""
+
+    window: dict[str, Any] | None
+    peak_rss_bytes: int
+    wall_s: float
+    consent_at_end: int
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            **(self.window or {}),
+            "peak_rss_bytes": self.peak_rss_bytes,
+            "wall_s": round(self.wall_s, 2),
+            "consent_at_end": self.consent_at_end,
+            "error": self.error,
+        }
+
+
+async def observe(
+    running: Running,
+    *,
+    consent_ready: int,
+    total_events: int,
+    window_s: float,
+    timeout_s: float,
+) -> tuple[list[Sample], str | None]:
+    """Sample a running contender until its window is complete, it fails, or time runs out."""
+    samples: list[Sample] = []
+    started = time.monotonic()
+    error = None
+    while True:
+        await asyncio.sleep(SAMPLE_INTERVAL_S)
+        progress = await running.source.read()
+        cpu, rss = running.group.sample()
+        if progress is not None:
+            samples.append(Sample(progress.t, progress.events, progress.consent, cpu, rss))
+        code = running.exited()
+        if code is not None:
+            error = f"{running.name} exited with code {code}"
+            break
+        window = measure_window(samples, consent_ready, total_events, window_s)
+        if window is not None and (window.complete or window.seconds >= window_s):
+            break
+        if time.monotonic() - started > timeout_s:
+            error = f"{running.name} did not finish its window within {timeout_s:.0f}s"
+            break
+    return samples, error
+
+
+async def throughput_run(
+    ctx: Context,
+    name: str,
+    *,
+    group: str,
+    consent_ready: int,
+    total_events: int,
+    window_s: float,
+    timeout_s: float,
+    label: str,
+    keep_state: bool = False,
+) -> RunOutcome:
+    """Run contender `name` on the pre-produced input as `group` and measure its window;
+    its log and samples are kept under `label` in the work dir."""
+    state_dir = ctx.work_dir / "state" / group
+    started = time.monotonic()
+    running = await start(
+        ctx, name, prefix=ctx.prefix(), group=group, state_dir=state_dir, log_name=label
+    )
+    try:
+        samples, error = await observe(
+            running,
+            consent_ready=consent_ready,
+            total_events=total_events,
+            window_s=window_s,
+            timeout_s=timeout_s,
+        )
+    finally:
+        await running.stop()
+    if error is not None:
+        log.warning("%s\n%s", error, running.log_tail())
+    save_samples(ctx, label, samples)
+    window = measure_window(samples, consent_ready, total_events, window_s)
+    if not keep_state:
+        shutil.rmtree(state_dir, ignore_errors=True)
+    return RunOutcome(
+        window=None if window is None else window.to_dict(),
+        peak_rss_bytes=running.group.peak_rss,
+        wall_s=time.monotonic() - started,
+        consent_at_end=samples[-1].consent if samples else 0,
+        error=error,
+    )
+
+
+def save_samples(ctx: Context, name: str, samples: Sequence[Sample]) -> None:
+    """Keep a run's samples next to its logs, for a closer look."""
+    path = ctx.work_dir / "samples" / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(codec.dumps([asdict(sample) for sample in samples]))
+
+
+async def load_consent(
+    ctx: Context, name: str, *, group: str, consent_ready: int, timeout_s: float
+) -> dict[str, Any]:
+    """Run a contender with `--consent-only` until its consent table holds `consent_ready`
+    records, then stop it, keeping its state (Faust: the table is loaded once, see README)."""
+    state_dir = ctx.work_dir / "state" / group
+    started = time.monotonic()
+    running = await start(
+        ctx,
+        name,
+        prefix=ctx.prefix(),
+        group=group,
+        state_dir=state_dir,
+        extra_args=["--consent-only"],
+    )
+    first: float | None = None
+    ready_after: float | None = None
+    try:
+        while time.monotonic() - started < timeout_s:
+            await asyncio.sleep(SAMPLE_INTERVAL_S)
+            running.group.sample()
+            progress = await running.source.read()
+            if running.exited() is not None:
+                break
+            if progress is None:
+                continue
+            first = first or progress.t
+            if progress.consent >= consent_ready:
+                ready_after = progress.t - first
+                break
+    finally:
+        await running.stop()
+    if ready_after is None:
+        log.warning("%s did not load its consent table\n%s", name, running.log_tail())
+    return {
+        "consent_records": consent_ready,
+        "seconds": None if ready_after is None else round(ready_after, 2),
+        "wall_s": round(time.monotonic() - started, 2),
+        "peak_rss_bytes": running.group.peak_rss,
+    }
+
+
+async def wait_until(running: Running, predicate: Any, timeout_s: float, what: str) -> list[Sample]:
+    """Sample until `predicate(progress)` holds; raises ContenderFailed on exit or timeout."""
+    started = time.monotonic()
+    samples: list[Sample] = []
+    while time.monotonic() - started < timeout_s:
+        await asyncio.sleep(SAMPLE_INTERVAL_S)
+        progress = await running.source.read()
+        cpu, rss = running.group.sample()
+        if running.exited() is not None:
+            raise ContenderFailed(f"{running.name} exited while {what}\n{running.log_tail()}")
+        if progress is not None:
+            samples.append(Sample(progress.t, progress.events, progress.consent, cpu, rss))
+            if predicate(progress):
+                return samples
+    raise ContenderFailed(f"{running.name}: timed out while {what}\n{running.log_tail()}")
+
+
+async def latency_phase(
+    ctx: Context,
+    name: str,
+    *,
+    rate: float,
+    pool: LivePool,
+    warmup_s: float,
+    duration_s: float,
+) -> dict[str, Any]:
+    """Feed contender `name` fresh traffic at `rate` raw records/s and measure end-to-end
+    latency with the probe (and, for the pipeline, its revocation latency histogram)."""
+    scope = f"lat-{name}"
+    prefix = ctx.prefix(scope)
+    settings = bench_settings(ctx.bootstrap, prefix, ctx.partitions)
+    await create_bench_topics(settings, [] if is_pipeline(name) else [name])
+    await write_records(settings, pool.bootstrap)
+    group = f"{ctx.run_id}-{scope}"
+    state_dir = ctx.work_dir / "state" / group
+    running = await start(ctx, name, prefix=prefix, group=group, state_dir=state_dir)
+    consent_ready = 0 if name == "ceiling" else len(pool.bootstrap)
+    result: dict[str, Any] = {"target_rate": round(rate, 1)}
+    try:
+        # The pipeline's progress only reads once every worker serves /metrics, that is once
+        # every worker has joined the group and taken its partitions.
+        await wait_until(
+            running, lambda p: p.consent >= consent_ready, 300, "loading the consent table"
+        )
+        # A first small batch, processed before the clock starts, so one-off costs of the
+        # first writes (metadata, new topics' leaders, the transaction coordinator) are not
+        # counted as latency.
+        primer, live = pool.split(PRIMER_RECORDS)
+        await write_records(settings, primer)
+        primed = sum(1 for record in primer if record.topic != CONSENT_TOPIC)
+        await wait_until(running, lambda p: p.events >= primed, 120, "processing the primer")
+        since = time.time() + warmup_s
+        until = since + duration_s
+        probe = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "benchmarks.probe",
+            "--bootstrap",
+            ctx.bootstrap,
+            "--topic",
+            output_topic(name, prefix),
+            "--since",
+            f"{since:.3f}",
+            "--until",
+            f"{until:.3f}",
+            cwd=REPO,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        marks: dict[str, Any] = {}
+        watcher = asyncio.create_task(_watch(running, since, until, marks))
+        sent = await send_paced(settings, live, rate, warmup_s + duration_s)
+        out, _ = await probe.communicate()
+        await watcher
+        save_samples(ctx, group, marks.pop("samples", []))
+        result.update(codec.loads(out) if out else {"error": "probe produced no result"})
+        result["sent_rate"] = round(sent.raw_rate, 1)
+        result["pool_cycled"] = sent.cycled
+        begin, end = marks.get("begin"), marks.get("end")
+        if begin is not None and end is not None and end.t > begin.t:
+            result["consumed_rate"] = round((end.events - begin.events) / (end.t - begin.t), 1)
+            result["cpu_s_per_million"] = (
+                round((end.cpu_s - begin.cpu_s) / (end.events - begin.events) * 1e6, 2)
+                if end.events > begin.events
+                else None
+            )
+        if "revocations" in marks:
+            result["revocation"] = marks["revocations"]
+    finally:
+        await running.stop()
+        shutil.rmtree(state_dir, ignore_errors=True)
+    return result
+
+
+async def _watch(running: Running, since: float, until: float, marks: dict[str, Any]) -> None:
+    """Record the contender's progress at `since` and `until` (and the pipeline's revocation
+    histogram between them)."""
+    metrics = running.source if isinstance(running.source, MetricsProgress) else None
+    samples: list[Sample] = []
+    pending = [("begin", since), ("end", until)]
+    while pending and time.time() < until + 10:  # a contender that stopped reporting
+        await asyncio.sleep(SAMPLE_INTERVAL_S)
+        progress = await running.source.read()
+        cpu, rss = running.group.sample()
+        if progress is None:
+            continue
+        samples.append(Sample(progress.t, progress.events, progress.consent, cpu, rss))
+        mark, at = pending[0]
+        if progress.t >= at:
+            marks[mark] = samples[-1]
+            if metrics is not None:
+                marks[f"{mark}_histogram"] = await metrics.histogram(REVOCATION_HISTOGRAM)
+            pending.pop(0)
+    marks["samples"] = samples
+    await asyncio.sleep(3.0)  # revocations applied in the last batches
+    if metrics is not None and "begin_histogram" in marks:
+        after = await metrics.histogram(REVOCATION_HISTOGRAM)
+        marks["revocations"] = revocation_summary(bucket_delta(after, marks["begin_histogram"]))
+
+
+def revocation_summary(buckets: list[tuple[float, float]]) -> dict[str, Any]:
+    """Count and quantiles (from the histogram's buckets) of revocation latencies, in ms."""
+
+    def ms(q: float) -> float | None:
+        value = bucket_quantile(buckets, q)
+        return None if value is None else round(value * 1000, 1)
+
+    return {
+        "count": int(buckets[-1][1]) if buckets else 0,
+        "p50_ms": ms(0.5),
+        "p90_ms": ms(0.9),
+        "p99_ms": ms(0.99),
+        "buckets": [[le if le != float("inf") else "+Inf", int(c)] for le, c in buckets],
+    }
+
+
+async def start_and_wait_ready(
+    ctx: Context,
+    *,
+    prefix: str,
+    group: str,
+    state_dir: Path,
+    store: str,
+    timeout_s: float,
+    log_name: str,
+) -> dict[str, Any]:
+    """Start one pipeline worker and time its start-up: the log's recovery line and /ready."""
+    started = time.monotonic()
+    running = await start(
+        ctx,
+        "pipeline",
+        prefix=prefix,
+        group=group,
+        state_dir=state_dir,
+        store=store,
+        log_name=log_name,
+    )
+    result: dict[str, Any] = {"store": store}
+    try:
+        assert running.session is not None
+        url = f"http://127.0.0.1:{running.ports[0]}/ready"
+        while time.monotonic() - started < timeout_s:
+            await asyncio.sleep(0.1)
+            running.group.sample()
+            if running.exited() is not None:
+                raise ContenderFailed(f"worker exited during recovery\n{running.log_tail()}")
+            with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+                async with running.session.get(url, timeout=aiohttp.ClientTimeout(total=1)) as r:
+                    if r.status == 200:
+                        result["seconds_to_ready"] = round(time.monotonic() - started, 2)
+                        break
+        match = READY_LINE.search(running.logs[0].read_text(errors="replace"))
+        if match:
+            result["partitions_recovered"] = int(match.group(1))
+            result["recovered_in_s"] = float(match.group(2))
+        await asyncio.sleep(1.0)
+        running.group.sample()
+        progress = await running.source.read()
+        result["consent_table_entries"] = await _gauge(running, "pipeline_consent_table_entries")
+        result["consent_changes_applied"] = None if progress is None else progress.consent
+    finally:
+        await running.stop()
+    result["peak_rss_bytes"] = running.group.peak_rss
+    return result
+
+
+async def _gauge(running: Running, name: str) -> float | None:
+    if not isinstance(running.source, MetricsProgress):
+        return None
+    return await running.source.gauge(name)
+
+
+async def recovery_phase(
+    ctx: Context, *, users: int, consent_records: int, timeout_s: float
+) -> dict[str, Any]:
+    """A worker folds `users` users' consent; then workers restart and recover it: from the
+    changelog into memory, into an empty RocksDB, and from the first worker's RocksDB."""
+    prefix = ctx.prefix("rec")
+    group = f"{ctx.run_id}-rec"
+    load_dir = ctx.work_dir / "state" / f"{group}-load"
+    started = time.monotonic()
+    running = await start(ctx, "pipeline", prefix=prefix, group=group, state_dir=load_dir)
+    load: dict[str, Any] = {"users": users, "consent_records": consent_records}
+    try:
+        samples = await wait_until(
+            running, lambda p: p.consent >= consent_records, timeout_s, "folding consent"
+        )
+        load["seconds_from_start"] = round(time.monotonic() - started, 2)
+        folding = [s for s in samples if s.consent > 0]
+        load["seconds"] = round(samples[-1].t - (folding[0].t if folding else samples[0].t), 2)
+        load["records_per_s"] = round(consent_records / max(1e-9, load["seconds"]), 1)
+        load["consent_table_entries"] = await _gauge(running, "pipeline_consent_table_entries")
+    finally:
+        await running.stop()
+    load["peak_rss_bytes"] = running.group.peak_rss
+    load["wall_s"] = round(time.monotonic() - started, 2)
+    restarts = []
+    for tag, label, store, state_dir in (
+        ("memory", "memory, cold", "memory", ctx.work_dir / "state" / f"{group}-memory"),
+        (
+            "cold",
+            "rocksdb, cold (empty data dir)",
+            "rocksdb",
+            ctx.work_dir / "state" / f"{group}-cold",
+        ),
+        ("warm", "rocksdb, warm (local state kept)", "rocksdb", load_dir),
+    ):
+        result = await start_and_wait_ready(
+            ctx,
+            prefix=prefix,
+            group=group,
+            state_dir=state_dir,
+            store=store,
+            timeout_s=timeout_s,
+            log_name=f"{group}-{tag}",
+        )
+        result["case"] = label
+        restarts.append(result)
+        if state_dir != load_dir:
+            shutil.rmtree(state_dir, ignore_errors=True)
+    shutil.rmtree(load_dir, ignore_errors=True)
+    return {"initial_load": load, "restarts": restarts}
+
+
+def raw_topic_names(prefix: str) -> list[str]:
+    return [f"{prefix}{name}" for name in RAW_TOPICS]

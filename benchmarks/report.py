@@ -1,0 +1,260 @@
+"""The benchmark's report: ratios, targets and verdicts, the JSON and the markdown summary.
+
+`write_report(results, out_dir, draw)` writes `results.json`, `results.md` and, with a
+`draw` function (`benchmarks.chart.chart`), `results.png`. No plotting library here, so
+the arithmetic can be tested without one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Final
+
+MB: Final = 1024 * 1024
+TARGET_RSS_MB: Final = 500
+TARGET_P99_MS: Final = 250
+LABELS: Final = {
+    "ceiling": "ceiling (raw aiokafka loop, trivial filter)",
+    "faust": "idiomatic Faust (per-event agent, table)",
+    "quix": "Quix Streams (StreamingDataFrame, RocksDB state)",
+    "pipeline": "pipeline (1 worker process)",
+    "pipeline-2w": "pipeline, 2 worker processes (one per core)",
+}
+
+
+def ratios(contenders: dict[str, Any]) -> dict[str, float | None]:
+    """The issue's ratios, from the same run's median rates."""
+
+    def rate(name: str) -> float | None:
+        value = contenders.get(name, {}).get("events_per_s")
+        return value if isinstance(value, int | float) and value > 0 else None
+
+    out: dict[str, float | None] = {}
+    for pipeline in ("pipeline", "pipeline-2w"):
+        for other in ("ceiling", "quix", "faust"):
+            a, b = rate(pipeline), rate(other)
+            out[f"{pipeline}/{other}"] = None if a is None or b is None else round(a / b, 3)
+    return out
+
+
+def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """The issue's targets for the single-process pipeline, each with its value and verdict."""
+    r = results["ratios"]
+    pipeline = results["contenders"].get("pipeline", {})
+    rows: list[dict[str, Any]] = []
+
+    def ratio_row(key: str, goal: float, text: str) -> None:
+        value = r.get(key)
+        rows.append(
+            {
+                "target": text,
+                "value": None if value is None else f"{value:.2f}x",
+                "met": None if value is None else value >= goal,
+            }
+        )
+
+    ratio_row("pipeline/ceiling", 0.5, "pipeline >= 0.5 x ceiling")
+    ratio_row("pipeline/quix", 1.0, "pipeline >= 1.0 x Quix Streams")
+    ratio_row("pipeline/faust", 5.0, "pipeline >= 5 x idiomatic Faust")
+    p99 = pipeline.get("latency", {}).get("p99_ms")
+    rows.append(
+        {
+            "target": f"pipeline p99 end-to-end latency < {TARGET_P99_MS} ms at 50% load",
+            "value": None if p99 is None else f"{p99:.0f} ms",
+            "met": None if p99 is None else p99 < TARGET_P99_MS,
+        }
+    )
+    rss = state_rss_mb(results)
+    users = results.get("recovery", {}).get("initial_load", {}).get("users")
+    rows.append(
+        {
+            "target": f"pipeline RSS < {TARGET_RSS_MB} MB with "
+            f"{count(users) if users else '1M'} users' consent state (RocksDB store)",
+            "value": None if rss is None else f"{rss:.0f} MB",
+            "met": None if rss is None else rss < TARGET_RSS_MB,
+        }
+    )
+    return rows
+
+
+def state_rss_mb(results: dict[str, Any]) -> float | None:
+    """Peak RSS of a worker holding the recovery phase's users in the default RocksDB store:
+    the largest of its initial fold and its RocksDB restarts."""
+    recovery = results.get("recovery") or {}
+    peaks = [recovery.get("initial_load", {}).get("peak_rss_bytes")]
+    peaks += [
+        r.get("peak_rss_bytes") for r in recovery.get("restarts", []) if r.get("store") == "rocksdb"
+    ]
+    values = [p for p in peaks if isinstance(p, int | float) and p > 0]
+    return max(values) / MB if values else None
+
+
+def count(n: int | float | None) -> str:
+    if n is None:
+        return "-"
+    if n >= 1_000_000 and n % 1_000_000 == 0:
+        return f"{int(n // 1_000_000)}M"
+    if n >= 1000 and n % 1000 == 0:
+        return f"{int(n // 1000)}k"
+    return f"{int(n):,}"
+
+
+def _num(value: Any, digits: int = 0) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:,.{digits}f}"
+
+
+def _verdict(met: bool | None) -> str:
+    return {True: "met", False: "**not met**", None: "not measured"}[met]
+
+
+def markdown(results: dict[str, Any]) -> str:
+    """The human-readable report."""
+    s = results["settings"]
+    w = results["workload"]
+    m = results["machine"]
+    contenders = results["contenders"]
+    lines = [
+        "# Benchmark results",
+        "",
+        f"Run `{results['run_id']}` on {results['started_at']}, "
+        f"{results['duration_s']:.0f} s in all"
+        + (
+            " (**quick run**: small input, not comparable with a full run)."
+            if s.get("quick")
+            else "."
+        ),
+        f"Input: {count(w['raw_records'])} raw records from the producer's realistic mix "
+        f"(mean {w['mean_raw_bytes']:.0f} bytes of JSON), {s['partitions']} partitions, "
+        f"consent state of {count(w['consent_bootstrap'])} users loaded first "
+        f"(plus {count(w['consent_records'] - w['consent_bootstrap'])} churn records).",
+        f"Machine: {m['cpu']} x {m['cores']} cores, {m['memory_gb']:.0f} GiB, "
+        f"Linux {m['kernel']}, Python {m['python']}, Apache Kafka {m['kafka']} (one local broker "
+        f"on the same machine); load average {m['loadavg_start']} at the start, "
+        f"{m.get('loadavg_end', '-')} at the end.",
+        "",
+        f"| contender | events/s (median of {s['runs']}) | runs | vs ceiling | "
+        "p50 / p99 latency at 50% load | peak RSS | CPU s per 1M events |",
+        "|---|---:|---|---:|---:|---:|---:|",
+    ]
+    ceiling = contenders.get("ceiling", {}).get("events_per_s")
+    for name, c in contenders.items():
+        rate = c.get("events_per_s")
+        runs = ", ".join(_num(r.get("events_per_s")) for r in c.get("runs", []))
+        vs = f"{rate / ceiling:.2f}x" if rate and ceiling else "-"
+        lat = c.get("latency", {})
+        latency = f"{_num(lat.get('p50_ms'))} / {_num(lat.get('p99_ms'))} ms" if lat else "-"
+        if fell_behind(lat):
+            latency += " (fell behind)"
+        rss = c.get("peak_rss_bytes")
+        lines.append(
+            f"| {LABELS.get(name, name)} | {_num(rate)} | {runs} | {vs} | {latency} | "
+            f"{_num(rss / MB if rss else None)} MB | {_num(c.get('cpu_s_per_million'), 1)} |"
+        )
+    lines += ["", "| target (issue 6) | this run | verdict |", "|---|---:|---|"]
+    for row in results["targets"]:
+        lines.append(f"| {row['target']} | {row['value'] or '-'} | {_verdict(row['met'])} |")
+    lines += _ratio_lines(results)
+    if any(fell_behind(c.get("latency", {})) for c in contenders.values()):
+        lines += [
+            "",
+            "(fell behind): during its latency phase the contender consumed less than 95% of "
+            "what the paced producer sent at half its measured maximum (`sent_rate` and "
+            "`consumed_rate` in the JSON), so its latency grew through the phase.",
+        ]
+    lines += _revocation_lines(results) + _recovery_lines(results)
+    notes = [c["note"] for c in contenders.values() if c.get("note")]
+    notes += results.get("notes", [])
+    if notes:
+        lines += ["", "Notes:", ""] + [f"- {note}" for note in notes]
+    lines += [
+        "",
+        "Method, and how to reproduce: `benchmarks/README.md` (`make bench`). "
+        "Raw numbers: `results.json`; chart: `results.png`.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def fell_behind(latency: dict[str, Any]) -> bool:
+    """Whether a contender consumed less than 95% of what the paced producer sent."""
+    sent, consumed = latency.get("sent_rate"), latency.get("consumed_rate")
+    return bool(sent and consumed is not None and consumed < 0.95 * sent)
+
+
+def _ratio_lines(results: dict[str, Any]) -> list[str]:
+    r = results["ratios"]
+    cells = [f"{k} {v:.2f}x" for k, v in r.items() if v is not None]
+    return ["", "Ratios from this run: " + (", ".join(cells) if cells else "-") + "."]
+
+
+def _revocation_lines(results: dict[str, Any]) -> list[str]:
+    rev = results.get("revocation_latency")
+    if not rev:
+        return []
+    return [
+        "",
+        "## Revocation latency",
+        "",
+        f"Pipeline worker, live traffic at 50% load: {rev.get('count', 0)} revocations took "
+        f"effect with p50 {_num(rev.get('p50_ms'), 1)} ms, p90 {_num(rev.get('p90_ms'), 1)} ms, "
+        f"p99 {_num(rev.get('p99_ms'), 1)} ms (from Kafka's acknowledgement of the revocation to "
+        "it governing decisions: `pipeline_revocation_latency_seconds`, quantiles interpolated in "
+        "its buckets).",
+        "",
+        "| at most | " + " | ".join(_bucket_label(le) for le, _ in rev.get("buckets", [])) + " |",
+        "|---|" + "---:|" * len(rev.get("buckets", [])),
+        "| revocations | " + " | ".join(str(c) for _, c in rev.get("buckets", [])) + " |",
+    ]
+
+
+def _bucket_label(le: Any) -> str:
+    if le == "+Inf":
+        return "all"
+    return f"{le * 1000:g} ms" if le < 1 else f"{le:g} s"
+
+
+def _recovery_lines(results: dict[str, Any]) -> list[str]:
+    rec = results.get("recovery")
+    if not rec:
+        return []
+    load = rec["initial_load"]
+    lines = [
+        "",
+        f"## Consent table: {count(load['users'])} users",
+        "",
+        f"A worker folded {count(load['consent_records'])} consent records in "
+        f"{_num(load.get('seconds'), 1)} s ({_num(load.get('records_per_s'))} records/s; "
+        f"{_num(load.get('seconds_from_start'), 1)} s from process start), peak RSS "
+        f"{_num(load.get('peak_rss_bytes', 0) / MB)} MB (RocksDB store). Restarts of that "
+        "worker, recovering the tables from their changelogs:",
+        "",
+        "| restart | seconds to /ready | recovery (worker log) | peak RSS |",
+        "|---|---:|---:|---:|",
+    ]
+    for r in rec["restarts"]:
+        lines.append(
+            f"| {r['case']} | {_num(r.get('seconds_to_ready'), 1)} | "
+            f"{_num(r.get('recovered_in_s'), 1)} s | {_num(r.get('peak_rss_bytes', 0) / MB)} MB |"
+        )
+    return lines
+
+
+def write_report(
+    results: dict[str, Any],
+    out_dir: Path,
+    draw: Callable[[dict[str, Any], Path], None] | None = None,
+) -> list[Path]:
+    """Write results.json and results.md into `out_dir`, and results.png with `draw`."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = [out_dir / "results.json", out_dir / "results.md"]
+    paths[0].write_text(json.dumps(results, indent=2) + "\n")
+    paths[1].write_text(markdown(results))
+    if draw is not None:
+        paths.append(out_dir / "results.png")
+        draw(results, paths[2])
+    return paths

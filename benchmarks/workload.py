@@ -1,0 +1,205 @@
+"""The input every contender reads: topics, pre-produced traffic, and paced live traffic.
+
+The traffic is the producer's realistic mix (`pipeline.traffic`): every registered
+user's consent record first, then raw events with ~1% consent churn, 3% duplicates
+and 1% malformed records, keyed by subject and spread over co-partitioned topics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Final
+
+from benchmarks.contenders.common import DESTINATIONS
+from pipeline.admin import TopicSpec, create_topics, ensure_topics
+from pipeline.core.route import DESTINATION_TOPICS
+from pipeline.produce import KafkaSink, run_traffic
+from pipeline.settings import Settings
+from pipeline.traffic import CONSENT_TOPIC, Record, TrafficConfig, TrafficGenerator
+
+TICK_S: Final = 0.01
+
+
+def bench_settings(bootstrap: str, prefix: str, partitions: int, **extra: Any) -> Settings:
+    """Pipeline settings for topics under `prefix` on the cluster at `bootstrap`."""
+    return Settings(
+        kafka_bootstrap_servers=bootstrap,
+        topic_prefix=prefix,
+        topic_partitions=partitions,
+        **extra,
+    )
+
+
+async def create_bench_topics(settings: Settings, contenders: Sequence[str]) -> None:
+    """The pipeline's topics under the prefix, and each contender's own output topics."""
+    await create_topics(settings)
+    specs: list[TopicSpec] = []
+    for name in contenders:
+        if name == "ceiling":
+            names = ["ceiling.out"]
+        else:
+            names = [f"{name}.{DESTINATION_TOPICS[d]}" for d in DESTINATIONS]
+        specs.extend(
+            TopicSpec(settings.topic(n), settings.topic_partitions, settings.topic_replication)
+            for n in names
+        )
+    await ensure_topics(settings, specs)
+
+
+@dataclass
+class Workload:
+    """What was pre-produced, as the contenders will find it."""
+
+    prefix: str
+    users: int
+    seed: int
+    raw_records: int
+    consent_bootstrap: int
+    consent_records: int
+    records_by_topic: dict[str, int] = field(default_factory=dict)
+    records_by_kind: dict[str, int] = field(default_factory=dict)
+    mean_raw_bytes: float = 0.0
+    mean_consent_bytes: float = 0.0
+    produce_seconds: float = 0.0
+    failures: dict[str, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class _SizeTally:
+    """Wraps a sink's `write` and tallies record sizes by raw/consent."""
+
+    def __init__(self, sink: KafkaSink) -> None:
+        self.sink = sink
+        self.bytes: Counter[str] = Counter()
+        self.records: Counter[str] = Counter()
+
+    async def write(self, records: Sequence[Record]) -> None:
+        for record in records:
+            kind = "consent" if record.topic == CONSENT_TOPIC else "raw"
+            self.bytes[kind] += len(record.value)
+            self.records[kind] += 1
+        await self.sink.write(records)
+
+
+async def preproduce(settings: Settings, users: int, events: int, seed: int) -> Workload:
+    """Write every user's consent record, then `events` raw records, as fast as Kafka takes them.
+
+    Raises:
+        KafkaUnavailable: the cluster cannot be reached.
+    """
+    generator = TrafficGenerator(TrafficConfig(users=users), seed=seed)
+    sink = KafkaSink(settings)
+    tally = _SizeTally(sink)
+    started = time.monotonic()
+    await sink.start()
+    try:
+        report = await run_traffic(generator, tally.write, count=events)
+        await sink.flush()
+    finally:
+        await sink.stop()
+    return Workload(
+        prefix=settings.topic_prefix,
+        users=users,
+        seed=seed,
+        raw_records=report.raw_records,
+        consent_bootstrap=generator.counts["consent.bootstrap"],
+        consent_records=generator.topics[CONSENT_TOPIC],
+        records_by_topic=dict(generator.topics),
+        records_by_kind=dict(generator.counts),
+        mean_raw_bytes=tally.bytes["raw"] / max(1, tally.records["raw"]),
+        mean_consent_bytes=tally.bytes["consent"] / max(1, tally.records["consent"]),
+        produce_seconds=time.monotonic() - started,
+        failures=dict(sink.failures),
+    )
+
+
+@dataclass
+class LivePool:
+    """Pre-generated live traffic for the latency phases: a consent bootstrap and a pool of
+    records (events and their churn) replayed at a paced rate."""
+
+    bootstrap: list[Record]
+    records: list[Record]
+
+    @classmethod
+    def generate(cls, users: int, size: int, seed: int) -> LivePool:
+        generator = TrafficGenerator(TrafficConfig(users=users), seed=seed)
+        bootstrap = list(generator.consent_bootstrap())
+        return cls(bootstrap, generator.records(size))
+
+    def split(self, n: int) -> tuple[list[Record], list[Record]]:
+        """The first `n` records, and the rest."""
+        return self.records[:n], self.records[n:]
+
+
+async def write_records(settings: Settings, records: Sequence[Record]) -> None:
+    """Write `records` to their topics under the settings' prefix and wait for every ack."""
+    sink = KafkaSink(settings)
+    await sink.start()
+    try:
+        for start in range(0, len(records), 5000):
+            await sink.write(records[start : start + 5000])
+        await sink.flush()
+    finally:
+        await sink.stop()
+
+
+@dataclass
+class PacedResult:
+    """What a paced sender wrote: raw records and consent records, over how long."""
+
+    raw: int
+    consent: int
+    seconds: float
+    cycled: bool
+
+    @property
+    def raw_rate(self) -> float:
+        return self.raw / self.seconds if self.seconds > 0 else 0.0
+
+
+async def send_paced(
+    settings: Settings, records: Sequence[Record], raw_rate: float, duration: float
+) -> PacedResult:
+    """Replay `records` (cycling) at `raw_rate` raw records per second for `duration` seconds.
+
+    Consent records in the pool go along with the raw records around them, so the churn
+    share stays the generator's.
+    """
+    sink = KafkaSink(settings, linger_s=0.002)
+    await sink.start()
+    raw = consent = 0
+    index = 0
+    cycled = False
+    started = time.monotonic()
+    try:
+        while (elapsed := time.monotonic() - started) < duration:
+            due = int(raw_rate * elapsed) + 1 - raw
+            if due <= 0:
+                await asyncio.sleep(TICK_S)
+                continue
+            chunk: list[Record] = []
+            while due > 0:
+                record = records[index]
+                index += 1
+                if index == len(records):
+                    index = 0
+                    cycled = True
+                chunk.append(record)
+                if record.topic == CONSENT_TOPIC:
+                    consent += 1
+                else:
+                    raw += 1
+                    due -= 1
+            await sink.write(chunk)
+            await asyncio.sleep(0)
+        await sink.flush()
+    finally:
+        await sink.stop()
+    return PacedResult(raw, consent, time.monotonic() - started, cycled)

@@ -1,0 +1,106 @@
+"""The benchmark's arithmetic: throughput windows, histogram quantiles, targets and ratios."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+
+from benchmarks import report
+from benchmarks.stats import (
+    Sample,
+    bucket_delta,
+    bucket_quantile,
+    measure_window,
+    percentile,
+)
+
+
+def samples(*rows: tuple[float, int, int]) -> list[Sample]:
+    """Samples from (t, events, consent) rows; CPU time grows 0.5 s per second."""
+    return [Sample(t, events, consent, cpu_s=t / 2, rss=100) for t, events, consent in rows]
+
+
+def test_window_opens_once_the_consent_table_is_loaded() -> None:
+    rows = samples((0, 0, 0), (1, 100, 500), (2, 300, 1000), (3, 700, 1000), (4, 1100, 1000))
+    window = measure_window(rows, consent_ready=1000, total_events=10_000, window_s=60)
+    assert window is not None
+    assert window.events == 800  # the 300 events decided on a half-loaded table do not count
+    assert window.seconds == 2
+    assert window.events_per_s == 400
+    assert window.cpu_s_per_million == pytest.approx(1.0 / 800 * 1e6)
+    assert window.consent_ready_after_s == 2
+    assert not window.complete
+
+
+def test_window_opens_just_before_the_first_event_when_that_comes_later() -> None:
+    rows = samples((0, 0, 0), (1, 0, 0), (2, 0, 0), (3, 500, 0), (4, 1000, 0))
+    window = measure_window(rows, consent_ready=0, total_events=1000, window_s=60)
+    assert window is not None
+    assert (window.events, window.seconds) == (1000, 2)  # from t=2, not the start-up at t=0
+    assert window.complete
+
+
+def test_window_closes_after_window_seconds() -> None:
+    rows = samples(*((t, 100 * t, 10) for t in range(0, 30)))
+    window = measure_window(rows, consent_ready=10, total_events=10**9, window_s=5)
+    assert window is not None
+    assert (window.seconds, window.events) == (5, 500)
+
+
+def test_no_window_without_a_loaded_table_or_without_events() -> None:
+    assert measure_window(samples((0, 0, 0), (1, 50, 10)), 100, 1000, 60) is None
+    assert measure_window(samples((0, 0, 100), (1, 0, 100)), 100, 1000, 60) is None
+
+
+def test_bucket_quantile_interpolates_inside_buckets_like_prometheus() -> None:
+    buckets = [(0.1, 10.0), (0.5, 30.0), (1.0, 40.0), (math.inf, 40.0)]
+    assert bucket_quantile(buckets, 0.25) == pytest.approx(0.1)
+    assert bucket_quantile(buckets, 0.5) == pytest.approx(0.1 + 0.4 * 10 / 20)
+    assert bucket_quantile(buckets, 1.0) == pytest.approx(1.0)
+    assert bucket_quantile([(0.1, 0.0), (math.inf, 0.0)], 0.5) is None
+    assert bucket_quantile([(0.1, 0.0), (math.inf, 4.0)], 0.5) == pytest.approx(0.1)
+
+
+def test_bucket_delta_keeps_what_was_observed_between_scrapes() -> None:
+    before = [(0.1, 3.0), (math.inf, 5.0)]
+    after = [(0.1, 4.0), (math.inf, 9.0)]
+    assert bucket_delta(after, before) == [(0.1, 1.0), (math.inf, 4.0)]
+
+
+def test_percentile_is_nearest_rank() -> None:
+    values = [float(v) for v in range(1, 101)]
+    assert percentile(values, 0.5) == 50
+    assert percentile(values, 0.99) == 99
+    assert percentile([], 0.5) is None
+
+
+def results(rates: dict[str, float], p99_ms: float, rss_mb: float) -> dict[str, Any]:
+    contenders: dict[str, dict[str, Any]] = {
+        name: {"events_per_s": rate} for name, rate in rates.items()
+    }
+    contenders["pipeline"]["latency"] = {"p99_ms": p99_ms}
+    out: dict[str, Any] = {
+        "contenders": contenders,
+        "recovery": {
+            "initial_load": {"users": 1_000_000, "peak_rss_bytes": rss_mb * report.MB},
+            "restarts": [{"store": "memory", "peak_rss_bytes": 10_000 * report.MB}],
+        },
+    }
+    out["ratios"] = report.ratios(contenders)
+    return out
+
+
+def test_targets_are_judged_on_the_same_runs_ratios() -> None:
+    met = results({"ceiling": 100, "quix": 40, "faust": 8, "pipeline": 50}, 200, 400)
+    assert met["ratios"]["pipeline/ceiling"] == 0.5
+    assert [row["met"] for row in report.targets(met)] == [True, True, True, True, True]
+    missed = results({"ceiling": 100, "quix": 60, "faust": 12, "pipeline": 49}, 250, 500)
+    assert [row["met"] for row in report.targets(missed)] == [False, False, False, False, False]
+
+
+def test_the_memory_store_does_not_count_for_the_rss_target() -> None:
+    rows = report.targets(results({"ceiling": 1, "pipeline": 1}, 1, 400))
+    assert rows[-1]["value"] == "400 MB"
+    assert rows[1]["met"] is None  # Quix not measured: neither met nor missed

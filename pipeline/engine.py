@@ -37,7 +37,7 @@ from pipeline.kafka_config import client_options
 from pipeline.metrics import Metrics
 from pipeline.process import BatchStats, InputRecord, Processor, ProcessorConfig
 from pipeline.settings import Settings
-from pipeline.stores import open_store
+from pipeline.stores import RocksMemory, open_store
 from pipeline.tables import Table
 from pipeline.topics import CONSENT_TOPIC, RAW_TOPICS
 from pipeline.writer import BatchWriter, KeyPartitioner
@@ -47,6 +47,8 @@ log = logging.getLogger(__name__)
 
 TABLES = ("consent", "dedup", "aggregates")
 LAG_INTERVAL_S = 1.0
+RESTORE_BATCH = 10_000
+"""Changelog records restored per store write during recovery."""
 DEDUP_SWEEP_INTERVAL_S = 600.0
 GC_THRESHOLD = 50_000
 
@@ -67,9 +69,10 @@ class Engine(Service):
         self.sources = {settings.topic(name): name.split(".", 1)[1] for name in RAW_TOPICS}
         self.destinations = {d: settings.topic(t) for d, t in DESTINATION_TOPICS.items()}
         root = settings.data_dir / settings.app_id
+        memory = RocksMemory(settings.rocksdb_memory_mb * 1024 * 1024)
 
         def store(table: str, partition: int) -> Any:
-            return open_store(settings.store, root, table, partition)
+            return open_store(settings.store, root, table, partition, memory)
 
         self.tables = {
             name: Table(name, settings.topic(f"{settings.app_id}.{name}-changelog"), store)
@@ -405,7 +408,9 @@ class Engine(Service):
             client_id=f"{settings.app_id}-{settings.instance_name}-recovery",
             enable_auto_commit=False,
             isolation_level="read_committed",
-            max_partition_fetch_bytes=8 * 1024 * 1024,
+            # Modest fetches: each record becomes a Python object until it is restored.
+            max_partition_fetch_bytes=1024 * 1024,
+            fetch_max_bytes=8 * 1024 * 1024,
         )
         await reader.start()
         try:
@@ -421,7 +426,7 @@ class Engine(Service):
             pending = {tp for tp in tps if await reader.position(tp) < ends[tp]}
             while pending:
                 self.last_cycle = time.monotonic()  # recovering is alive, not stalled
-                got = await reader.getmany(*pending, timeout_ms=500)
+                got = await reader.getmany(*pending, timeout_ms=500, max_records=RESTORE_BATCH)
                 for tp, records in got.items():
                     table, partition = tps[tp]
                     items = {r.key: r.value for r in records if r.key is not None}

@@ -93,6 +93,13 @@ class Settings(BaseSettings):
         "de-identified, measurement, aggregate or audit records; hits are counted.",
     )
     store: Literal["rocksdb", "memory"] = "rocksdb"
+    rocksdb_memory_mb: int = Field(
+        default=128,
+        ge=16,
+        le=64 * 1024,
+        description="One budget for all RocksDB stores of a worker: block cache, with the "
+        "write buffers charged to it.",
+    )
     data_dir: Path = Path(".local/state")
     web_host: str = "127.0.0.1"
     web_port: int = Field(default=6066, ge=1, le=65535)

@@ -11,10 +11,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
 
-from rocksdict import Options, Rdict, WriteBatch
+from rocksdict import BlockBasedOptions, Cache, Options, Rdict, WriteBatch, WriteBufferManager
 
 CHECKPOINT_KEY = b"\x00checkpoint"
 """Where a store keeps the next changelog offset it has not applied yet."""
+MEMTABLE_BYTES = 4 * 1024 * 1024
+"""One store's write buffer: small, because a worker opens one store per table and
+partition, and RocksDB's default (64 MiB, two of them) would cost gigabytes."""
+DEFAULT_ROCKSDB_MEMORY = 128 * 1024 * 1024
+"""The default of `PIPELINE_ROCKSDB_MEMORY_MB`."""
 
 
 class Store(Protocol):
@@ -69,14 +74,38 @@ class MemoryStore:
         self._data.clear()
 
 
+class RocksMemory:
+    """One memory budget for every RocksDB store of a process: a block cache that the
+    stores' write buffers are charged to, so memtables and cached blocks together stay
+    near `limit_bytes` however many partitions the worker owns."""
+
+    def __init__(self, limit_bytes: int = DEFAULT_ROCKSDB_MEMORY) -> None:
+        self.limit_bytes = limit_bytes
+        self.cache = Cache(limit_bytes)
+        self.write_buffers = WriteBufferManager.new_write_buffer_manager_with_cache(
+            limit_bytes // 2, False, self.cache
+        )
+
+    def options(self) -> Options:
+        options = Options(raw_mode=True)
+        options.create_if_missing(True)
+        options.set_write_buffer_size(MEMTABLE_BYTES)
+        options.set_max_write_buffer_number(2)
+        options.set_write_buffer_manager(self.write_buffers)
+        table = BlockBasedOptions()
+        table.set_block_cache(self.cache)
+        table.set_cache_index_and_filter_blocks(True)
+        options.set_block_based_table_factory(table)
+        return options
+
+
 class RocksStore:
     """A store in RocksDB (rocksdict), surviving restarts."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, memory: RocksMemory | None = None) -> None:
         path.mkdir(parents=True, exist_ok=True)
-        options = Options(raw_mode=True)
-        options.create_if_missing(True)
-        self._db = Rdict(str(path), options)
+        self._memory = memory or RocksMemory()  # the cache must outlive the store
+        self._db = Rdict(str(path), self._memory.options())
 
     def get(self, key: bytes) -> bytes | None:
         value = self._db.get(key)
@@ -110,11 +139,13 @@ class RocksStore:
         self._db.close()
 
 
-def open_store(kind: str, root: Path, table: str, partition: int) -> Store:
-    """Open the store of `table`'s `partition` under `root`."""
+def open_store(
+    kind: str, root: Path, table: str, partition: int, memory: RocksMemory | None = None
+) -> Store:
+    """Open the store of `table`'s `partition` under `root`; RocksDB stores share `memory`."""
     if kind == "memory":
         return MemoryStore()
-    return RocksStore(root / table / str(partition))
+    return RocksStore(root / table / str(partition), memory)
 
 
 def wipe(root: Path) -> None:

@@ -263,6 +263,11 @@ class Engine(Service):
             for partition, key, table_value in table.changelog_records():
                 await writer.write(table.changelog_topic, key, table_value, partition)
         sent = await writer.flush()
+        # Wait for the produce acks before committing offsets. A Kafka 3.6+ broker verifies
+        # each transactional produce and offset commit with the transaction coordinator,
+        # one at a time per transactional id: overlapping, one fails as NOT_ENOUGH_REPLICAS
+        # or COORDINATOR_NOT_AVAILABLE and the client retries it after a backoff.
+        await asyncio.gather(*(handed.future for handed in sent))
         if offsets:
             await producer.send_offsets_to_transaction(offsets, self.group_id)
         await producer.commit_transaction()

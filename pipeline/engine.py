@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 
 TABLES = ("consent", "dedup", "aggregates")
 LAG_INTERVAL_S = 1.0
+FETCH_MAX_WAIT_MS = 100
 RESTORE_BATCH = 10_000
 """Changelog records restored per store write during recovery."""
 DEDUP_SWEEP_INTERVAL_S = 600.0
@@ -107,6 +108,7 @@ class Engine(Service):
         self.last_cycle = time.monotonic()
         self.consumer: AIOKafkaConsumer | None = None
         self.producer: AIOKafkaProducer | None = None
+        self.offsets: AIOKafkaConsumer | None = None
 
     # -- lifecycle ----------------------------------------------------------------
 
@@ -122,7 +124,8 @@ class Engine(Service):
             transactional_id=f"{settings.app_id}.{settings.instance_name}",
             acks="all",
             enable_idempotence=True,
-            linger_ms=5,
+            linger_ms=0,  # batches are built whole by BatchWriter: nothing to wait for
+            retry_backoff_ms=20,  # e.g. CONCURRENT_TRANSACTIONS right after a commit
             max_batch_size=256 * 1024,
             max_request_size=4 * 1024 * 1024,
         )
@@ -136,7 +139,19 @@ class Engine(Service):
             partition_assignment_strategy=(RangePartitionAssignor,),
             max_partition_fetch_bytes=4 * 1024 * 1024,
             fetch_max_bytes=16 * 1024 * 1024,
+            # A fetch that finds no new data waits this long on the broker, and partitions
+            # whose buffered records run out meanwhile are not fetched again until it ends.
+            fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
         )
+        # The barrier's end offsets on a connection of their own: on the consumer's, the
+        # request would queue behind a fetch the broker holds for up to FETCH_MAX_WAIT_MS.
+        self.offsets = AIOKafkaConsumer(
+            **client_options(settings),
+            client_id=f"{settings.app_id}-{settings.instance_name}-offsets",
+            enable_auto_commit=False,
+            isolation_level="read_committed",
+        )
+        await self.offsets.start()
         await self.producer.start()
         self.consumer.subscribe(
             topics=[*self.sources, self.consent_topic], listener=_Rebalance(self)
@@ -151,6 +166,8 @@ class Engine(Service):
             await self.consumer.stop()
         if self.producer is not None:
             await self.producer.stop()
+        if self.offsets is not None:
+            await self.offsets.stop()
         for table in self.tables.values():
             table.close()
         log.info("engine stopped")
@@ -314,7 +331,8 @@ class Engine(Service):
         started = time.monotonic()
         deadline = started + self.settings.barrier_timeout_seconds
         tps = [TopicPartition(self.consent_topic, p) for p in sorted(partitions)]
-        ends = await consumer.end_offsets(tps)
+        assert self.offsets is not None
+        ends = await self.offsets.end_offsets(tps)
         for tp in tps:
             while await consumer.position(tp) < ends[tp]:
                 if time.monotonic() > deadline:

@@ -1,4 +1,4 @@
-"""The benchmark of issue 6: the pipeline against a raw aiokafka loop, Faust and Quix Streams.
+"""The benchmark: the pipeline against a raw aiokafka loop, Faust and Quix Streams.
 
 `python -m benchmarks.run` pre-produces one input, runs every contender on it as its own
 process and writes the report to `benchmarks/results/`; `benchmarks/README.md` describes

@@ -26,7 +26,7 @@ LABELS: Final = {
 
 
 def ratios(contenders: dict[str, Any]) -> dict[str, float | None]:
-    """The issue's ratios, from the same run's median rates."""
+    """The target ratios, from the same run's median rates."""
 
     def rate(name: str) -> float | None:
         value = contenders.get(name, {}).get("events_per_s")
@@ -41,7 +41,7 @@ def ratios(contenders: dict[str, Any]) -> dict[str, float | None]:
 
 
 def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
-    """The issue's targets for the single-process pipeline, each with its value and verdict."""
+    """The performance targets for the single-process pipeline, each with its value and verdict."""
     r = results["ratios"]
     pipeline = results["contenders"].get("pipeline", {})
     rows: list[dict[str, Any]] = []
@@ -155,7 +155,7 @@ def markdown(results: dict[str, Any]) -> str:
             f"| {LABELS.get(name, name)} | {_num(rate)} | {runs} | {vs} | {latency} | "
             f"{_num(rss / MB if rss else None)} MB | {_num(c.get('cpu_s_per_million'), 1)} |"
         )
-    lines += ["", "| target (issue 6) | this run | verdict |", "|---|---:|---|"]
+    lines += ["", "| target | this run | verdict |", "|---|---:|---|"]
     for row in results["targets"]:
         lines.append(f"| {row['target']} | {row['value'] or '-'} | {_verdict(row['met'])} |")
     lines += _ratio_lines(results)

@@ -1,4 +1,4 @@
-"""`python -m benchmarks.run`: the whole benchmark of issue 6, end to end, and its report.
+"""`python -m benchmarks.run`: the whole benchmark, end to end, and its report.
 
 1. Pre-produce the input (consent of every user first, then the raw events) under a
    fresh topic prefix on the broker at KAFKA_BOOTSTRAP_SERVERS.
@@ -385,7 +385,7 @@ async def run(opts: Options) -> dict[str, Any]:
     results["targets"] = report.targets(results)
     results["notes"].append(
         f"Raw records average {results['workload']['mean_raw_bytes']:.0f} bytes of JSON, "
-        "not the issue's ~400: the producer's realistic mix carries hashed emails, user agents, "
+        "not the targeted ~400: the producer's realistic mix carries hashed emails, user agents, "
         "device and app objects, and TrafficConfig has no switch to leave them out."
     )
     return results

@@ -80,7 +80,6 @@ class RocksMemory:
     near `limit_bytes` however many partitions the worker owns."""
 
     def __init__(self, limit_bytes: int = DEFAULT_ROCKSDB_MEMORY) -> None:
-        self.limit_bytes = limit_bytes
         self.cache = Cache(limit_bytes)
         self.write_buffers = WriteBufferManager.new_write_buffer_manager_with_cache(
             limit_bytes // 2, False, self.cache

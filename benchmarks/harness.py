@@ -36,9 +36,8 @@ from benchmarks.workload import (
     send_paced,
     write_records,
 )
-from pipeline.admin import partition_counts
-from pipeline.core.route import DESTINATION_TOPICS
-from pipeline.traffic import CONSENT_TOPIC, RAW_TOPICS
+from pipeline import catalogue
+from pipeline.kafka.admin import partition_counts
 from schemas import codec
 
 log = logging.getLogger(__name__)
@@ -91,8 +90,8 @@ def output_topic(name: str, prefix: str) -> str:
     if name == "ceiling":
         return ceiling_output(prefix)
     if is_pipeline(name):
-        return f"{prefix}{DESTINATION_TOPICS['audit']}"
-    return f"{prefix}{name}.{DESTINATION_TOPICS['audit']}"
+        return f"{prefix}{catalogue.AUDIT.name}"
+    return f"{prefix}{name}.{catalogue.AUDIT.name}"
 
 
 @dataclass
@@ -440,7 +439,7 @@ async def latency_phase(
         # counted as latency.
         primer, live = pool.split(PRIMER_RECORDS)
         await write_records(settings, primer)
-        primed = sum(1 for record in primer if record.topic != CONSENT_TOPIC)
+        primed = sum(1 for record in primer if record.topic.source is not None)
         await wait_until(running, lambda p: p.events >= primed, 120, "processing the primer")
         since = time.time() + warmup_s
         until = since + duration_s
@@ -635,4 +634,4 @@ async def recovery_phase(
 
 
 def raw_topic_names(prefix: str) -> list[str]:
-    return [f"{prefix}{name}" for name in RAW_TOPICS]
+    return [f"{prefix}{topic.name}" for topic in catalogue.RAW.values()]

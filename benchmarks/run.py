@@ -49,7 +49,7 @@ from benchmarks.harness import (
     workers_of,
 )
 from benchmarks.workload import LivePool, bench_settings, create_bench_topics, preproduce
-from pipeline.admin import admin_client, create_topics
+from pipeline.kafka.admin import admin_client, create_topics
 
 log = logging.getLogger("benchmarks")
 

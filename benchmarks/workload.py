@@ -1,6 +1,6 @@
 """The input every contender reads: topics, pre-produced traffic, and paced live traffic.
 
-The traffic is the producer's realistic mix (`pipeline.traffic`): every registered
+The traffic is the producer's realistic mix (`pipeline.sim.traffic`): every registered
 user's consent record first, then raw events with ~1% consent churn, 3% duplicates
 and 1% malformed records, keyed by subject and spread over co-partitioned topics.
 """
@@ -15,11 +15,11 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Final
 
 from benchmarks.contenders.common import DESTINATIONS
-from pipeline.admin import TopicSpec, create_topics, ensure_topics
-from pipeline.core.route import DESTINATION_TOPICS
-from pipeline.produce import KafkaSink, run_traffic
+from pipeline import catalogue
+from pipeline.kafka.admin import TopicSpec, create_topics, ensure_topics
 from pipeline.settings import Settings
-from pipeline.traffic import CONSENT_TOPIC, Record, TrafficConfig, TrafficGenerator
+from pipeline.sim.stream import KafkaSink, run_traffic
+from pipeline.sim.traffic import Record, TrafficConfig, TrafficGenerator
 
 TICK_S: Final = 0.01
 
@@ -42,9 +42,11 @@ async def create_bench_topics(settings: Settings, contenders: Sequence[str]) -> 
         if name == "ceiling":
             names = ["ceiling.out"]
         else:
-            names = [f"{name}.{DESTINATION_TOPICS[d]}" for d in DESTINATIONS]
+            names = [f"{name}.{catalogue.BY_DESTINATION[d].name}" for d in DESTINATIONS]
         specs.extend(
-            TopicSpec(settings.topic(n), settings.topic_partitions, settings.topic_replication)
+            TopicSpec(
+                settings.topic_prefix + n, settings.topic_partitions, settings.topic_replication
+            )
             for n in names
         )
     await ensure_topics(settings, specs)
@@ -81,7 +83,7 @@ class _SizeTally:
 
     async def write(self, records: Sequence[Record]) -> None:
         for record in records:
-            kind = "consent" if record.topic == CONSENT_TOPIC else "raw"
+            kind = "raw" if record.topic.source is not None else "consent"
             self.bytes[kind] += len(record.value)
             self.records[kind] += 1
         await self.sink.write(records)
@@ -109,7 +111,7 @@ async def preproduce(settings: Settings, users: int, events: int, seed: int) -> 
         seed=seed,
         raw_records=report.raw_records,
         consent_bootstrap=generator.counts["consent.bootstrap"],
-        consent_records=generator.topics[CONSENT_TOPIC],
+        consent_records=generator.topics[catalogue.CONSENT_CHANGES.name],
         records_by_topic=dict(generator.topics),
         records_by_kind=dict(generator.counts),
         mean_raw_bytes=tally.bytes["raw"] / max(1, tally.records["raw"]),
@@ -192,7 +194,7 @@ async def send_paced(
                     index = 0
                     cycled = True
                 chunk.append(record)
-                if record.topic == CONSENT_TOPIC:
+                if record.topic is catalogue.CONSENT_CHANGES:
                     consent += 1
                 else:
                     raw += 1

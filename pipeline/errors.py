@@ -1,26 +1,22 @@
-"""The pipeline's one error hierarchy; library errors are mapped here at the boundary."""
+"""The pipeline's one error hierarchy: the core's errors and those of the layers above."""
 
 from __future__ import annotations
 
+from pipeline.core.errors import ConfigError, ConsentStateError, PipelineError, PolicyConfigError
 
-class PipelineError(Exception):
-    """Root of every error the pipeline raises on purpose."""
-
-
-class ConfigError(PipelineError):
-    """A setting is missing or invalid; the message names the setting, never its value."""
+__all__ = [
+    "ConfigError",
+    "ConsentStateError",
+    "DeliveryError",
+    "KafkaUnavailable",
+    "PipelineError",
+    "PolicyConfigError",
+    "TopicLayoutError",
+]
 
 
 class TopicLayoutError(PipelineError):
     """The topics on the cluster are missing or not co-partitioned."""
-
-
-class PolicyConfigError(ConfigError):
-    """The policy or pseudonymization configuration is invalid."""
-
-
-class ConsentStateError(PipelineError):
-    """A stored consent state cannot be decoded, or a change is for another user."""
 
 
 class KafkaUnavailable(PipelineError):

@@ -9,6 +9,7 @@ from typing import Annotated, Literal, Self
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from pipeline.catalogue import Topic
 from pipeline.core.policy import PolicyConfig
 from pipeline.errors import ConfigError
 
@@ -192,9 +193,9 @@ class Settings(BaseSettings):
         """This worker's stable name: `worker_id`, or host and web port."""
         return self.worker_id or f"{socket.gethostname()}-{self.web_port}"
 
-    def topic(self, name: str) -> str:
-        """The full name of a logical topic, with the configured prefix."""
-        return f"{self.topic_prefix}{name}"
+    def topic(self, topic: Topic) -> str:
+        """The full name of a catalogue topic: the configured prefix, then its name."""
+        return f"{self.topic_prefix}{topic.name.format(app_id=self.app_id)}"
 
     def to_env(self) -> dict[str, str]:
         """These settings as `PIPELINE_*` environment variables, for a child process."""

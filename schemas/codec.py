@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import Any
 
 import orjson
-from pydantic import BaseModel
-
-ModelT = TypeVar("ModelT", bound=BaseModel)
 
 DecodeError = orjson.JSONDecodeError
 """Raised by `loads` on malformed JSON or invalid UTF-8; a subclass of `ValueError`."""
@@ -24,13 +21,3 @@ def loads(data: bytes | bytearray | memoryview | str) -> Any:
 def dumps(obj: Any) -> bytes:
     """Encode `obj` as compact UTF-8 JSON; dict keys must be strings."""
     return orjson.dumps(obj)
-
-
-def dumps_model(model: BaseModel) -> bytes:
-    """Encode a pydantic model as compact UTF-8 JSON, in field order."""
-    return model.__pydantic_serializer__.to_json(model)
-
-
-def loads_model(model_type: type[ModelT], data: bytes | bytearray | str) -> ModelT:
-    """Validate JSON straight into `model_type`; raises pydantic's `ValidationError`."""
-    return model_type.model_validate_json(data)

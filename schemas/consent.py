@@ -11,7 +11,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, Field, StringConstraints
 
-from pipeline.core import normalize
+from schemas import normalize
 from schemas.events import MODEL_CONFIG, AttStatus, Identifier
 
 CountryCode = Annotated[

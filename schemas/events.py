@@ -27,7 +27,7 @@ from pydantic import (
     StringConstraints,
 )
 
-from pipeline.core import normalize
+from schemas import normalize
 
 Source: TypeAlias = Literal["tag", "sdk", "widget"]
 ActionSource: TypeAlias = Literal["web", "app_ios", "app_android", "offline"]

@@ -13,11 +13,11 @@ import argparse
 import os
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
-from types import MappingProxyType
 from typing import Final
 
+from pipeline import catalogue
 from pipeline.core.consent import ConsentState, apply_change
 from pipeline.core.deidentify import Pseudonymizer
 from pipeline.core.parse import (
@@ -28,8 +28,7 @@ from pipeline.core.parse import (
     processing_error,
 )
 from pipeline.core.policy import PolicyConfig, decide
-from pipeline.core.route import DESTINATION_TOPICS, Origin, Output, audit_record, dlq_record, route
-from pipeline.traffic import CONSENT_TOPIC, RAW_TOPICS
+from pipeline.core.route import Origin, Output, audit_record, dlq_record, route
 from schemas.events import Source
 
 PROGRESS_PREFIX: Final = "PROGRESS "
@@ -45,9 +44,6 @@ DESTINATIONS: Final = (
     "dlq",
 )
 """The pipeline destinations the Faust and Quix contenders write, each to its own topic."""
-SOURCES: Final[Mapping[str, Source]] = MappingProxyType(
-    {"raw.tag": "tag", "raw.sdk": "sdk", "raw.widget": "widget"}
-)
 
 
 @dataclass(frozen=True)
@@ -65,15 +61,16 @@ class ContenderArgs:
 
     def raw_topics(self) -> dict[str, Source]:
         """Full raw topic names and the source each carries."""
-        return {f"{self.prefix}{name}": SOURCES[name] for name in RAW_TOPICS}
+        return {f"{self.prefix}{topic.name}": source for source, topic in catalogue.RAW.items()}
 
     @property
     def consent_topic(self) -> str:
-        return f"{self.prefix}{CONSENT_TOPIC}"
+        return f"{self.prefix}{catalogue.CONSENT_CHANGES.name}"
 
     def output_topic(self, destination: str) -> str:
         """This contender's own topic for a pipeline destination (`audit`, `ads`, ...)."""
-        return f"{self.prefix}{self.name}.{DESTINATION_TOPICS[destination]}"  # type: ignore[index]
+        topic = catalogue.BY_DESTINATION[destination]  # type: ignore[index]
+        return f"{self.prefix}{self.name}.{topic.name}"
 
 
 def parse_args(

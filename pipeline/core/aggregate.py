@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Final, TypeAlias
 
 from pipeline.core.deidentify import HOUR
-from pipeline.errors import PolicyConfigError
+from pipeline.core.errors import PolicyConfigError
 
 DEFAULT_K: Final = 10
 

@@ -11,7 +11,8 @@ Deletion is final: once a change with `deleted: true` is seen, the state keeps o
 user id, the flag and the newest `changed_at`, whatever arrives before or after it.
 
 States are named tuples (immutable and cheap to build: the streaming layer decodes one
-per event) and round-trip through `to_bytes` / `from_bytes` for a key-value table.
+per event) and round-trip through `to_dict` / `from_dict`; `pipeline.core.stored` holds
+the bytes a table keeps.
 """
 
 from __future__ import annotations
@@ -20,8 +21,7 @@ from collections.abc import Callable, Iterable, Mapping
 from types import MappingProxyType
 from typing import Any, Final, Generic, NamedTuple, TypeVar
 
-from pipeline.errors import ConsentStateError
-from schemas import codec
+from pipeline.core.errors import ConsentStateError
 from schemas.consent import ConsentChange
 from schemas.events import AttStatus
 
@@ -76,10 +76,6 @@ class ConsentState(NamedTuple):
             },
         }
 
-    def to_bytes(self) -> bytes:
-        """`to_dict` as JSON bytes."""
-        return codec.dumps(self.to_dict())
-
     @classmethod
     def from_dict(cls, data: Any) -> ConsentState:
         """Rebuild a state from `to_dict` output.
@@ -111,19 +107,6 @@ class ConsentState(NamedTuple):
             raise ConsentStateError(
                 f"stored consent state is malformed ({type(exc).__name__})"
             ) from None
-
-    @classmethod
-    def from_bytes(cls, data: bytes) -> ConsentState:
-        """Rebuild a state from `to_bytes` output.
-
-        Raises:
-            ConsentStateError: `data` is not a state this version wrote.
-        """
-        try:
-            decoded = codec.loads(data)
-        except codec.DecodeError:
-            raise ConsentStateError("stored consent state is not JSON") from None
-        return cls.from_dict(decoded)
 
 
 def apply_change(state: ConsentState | None, change: ConsentChange) -> ConsentState:
@@ -318,35 +301,3 @@ def states_as_of(
                 return candidates
     candidates.append(current)
     return candidates
-
-
-def history_to_bytes(history: History) -> bytes:
-    """A compact form of a history for a key-value store."""
-    return codec.dumps(
-        [
-            history.complete_from_ms,
-            [
-                [s.acknowledged_ms, None if s.before is None else s.before.to_dict()]
-                for s in history.snapshots
-            ],
-        ]
-    )
-
-
-def history_from_bytes(data: bytes) -> History:
-    """Rebuild a history from `history_to_bytes` output.
-
-    Raises:
-        ConsentStateError: `data` is not a history this version wrote.
-    """
-    try:
-        complete_from, raw = codec.loads(data)
-        return History(
-            tuple(
-                Snapshot(int(ms), None if state is None else ConsentState.from_dict(state))
-                for ms, state in raw
-            ),
-            int(complete_from),
-        )
-    except (codec.DecodeError, TypeError, ValueError):
-        raise ConsentStateError("stored consent history is malformed") from None

@@ -18,8 +18,8 @@ import re
 from collections.abc import Callable
 from typing import Final
 
-from pipeline.core.normalize import is_ipv4
-from pipeline.errors import PolicyConfigError
+from pipeline.core.errors import PolicyConfigError
+from schemas.normalize import is_ipv4
 
 MIN_KEY_BYTES: Final = 16
 HOUR: Final = 3600

@@ -14,8 +14,7 @@ from typing import Any, Final, TypeVar
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
-from pipeline.core import normalize
-from schemas import codec
+from schemas import codec, normalize
 from schemas.consent import ConsentChange
 from schemas.events import EVENT_MODELS, Event, SdkEvent, Source, TagEvent
 from schemas.outputs import DlqReason

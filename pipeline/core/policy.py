@@ -36,7 +36,7 @@ from types import MappingProxyType
 from typing import Final, TypeVar
 
 from pipeline.core.consent import ConsentState, DeviceState, Stamped
-from pipeline.errors import PolicyConfigError
+from pipeline.core.errors import PolicyConfigError
 from schemas.events import Device, Event, SdkEvent, TagEvent, WidgetEvent
 from schemas.outputs import Allow, Measurement
 

@@ -15,10 +15,8 @@ decision: nothing in it is connected to the person.
 from __future__ import annotations
 
 import base64
-from collections.abc import Mapping
 from dataclasses import dataclass
-from types import MappingProxyType
-from typing import Any, Final, Literal, NamedTuple, TypeAlias
+from typing import Any, Literal, NamedTuple, TypeAlias
 
 from pipeline.core.consent import ConsentState
 from pipeline.core.deidentify import (
@@ -42,20 +40,7 @@ Destination: TypeAlias = Literal[
     "audit",
     "dlq",
 ]
-
-DESTINATION_TOPICS: Final[Mapping[Destination, str]] = MappingProxyType(
-    {
-        "personalization": "activity.personalization",
-        "ads": "activity.ads",
-        "measurement": "activity.measurement",
-        "partner_share": "activity.partner_share",
-        "deidentified": "activity.deidentified",
-        "aggregates": "aggregates.deidentified",
-        "audit": "decisions.audit",
-        "dlq": "dlq",
-    }
-)
-"""The topic (before any configured prefix) each destination writes to."""
+"""Where a routed record goes; `pipeline.catalogue` names the topic of each."""
 
 
 class Output(NamedTuple):

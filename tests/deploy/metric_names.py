@@ -10,7 +10,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from pipeline.metrics import Metrics
+from pipeline.runtime.metrics import Metrics
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
@@ -45,7 +45,7 @@ def series_names(family: str, kind: str) -> set[str]:
 
 
 def registered_names() -> set[str]:
-    """Every series name `pipeline.metrics.Metrics` registers, samples or not."""
+    """Every series name `pipeline.runtime.metrics.Metrics` registers, samples or not."""
     registry = CollectorRegistry()
     Metrics(registry)
     names: set[str] = set()

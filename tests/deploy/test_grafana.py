@@ -93,7 +93,9 @@ def test_dashboards_query_only_metrics_a_worker_registers() -> None:
         for name in metric_names(expr)
         if name not in known
     }
-    assert unknown == set(), "panels query metrics pipeline.metrics.Metrics does not register"
+    assert unknown == set(), (
+        "panels query metrics pipeline.runtime.metrics.Metrics does not register"
+    )
 
 
 def test_dashboard_queries_parse_as_promql(promtool: str, tmp_path: Path) -> None:

@@ -109,7 +109,7 @@ def test_rules_read_only_metrics_a_worker_registers() -> None:
         for name in metric_names(rule["expr"])
         if name not in known | recorded
     }
-    assert unknown == set(), "rules read metrics pipeline.metrics.Metrics does not register"
+    assert unknown == set(), "rules read metrics pipeline.runtime.metrics.Metrics does not register"
 
 
 def test_prometheusrule_manifest_matches_the_rule_files() -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.admin import create_topics
+from pipeline.kafka.admin import create_topics
 from pipeline.settings import Settings
 
 pytestmark = pytest.mark.integration

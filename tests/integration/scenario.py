@@ -13,10 +13,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from pipeline import catalogue
 from schemas import codec
 from tests.integration.kafka_io import subject_key
+from tests.unit.core.policy_cases import CASES, Case
 from tests.unit.factories import USER
-from tests.unit.policy_cases import CASES, Case
 
 IDENTIFIERS_IN_CASES = (
     b"cookie-1",
@@ -79,6 +80,10 @@ def consent_records(topic: str, cases: list[LiveCase]) -> list[tuple[str, bytes,
 
 def event_records(prefix: str, cases: list[LiveCase]) -> list[tuple[str, bytes, bytes]]:
     return [
-        (f"{prefix}raw.{live.case.source}", subject_key(live.event), codec.dumps(live.event))
+        (
+            prefix + catalogue.RAW[live.case.source].name,
+            subject_key(live.event),
+            codec.dumps(live.event),
+        )
         for live in cases
     ]

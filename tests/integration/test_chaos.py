@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.chaos.faults import LocalBroker
-from pipeline.chaos.report import scenario_text
-from pipeline.chaos.scenarios import BY_NAME, run_scenario
 from pipeline.settings import Settings
+from tests.chaos.faults import LocalBroker
+from tests.chaos.report import scenario_text
+from tests.chaos.scenarios import BY_NAME, run_scenario
 from tests.conftest import REPO, TEST_KAFKA_PORT
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]

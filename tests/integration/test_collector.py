@@ -15,9 +15,11 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from pipeline.collector import PIXEL, AccessLogger, Collector
-from pipeline.core import normalize
+from pipeline import catalogue
+from pipeline.catalogue import Topic
+from pipeline.ingest.collector import PIXEL, AccessLogger, Collector
 from pipeline.settings import Settings
+from schemas import normalize
 from tests.integration.conftest import free_port
 from tests.integration.kafka_io import Read, read_topics
 
@@ -66,14 +68,14 @@ def tag(event_id: str, **fields: Any) -> dict[str, Any]:
     }
 
 
-async def read_raw(settings: Settings, expected: int, topics: list[str]) -> dict[str, list[Read]]:
+async def read_raw(settings: Settings, expected: int, topics: list[Topic]) -> dict[str, list[Read]]:
     names = [settings.topic(t) for t in topics]
 
     def enough(got: dict[str, list[Read]]) -> bool:
         return sum(len(v) for v in got.values()) >= expected
 
     got = await read_topics(settings.kafka_bootstrap_servers, names, enough, timeout_s=30)
-    return {t: got[settings.topic(t)] for t in topics}
+    return {t.name: got[settings.topic(t)] for t in topics}
 
 
 async def test_a_batch_gets_one_result_per_index_and_only_valid_events_reach_the_raw_topics(
@@ -122,16 +124,20 @@ async def test_a_batch_gets_one_result_per_index_and_only_valid_events_reach_the
     assert results[5]["reason"] == "too_old"
     assert results[6]["error"].startswith("user_data.em.0")
     assert "secret" not in str(body)
-    assert results[2]["topic"] == "raw.sdk"
+    assert results[2]["topic"] == catalogue.RAW_SDK.name
 
-    raw = await read_raw(collector.collector.settings, 3, ["raw.tag", "raw.sdk", "raw.widget"])
-    tags = {r.json()["event_id"]: r for r in raw["raw.tag"]}
+    raw = await read_raw(
+        collector.collector.settings,
+        3,
+        [catalogue.RAW_TAG, catalogue.RAW_SDK, catalogue.RAW_WIDGET],
+    )
+    tags = {r.json()["event_id"]: r for r in raw[catalogue.RAW_TAG.name]}
     assert set(tags) == {"ok-1", "ok-3"}
-    assert [r.json()["event_id"] for r in raw["raw.sdk"]] == ["ok-2"]
-    assert raw["raw.widget"] == []
+    assert [r.json()["event_id"] for r in raw[catalogue.RAW_SDK.name]] == ["ok-2"]
+    assert raw[catalogue.RAW_WIDGET.name] == []
     assert tags["ok-1"].key == b"user-http"
     assert tags["ok-3"].key == b"anon:ck-http"
-    assert raw["raw.sdk"][0].key == b"user-http"
+    assert raw[catalogue.RAW_SDK.name][0].key == b"user-http"
     assert b"Jane" not in tags["ok-1"].value
     assert tags["ok-1"].json()["user_data"]["em"] == [normalize.sha256_hex(RAW_EMAIL.lower())]
 
@@ -158,8 +164,8 @@ async def test_the_beacon_honours_dnt_gpc_and_the_optout_cookie(collector: Runni
             assert await response.read() == PIXEL
             assert response.headers["X-Rejected"] == "schema_violation; advertiser_id: missing"
 
-    raw = await read_raw(collector.collector.settings, 2, ["raw.tag"])
-    events = {r.json()["event_id"]: r.json() for r in raw["raw.tag"]}
+    raw = await read_raw(collector.collector.settings, 2, [catalogue.RAW_TAG])
+    events = {r.json()["event_id"]: r.json() for r in raw[catalogue.RAW_TAG.name]}
     assert set(events) == {"px-signals", "px-plain"}
     assert events["px-signals"]["browser"] == {
         "cookie_id": "ck-px",
@@ -192,11 +198,11 @@ async def test_a_widget_post_carries_the_browser_signals(collector: Running) -> 
         assert response.status == 200
         body = await response.json()
     assert body["results"] == [
-        {"index": 0, "status": "accepted", "event_id": "w-1", "topic": "raw.widget"}
+        {"index": 0, "status": "accepted", "event_id": "w-1", "topic": catalogue.RAW_WIDGET.name}
     ]
 
-    raw = await read_raw(collector.collector.settings, 1, ["raw.widget"])
-    [record] = raw["raw.widget"]
+    raw = await read_raw(collector.collector.settings, 1, [catalogue.RAW_WIDGET])
+    [record] = raw[catalogue.RAW_WIDGET.name]
     assert record.key == b"user-w"
     assert record.json()["browser"]["dnt"] is True
 

@@ -20,7 +20,8 @@ import pytest
 from aiokafka.admin import NewTopic
 from prometheus_client.parser import text_string_to_metric_families
 
-from pipeline.admin import admin_client, create_topics
+from pipeline import catalogue
+from pipeline.kafka.admin import admin_client, create_topics
 from pipeline.settings import Settings
 from schemas import codec
 from tests.integration.conftest import WorkerProcess
@@ -35,13 +36,13 @@ from tests.integration.scenario import (
 pytestmark = pytest.mark.integration
 
 OUTPUTS = (
-    "activity.personalization",
-    "activity.ads",
-    "activity.measurement",
-    "activity.partner_share",
-    "activity.deidentified",
-    "decisions.audit",
-    "dlq",
+    catalogue.PERSONALIZATION,
+    catalogue.ADS,
+    catalogue.MEASUREMENT,
+    catalogue.PARTNER_SHARE,
+    catalogue.DEIDENTIFIED,
+    catalogue.AUDIT,
+    catalogue.DLQ,
 )
 
 
@@ -49,7 +50,7 @@ def read_outputs(
     settings: Settings, done: Callable[[dict[str, list[Read]]], bool], settle_s: float = 2.0
 ) -> dict[str, list[Read]]:
     """Every output topic, by logical name, read until `done` holds and then `settle_s` more."""
-    names = {settings.topic(name): name for name in OUTPUTS}
+    names = {settings.topic(topic): topic.name for topic in OUTPUTS}
     got = read_sync(
         settings.kafka_bootstrap_servers,
         list(names),
@@ -73,7 +74,7 @@ def scrape(settings: Settings) -> dict[str, float]:
 
 
 def audited(n: int) -> Callable[[dict[str, list[Read]]], bool]:
-    return lambda got: len(got["decisions.audit"]) + len(got["dlq"]) >= n
+    return lambda got: len(got[catalogue.AUDIT.name]) + len(got["dlq"]) >= n
 
 
 def tag_event(event_id: str, user_id: str | None, **extra: Any) -> dict[str, Any]:
@@ -117,19 +118,23 @@ def test_every_policy_rule_routes_exactly_as_decided(
     start_worker(settings).wait_ready()
     cases = live_cases()
     bootstrap = settings.kafka_bootstrap_servers
-    produce_sync(bootstrap, consent_records(settings.topic("consent.changes"), cases))
+    produce_sync(bootstrap, consent_records(settings.topic(catalogue.CONSENT_CHANGES), cases))
     produce_sync(bootstrap, event_records(settings.topic_prefix, cases))
 
     out = read_outputs(settings, audited(len(cases)))
 
     assert out["dlq"] == []
-    audits = {r.json()["event_id"]: r.json() for r in out["decisions.audit"]}
-    assert len(out["decisions.audit"]) == len(cases) == len(audits)
+    audits = {r.json()["event_id"]: r.json() for r in out[catalogue.AUDIT.name]}
+    assert len(out[catalogue.AUDIT.name]) == len(cases) == len(audits)
     by_topic = {
         name: Counter(r.json().get("event_id") for r in out[name])
-        for name in ("activity.personalization", "activity.ads", "activity.partner_share")
+        for name in (
+            catalogue.PERSONALIZATION.name,
+            catalogue.ADS.name,
+            catalogue.PARTNER_SHARE.name,
+        )
     }
-    measured = Counter(r.json()["user_key"] for r in out["activity.measurement"])
+    measured = Counter(r.json()["user_key"] for r in out[catalogue.MEASUREMENT.name])
     for live in cases:
         audit = audits[live.event_id]
         expected = live.case.outcomes
@@ -143,24 +148,24 @@ def test_every_policy_rule_routes_exactly_as_decided(
         assert got == expected, live.case.rule
         assert tuple(audit["reasons"]) == live.case.reasons, live.case.rule
         allowed = {
-            "activity.personalization": expected[0] == "allow",
-            "activity.ads": expected[1] == "allow",
-            "activity.partner_share": expected[3] == "allow",
+            catalogue.PERSONALIZATION.name: expected[0] == "allow",
+            catalogue.ADS.name: expected[1] == "allow",
+            catalogue.PARTNER_SHARE.name: expected[3] == "allow",
         }
         for topic, allow in allowed.items():
             assert by_topic[topic][live.event_id] == (1 if allow else 0), (topic, live.case.rule)
         identified = expected[2] == "identified"
         assert measured[audit["user_key"]] == (1 if identified else 0), live.case.rule
-    assert len(out["activity.deidentified"]) == len(cases)
+    assert len(out[catalogue.DEIDENTIFIED.name]) == len(cases)
 
     raw_ids = [live.user_id.encode() for live in cases if live.user_id]
     event_ids = [live.event_id.encode() for live in cases]
-    for record in out["activity.deidentified"]:
+    for record in out[catalogue.DEIDENTIFIED.name]:
         blob = record.value + (record.key or b"")
         assert not any(ident in blob for ident in (*raw_ids, *event_ids, *IDENTIFIERS_IN_CASES))
-    for record in out["activity.measurement"]:
+    for record in out[catalogue.MEASUREMENT.name]:
         assert not any(user_id in record.value for user_id in raw_ids)
-    for record in out["decisions.audit"]:
+    for record in out[catalogue.AUDIT.name]:
         assert not any(user_id in record.value + (record.key or b"") for user_id in raw_ids)
 
     metrics = scrape(settings)
@@ -191,7 +196,10 @@ def test_a_revocation_acknowledged_before_an_event_governs_it(worker: WorkerProc
     """
     settings = worker.settings
     bootstrap = settings.kafka_bootstrap_servers
-    consent_topic, raw_tag = settings.topic("consent.changes"), settings.topic("raw.tag")
+    consent_topic, raw_tag = (
+        settings.topic(catalogue.CONSENT_CHANGES),
+        settings.topic(catalogue.RAW_TAG),
+    )
     rng = random.Random(20261122)
     users = [f"rev-{uuid.uuid4().hex[:6]}-{i}" for i in range(5)]
     base_ms = int(time.time() * 1000)
@@ -236,14 +244,14 @@ def test_a_revocation_acknowledged_before_an_event_governs_it(worker: WorkerProc
 
     decided = {
         r.json()["event_id"]: r.json()["outcomes"]["personalization"]
-        for r in out["decisions.audit"]
+        for r in out[catalogue.AUDIT.name]
     }
     assert len(decided) == 1000 + len(users)
     assert len(revoked_before) > 100
     honoured = [e for e in revoked_before if decided[e] == "deny"]
     assert len(honoured) == len(revoked_before)
     assert all(decided[f"{u}-final"] == "allow" for u in users)
-    emitted = {r.json()["event_id"] for r in out["activity.personalization"]}
+    emitted = {r.json()["event_id"] for r in out[catalogue.PERSONALIZATION.name]}
     assert emitted == {e for e, outcome in decided.items() if outcome == "allow"}
     assert not emitted & revoked_before
     assert scrape(settings)["pipeline_revocation_latency_seconds_count"] > 0
@@ -257,7 +265,7 @@ def test_duplicates_are_audited_once_more_and_not_emitted_again(worker: WorkerPr
         bootstrap,
         [
             (
-                settings.topic("consent.changes"),
+                settings.topic(catalogue.CONSENT_CHANGES),
                 user.encode(),
                 codec.dumps(consent(user, 1, personalization=True)),
             )
@@ -274,20 +282,24 @@ def test_duplicates_are_audited_once_more_and_not_emitted_again(worker: WorkerPr
     produce_sync(
         bootstrap,
         [
-            (settings.topic("raw.tag"), user.encode(), codec.dumps(event)),
-            (settings.topic("raw.sdk"), user.encode(), codec.dumps(server_copy)),
-            (settings.topic("raw.tag"), user.encode(), codec.dumps(event)),
-            (settings.topic("raw.tag"), user.encode(), codec.dumps(tag_event("dup-2", user))),
+            (settings.topic(catalogue.RAW_TAG), user.encode(), codec.dumps(event)),
+            (settings.topic(catalogue.RAW_SDK), user.encode(), codec.dumps(server_copy)),
+            (settings.topic(catalogue.RAW_TAG), user.encode(), codec.dumps(event)),
+            (
+                settings.topic(catalogue.RAW_TAG),
+                user.encode(),
+                codec.dumps(tag_event("dup-2", user)),
+            ),
         ],
     )
 
     out = read_outputs(settings, audited(4))
 
     duplicates = Counter(
-        (r.json()["event_id"], r.json()["duplicate"]) for r in out["decisions.audit"]
+        (r.json()["event_id"], r.json()["duplicate"]) for r in out[catalogue.AUDIT.name]
     )
     assert duplicates == Counter({("dup-1", False): 1, ("dup-1", True): 2, ("dup-2", False): 1})
-    emitted = Counter(r.json()["event_id"] for r in out["activity.personalization"])
+    emitted = Counter(r.json()["event_id"] for r in out[catalogue.PERSONALIZATION.name])
     assert emitted == Counter({"dup-1": 1, "dup-2": 1})
     assert scrape(settings)["pipeline_duplicates_total"] == 2
 
@@ -297,7 +309,7 @@ def test_poison_pills_go_to_the_dlq_with_reasons_while_valid_events_flow(
 ) -> None:
     settings = worker.settings
     bootstrap = settings.kafka_bootstrap_servers
-    raw_tag, raw_sdk = settings.topic("raw.tag"), settings.topic("raw.sdk")
+    raw_tag, raw_sdk = settings.topic(catalogue.RAW_TAG), settings.topic(catalogue.RAW_SDK)
     user = "pp-user-1"
     wrong_types = tag_event("pp-wrong", user)
     wrong_types["event_time"] = "yesterday"
@@ -348,7 +360,7 @@ def test_poison_pills_go_to_the_dlq_with_reasons_while_valid_events_flow(
         assert user not in body["detail"]
         assert "yesterday" not in body["detail"]
     assert scrape(settings)["pipeline_dlq_total"] == len(pills)
-    assert sorted(r.json()["event_id"] for r in out["decisions.audit"]) == [
+    assert sorted(r.json()["event_id"] for r in out[catalogue.AUDIT.name]) == [
         f"pp-ok-{i}" for i in range(5)
     ]
 
@@ -371,7 +383,7 @@ def test_a_restarted_worker_resumes_with_no_loss_and_no_duplicate_emission(
         bootstrap,
         [
             (
-                settings.topic("consent.changes"),
+                settings.topic(catalogue.CONSENT_CHANGES),
                 u.encode(),
                 codec.dumps(consent(u, 1, personalization=True)),
             )
@@ -382,7 +394,7 @@ def test_a_restarted_worker_resumes_with_no_loss_and_no_duplicate_emission(
     def events(start: int, n: int) -> list[tuple[str, bytes, bytes]]:
         return [
             (
-                settings.topic("raw.tag"),
+                settings.topic(catalogue.RAW_TAG),
                 users[i % len(users)].encode(),
                 codec.dumps(tag_event(f"rs-{i}", users[i % len(users)])),
             )
@@ -401,10 +413,10 @@ def test_a_restarted_worker_resumes_with_no_loss_and_no_duplicate_emission(
 
     out = read_outputs(settings, audited(900), settle_s=3.0)
 
-    audits = Counter(r.json()["event_id"] for r in out["decisions.audit"])
+    audits = Counter(r.json()["event_id"] for r in out[catalogue.AUDIT.name])
     assert audits == Counter({f"rs-{i}": 1 for i in range(900)})
-    assert all(not r.json()["duplicate"] for r in out["decisions.audit"])
-    emitted = Counter(r.json()["event_id"] for r in out["activity.personalization"])
+    assert all(not r.json()["duplicate"] for r in out[catalogue.AUDIT.name])
+    emitted = Counter(r.json()["event_id"] for r in out[catalogue.PERSONALIZATION.name])
     assert emitted == Counter({f"rs-{i}": 1 for i in range(900)})
     assert out["dlq"] == []
 
@@ -417,7 +429,7 @@ def test_the_worker_refuses_inputs_that_are_not_co_partitioned(
     lopsided = settings.model_copy(
         update={"topic_partitions": 2, "topic_prefix": settings.topic_prefix}
     )
-    sdk = settings.topic("raw.sdk")
+    sdk = settings.topic(catalogue.RAW_SDK)
     asyncio.run(_recreate(lopsided, sdk))
     env = {**os.environ, **settings.to_env()}
     env.pop("KAFKA_BOOTSTRAP_SERVERS", None)
@@ -432,7 +444,7 @@ def test_the_worker_refuses_inputs_that_are_not_co_partitioned(
     assert result.returncode == 2
     assert "not co-partitioned" in result.stderr
     assert f"{sdk}=2" in result.stderr
-    assert f"{settings.topic('raw.tag')}=3" in result.stderr
+    assert f"{settings.topic(catalogue.RAW_TAG)}=3" in result.stderr
 
 
 async def _recreate(settings: Settings, topic: str) -> None:

@@ -10,14 +10,15 @@ from collections import Counter
 import pytest
 from aiokafka.partitioner import DefaultPartitioner
 
-from pipeline.produce import produce
+from pipeline import catalogue
 from pipeline.settings import Settings
-from pipeline.traffic import TrafficConfig, TrafficGenerator
+from pipeline.sim.stream import produce
+from pipeline.sim.traffic import TrafficConfig, TrafficGenerator
 from tests.integration.kafka_io import Read, read_topics, subject_key
 
 pytestmark = pytest.mark.integration
 
-TOPICS = ("raw.tag", "raw.sdk", "raw.widget", "consent.changes")
+TOPICS = catalogue.INPUTS
 
 
 async def test_produce_writes_every_generated_record_keyed_by_its_subject(
@@ -37,11 +38,11 @@ async def test_produce_writes_every_generated_record_keyed_by_its_subject(
         return sum(len(v) for v in got.values()) >= expected
 
     got = await read_topics(pipeline_settings.kafka_bootstrap_servers, names, enough, 30)
-    assert Counter({t: len(got[pipeline_settings.topic(t)]) for t in TOPICS}) == report.topics
+    assert Counter({t.name: len(got[pipeline_settings.topic(t)]) for t in TOPICS}) == report.topics
     for topic in TOPICS[:3]:
         for record in got[pipeline_settings.topic(topic)]:
             assert record.key == subject_key(record.json())
-    for record in got[pipeline_settings.topic("consent.changes")]:
+    for record in got[pipeline_settings.topic(catalogue.CONSENT_CHANGES)]:
         assert record.key == record.json()["user_id"].encode()
     partitions = list(range(pipeline_settings.topic_partitions))
     for records in got.values():

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
+from pipeline import catalogue
 from pipeline.settings import Settings
 from schemas import codec
 from tests.deploy.metric_names import (
@@ -160,7 +161,7 @@ def test_prometheus_reads_the_pipeline_metrics_of_a_running_worker(
     produce_sync(
         settings.kafka_bootstrap_servers,
         (
-            (settings.topic("raw.tag"), str(e["user_id"]).encode(), codec.dumps(e))
+            (settings.topic(catalogue.RAW_TAG), str(e["user_id"]).encode(), codec.dumps(e))
             for e in map(_event, range(N_EVENTS))
         ),
     )

@@ -20,9 +20,10 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
 
-import pipeline.engine
-from pipeline.admin import create_topics
-from pipeline.kafka_config import client_options
+import pipeline.runtime.engine
+from pipeline import catalogue
+from pipeline.kafka.admin import create_topics
+from pipeline.kafka.config import client_options
 from pipeline.settings import Settings
 from schemas import codec
 from tests.conftest import REPO, TEST_KAFKA_PORT
@@ -147,8 +148,8 @@ def test_a_wrong_scram_password_is_refused_and_never_echoed(
 
 
 @pytest.mark.skipif(
-    "client_options" not in inspect.getsource(pipeline.engine),
-    reason="the engine does not build its Kafka clients with pipeline.kafka_config yet",
+    "client_options" not in inspect.getsource(pipeline.runtime.engine),
+    reason="the engine does not build its Kafka clients with pipeline.kafka.config yet",
 )
 def test_a_worker_runs_over_sasl_ssl_and_never_logs_its_secrets(
     tls_broker: TlsBroker, tmp_path: Path
@@ -203,18 +204,20 @@ async def _produce_and_read(
     try:
         await (
             await producer.send(
-                settings.topic("consent.changes"), codec.dumps(change), key=user.encode()
+                settings.topic(catalogue.CONSENT_CHANGES), codec.dumps(change), key=user.encode()
             )
         )
         await (
-            await producer.send(settings.topic("raw.tag"), codec.dumps(event), key=user.encode())
+            await producer.send(
+                settings.topic(catalogue.RAW_TAG), codec.dumps(event), key=user.encode()
+            )
         )
     finally:
         await producer.stop()
     consumer = AIOKafkaConsumer(**options, isolation_level="read_committed")
     await consumer.start()
     try:
-        tp = TopicPartition(settings.topic("decisions.audit"), 0)
+        tp = TopicPartition(settings.topic(catalogue.AUDIT), 0)
         consumer.assign([tp])
         await consumer.seek_to_beginning(tp)
         record = await asyncio.wait_for(consumer.getone(), 60)

@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 import pytest
 
+from pipeline import catalogue
 from pipeline.settings import Settings
 from schemas import codec
 from tests.integration.conftest import WorkerProcess
@@ -33,7 +34,7 @@ def test_worker_audits_every_event_written_by_an_independent_producer(
 ) -> None:
     worker = start_worker(pipeline_settings)
     worker.wait_ready()
-    raw_tag = pipeline_settings.topic("raw.tag")
+    raw_tag = pipeline_settings.topic(catalogue.RAW_TAG)
     produce_sync(
         pipeline_settings.kafka_bootstrap_servers,
         (
@@ -41,7 +42,7 @@ def test_worker_audits_every_event_written_by_an_independent_producer(
             for e in map(_event, range(N_EVENTS))
         ),
     )
-    audit = pipeline_settings.topic("decisions.audit")
+    audit = pipeline_settings.topic(catalogue.AUDIT)
 
     def all_audited(got: dict[str, list[Read]]) -> bool:
         return len(got[audit]) >= N_EVENTS

@@ -1,0 +1,243 @@
+"""The topic catalogue: every topic the product reads or writes, declared once.
+
+Each entry names a topic (before the configured prefix), its role, what its key is, how
+it is partitioned, the pydantic model of its values, its retention and whether it is
+compacted. Everything that touches a topic reads it from here: the admin (creation,
+co-partitioning), the stages, the collector, the producer library, the synthetic
+traffic, the live view, the fault suite and the published contracts (`schemas/json/`,
+`schemas/asyncapi.yaml`, generated from this module and the models).
+
+Names of changelog topics depend on the application id (`<app_id>.<table>-changelog`,
+like Faust's and Kafka Streams'); `changelog(table)` builds their entries.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Final, Literal, TypeAlias
+
+from pydantic import BaseModel
+
+from pipeline.core.route import Destination
+from schemas.consent import ConsentChange
+from schemas.events import SdkEvent, Source, TagEvent, WidgetEvent
+from schemas.outputs import (
+    ActivityRecord,
+    AggregateRecord,
+    AuditRecord,
+    DeidentifiedRecord,
+    DlqRecord,
+    MeasurementRecord,
+    PartnerShareRecord,
+)
+
+Role: TypeAlias = Literal["input", "output", "internal", "changelog"]
+Partitioning: TypeAlias = Literal["any", "murmur2", "table"]
+Retention: TypeAlias = Literal["raw", "output", "audit", "dlq", "compacted"]
+
+MURMUR2_NOTE: Final = "Kafka's default partitioner: murmur2 of the key, as the Java client"
+
+
+@dataclass(frozen=True, slots=True)
+class Topic:
+    """One topic as the product uses it."""
+
+    name: str
+    """The logical name; the configured prefix goes before it (`Settings.topic`)."""
+    role: Role
+    summary: str
+    key: str
+    """What the record key is."""
+    partitioning: Partitioning
+    """`any`: producers choose; `murmur2`: by the key, as Kafka's default partitioner;
+    `table`: as the table's partitions (a changelog record goes to its store's partition)."""
+    value: type[BaseModel] | None
+    """The model of the values; None for a changelog's stored bytes (`pipeline.core.stored`)."""
+    retention: Retention
+    """Which retention setting applies (`compacted`: kept per key, never by age)."""
+    source: Source | None = None
+    """For raw input topics: which collector's records it carries."""
+    destination: Destination | None = None
+    """For output topics: the routing destination that writes it."""
+    append_time: bool = False
+    """Records carry the broker's append time (`LogAppendTime`): inputs, so that
+    "acknowledged before produced" compares them on one clock."""
+
+    @property
+    def compacted(self) -> bool:
+        return self.retention == "compacted"
+
+
+def _raw(source: Source, model: type[BaseModel], summary: str) -> Topic:
+    return Topic(
+        name=f"raw.{source}",
+        role="input",
+        summary=summary,
+        key="the subject key: user_id, else anon:<device id, cookie id or event id> (SPEC §3)",
+        partitioning="murmur2",
+        value=model,
+        retention="raw",
+        source=source,
+        append_time=True,
+    )
+
+
+def _output(
+    destination: Destination,
+    name: str,
+    model: type[BaseModel],
+    summary: str,
+    key: str,
+    retention: Retention = "output",
+) -> Topic:
+    return Topic(
+        name=name,
+        role="output",
+        summary=summary,
+        key=key,
+        partitioning="murmur2",
+        value=model,
+        retention=retention,
+        destination=destination,
+    )
+
+
+RAW_TAG: Final = _raw("tag", TagEvent, "Tag and web Conversions-API events (SPEC §4).")
+RAW_SDK: Final = _raw("sdk", SdkEvent, "App SDK and server Conversions-API events (SPEC §4).")
+RAW_WIDGET: Final = _raw("widget", WidgetEvent, "Save button and widget events (SPEC §4).")
+CONSENT_CHANGES: Final = Topic(
+    name="consent.changes",
+    role="input",
+    summary="Account settings, profile, device and deletion changes, one user per key.",
+    key="user_id",
+    partitioning="murmur2",
+    value=ConsentChange,
+    retention="compacted",
+    append_time=True,
+)
+
+PERSONALIZATION: Final = _output(
+    "personalization",
+    "activity.personalization",
+    ActivityRecord,
+    "Identified events allowed for recommendations (S1, S5).",
+    "user_id",
+)
+ADS: Final = _output(
+    "ads",
+    "activity.ads",
+    ActivityRecord,
+    "Identified events allowed for ad ranking (S2, S6).",
+    "user_id",
+)
+MEASUREMENT: Final = _output(
+    "measurement",
+    "activity.measurement",
+    MeasurementRecord,
+    "Pseudonymous events (keyed HMAC user key) for ad-effectiveness measurement (S5).",
+    "user_key (HMAC of the user id)",
+)
+PARTNER_SHARE: Final = _output(
+    "partner_share",
+    "activity.partner_share",
+    PartnerShareRecord,
+    "Events eligible for third-party partners, with hashed contact points (S3, S7).",
+    "user_id",
+)
+DEIDENTIFIED: Final = _output(
+    "deidentified",
+    "activity.deidentified",
+    DeidentifiedRecord,
+    "Every valid event stripped of every identifier (S12).",
+    "aggregation cell: hour|advertiser|event|action source|country",
+)
+AGGREGATES: Final = _output(
+    "aggregates",
+    "aggregates.deidentified",
+    AggregateRecord,
+    "Hourly k-anonymous counts over de-identified events (S12 'combined').",
+    "hour|advertiser|event",
+)
+AUDIT: Final = _output(
+    "audit",
+    "decisions.audit",
+    AuditRecord,
+    "One record per processed input: outcomes, reasons, versions; no raw PII.",
+    "user_key (HMAC of the subject key)",
+    retention="audit",
+)
+DLQ: Final = _output(
+    "dlq",
+    "dlq",
+    DlqRecord,
+    "Every input that could not be processed, with its reason and original bytes.",
+    "the input's key",
+    retention="dlq",
+)
+
+INPUTS: Final = (RAW_TAG, RAW_SDK, RAW_WIDGET, CONSENT_CHANGES)
+RAW: Final[Mapping[Source, Topic]] = MappingProxyType(
+    {topic.source: topic for topic in INPUTS if topic.source is not None}
+)
+"""The raw input topic of each source."""
+OUTPUTS: Final = (
+    PERSONALIZATION,
+    ADS,
+    MEASUREMENT,
+    PARTNER_SHARE,
+    DEIDENTIFIED,
+    AGGREGATES,
+    AUDIT,
+    DLQ,
+)
+BY_DESTINATION: Final[Mapping[Destination, Topic]] = MappingProxyType(
+    {topic.destination: topic for topic in OUTPUTS if topic.destination is not None}
+)
+"""The output topic of each routing destination."""
+
+TableName: TypeAlias = Literal["consent", "dedup", "aggregates"]
+TABLES: Final[Mapping[TableName, str]] = MappingProxyType(
+    {
+        "consent": "Each user's consent state and recent-change history (decision stage).",
+        "dedup": "Where each (advertiser, event id) was first read, for 48 h (decision stage).",
+        "aggregates": "Open hourly aggregation cells (decision stage).",
+    }
+)
+"""The worker's changelogged tables."""
+
+
+def changelog(table: TableName) -> Topic:
+    """The changelog topic of a table; its name holds `{app_id}` (see `topic_name`)."""
+    return Topic(
+        name=f"{{app_id}}.{table}-changelog",
+        role="changelog",
+        summary=f"Changelog of the `{table}` table: {TABLES[table]}",
+        key="the table key (stored bytes, see pipeline.core.stored)",
+        partitioning="table",
+        value=None,
+        retention="compacted",
+    )
+
+
+CHANGELOGS: Final = tuple(changelog(table) for table in TABLES)
+
+
+def every_topic() -> Iterator[Topic]:
+    """Every topic of the catalogue: inputs, outputs, internal and changelog topics."""
+    yield from INPUTS
+    yield from OUTPUTS
+    yield from CHANGELOGS
+
+
+def by_name(name: str) -> Topic:
+    """The entry of a logical topic name (a changelog's with `{app_id}` in it).
+
+    Raises:
+        KeyError: no such topic.
+    """
+    for topic in every_topic():
+        if topic.name == name:
+            return topic
+    raise KeyError(name)

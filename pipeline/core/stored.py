@@ -1,0 +1,182 @@
+"""The bytes a table keeps: the one place that encodes and decodes stored values.
+
+Tables (`pipeline.state`) hold bytes to bytes; their changelog topics carry the same
+bytes. Nothing but this module builds or parses them:
+
+- consent table, user rows: key `<user id>`, value `<acknowledged ms>:<state JSON>`, the
+  state as `ConsentState.to_dict` writes it and the unix ms at which Kafka appended the
+  newest change folded in. Rows written before states carried that time are the bare
+  state JSON (`{...}`) and read with the time unknown (-1).
+- consent table, histories: key `\\x01<user id>`, value `[complete_from_ms, [[ms,
+  state or null], ...]]`, the states before the user's recent changes.
+- dedup table: key `<advertiser id>\\x1f<event id>`, value `[topic, partition, offset,
+  seen_at]`, where the event was first read and when (unix seconds).
+- aggregates table: key `\\x00meta`, value `[closed_before, late_events]`; every other key
+  is a cell key as a JSON list, value `[count, value_sum]`.
+"""
+
+from __future__ import annotations
+
+from typing import Final, NamedTuple
+
+from pipeline.core.aggregate import Cell, CellKey, cell_key_from_list
+from pipeline.core.consent import ConsentState, History, Snapshot
+from pipeline.core.errors import ConsentStateError
+from schemas import codec
+
+HISTORY_PREFIX: Final = b"\x01"
+AGGREGATE_META_KEY: Final = b"\x00meta"
+UNKNOWN_ACKNOWLEDGEMENT: Final = -1
+
+
+class ConsentRow(NamedTuple):
+    """A user's row in the consent table."""
+
+    state: ConsentState
+    acknowledged_ms: int
+    """When Kafka appended the newest change folded into `state` (unix ms; -1 unknown)."""
+
+
+class DedupEntry(NamedTuple):
+    """Where an (advertiser, event id) was first read, and when (unix seconds)."""
+
+    topic: str
+    partition: int
+    offset: int
+    seen_at: float
+
+
+# -- consent ------------------------------------------------------------------------
+
+
+def encode_state(state: ConsentState) -> bytes:
+    """A consent state as JSON bytes."""
+    return codec.dumps(state.to_dict())
+
+
+def decode_state(data: bytes) -> ConsentState:
+    """A consent state from `encode_state` bytes.
+
+    Raises:
+        ConsentStateError: `data` is not a state this version wrote.
+    """
+    try:
+        decoded = codec.loads(data)
+    except codec.DecodeError:
+        raise ConsentStateError("stored consent state is not JSON") from None
+    return ConsentState.from_dict(decoded)
+
+
+def encode_consent_row(state: ConsentState, acknowledged_ms: int) -> bytes:
+    """A user row of the consent table."""
+    return b"%d:" % acknowledged_ms + encode_state(state)
+
+
+def decode_consent_row(data: bytes) -> ConsentRow:
+    """A user row of the consent table, from `encode_consent_row` bytes (or a bare state).
+
+    Raises:
+        ConsentStateError: `data` is not a row this version wrote.
+    """
+    if data[:1] == b"{":
+        return ConsentRow(decode_state(data), UNKNOWN_ACKNOWLEDGEMENT)
+    stamp, separator, state = data.partition(b":")
+    if not separator or not stamp.isdigit():
+        raise ConsentStateError("stored consent row has no acknowledgement time")
+    return ConsentRow(decode_state(state), int(stamp))
+
+
+def history_key(user_key: bytes) -> bytes:
+    """The consent-table key of a user's history."""
+    return HISTORY_PREFIX + user_key
+
+
+def is_history_key(key: bytes) -> bool:
+    """Whether a consent-table key is a history's rather than a user row's."""
+    return key.startswith(HISTORY_PREFIX)
+
+
+def encode_history(history: History) -> bytes:
+    """A user's consent history."""
+    return codec.dumps(
+        [
+            history.complete_from_ms,
+            [
+                [s.acknowledged_ms, None if s.before is None else s.before.to_dict()]
+                for s in history.snapshots
+            ],
+        ]
+    )
+
+
+def decode_history(data: bytes) -> History:
+    """A user's consent history from `encode_history` bytes.
+
+    Raises:
+        ConsentStateError: `data` is not a history this version wrote.
+    """
+    try:
+        complete_from, raw = codec.loads(data)
+        return History(
+            tuple(
+                Snapshot(int(ms), None if state is None else ConsentState.from_dict(state))
+                for ms, state in raw
+            ),
+            int(complete_from),
+        )
+    except (codec.DecodeError, TypeError, ValueError):
+        raise ConsentStateError("stored consent history is malformed") from None
+
+
+# -- dedup --------------------------------------------------------------------------
+
+
+def dedup_key(advertiser_id: str | None, event_id: str) -> bytes:
+    """The dedup-table key of an (advertiser, event id)."""
+    return f"{advertiser_id or ''}\x1f{event_id}".encode()
+
+
+def encode_dedup(entry: DedupEntry) -> bytes:
+    """A dedup entry."""
+    return codec.dumps(list(entry))
+
+
+def decode_dedup(data: bytes) -> DedupEntry:
+    """A dedup entry from `encode_dedup` bytes."""
+    topic, partition, offset, seen_at = codec.loads(data)
+    return DedupEntry(topic, partition, offset, seen_at)
+
+
+# -- aggregates ---------------------------------------------------------------------
+
+
+def encode_cell_key(key: CellKey) -> bytes:
+    """An aggregation cell's table key."""
+    return codec.dumps(list(key))
+
+
+def decode_cell_key(data: bytes) -> CellKey:
+    """An aggregation cell key from `encode_cell_key` bytes."""
+    return cell_key_from_list(codec.loads(data))
+
+
+def encode_cell(cell: Cell) -> bytes:
+    """An open aggregation cell's counts."""
+    return codec.dumps([cell.count, cell.value_sum])
+
+
+def decode_cell(data: bytes) -> Cell:
+    """An open aggregation cell from `encode_cell` bytes."""
+    count, value_sum = codec.loads(data)
+    return Cell(count, value_sum)
+
+
+def encode_aggregate_meta(closed_before: int, late_events: int) -> bytes:
+    """The aggregates table's closed-hour mark and late-event count."""
+    return codec.dumps([closed_before, late_events])
+
+
+def decode_aggregate_meta(data: bytes) -> tuple[int, int]:
+    """`(closed_before, late_events)` from `encode_aggregate_meta` bytes."""
+    closed_before, late_events = codec.loads(data)
+    return int(closed_before), int(late_events)

@@ -1,0 +1,134 @@
+"""Create the catalogue's topics and check that the inputs are co-partitioned."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError
+
+from pipeline import catalogue
+from pipeline.catalogue import TableName, Topic
+from pipeline.errors import TopicLayoutError
+from pipeline.kafka.config import client_options
+from pipeline.settings import Settings
+
+log = logging.getLogger(__name__)
+
+DAY_MS = 24 * 3600 * 1000
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """A topic as the pipeline wants it created."""
+
+    name: str
+    partitions: int
+    replication: int
+    config: dict[str, str] = field(default_factory=dict)
+
+
+def topic_config(settings: Settings, topic: Topic) -> dict[str, str]:
+    """The topic-level configuration of a catalogue topic: retention or compaction, clock."""
+    if topic.compacted:
+        config = {"cleanup.policy": "compact", "min.compaction.lag.ms": "0"}
+    else:
+        days = {
+            "raw": settings.raw_retention_days,
+            "output": settings.output_retention_days,
+            "audit": settings.audit_retention_days,
+            "dlq": settings.dlq_retention_days,
+        }[topic.retention]
+        config = {"retention.ms": str(days * DAY_MS)}
+    if topic.append_time:
+        config["message.timestamp.type"] = "LogAppendTime"
+    return config
+
+
+def spec(settings: Settings, topic: Topic) -> TopicSpec:
+    """How a catalogue topic is created on the configured cluster."""
+    return TopicSpec(
+        settings.topic(topic),
+        settings.topic_partitions,
+        settings.topic_replication,
+        topic_config(settings, topic),
+    )
+
+
+def topic_specs(settings: Settings) -> list[TopicSpec]:
+    """Every input and output topic, with partitions, replication and retention."""
+    return [spec(settings, topic) for topic in (*catalogue.INPUTS, *catalogue.OUTPUTS)]
+
+
+def changelog_specs(settings: Settings, tables: Iterable[TableName]) -> list[TopicSpec]:
+    """The compacted changelog topics of the worker's tables, co-partitioned with the inputs."""
+    return [spec(settings, catalogue.changelog(table)) for table in tables]
+
+
+def admin_client(settings: Settings) -> AIOKafkaAdminClient:
+    """An admin client for the configured cluster (not started)."""
+    return AIOKafkaAdminClient(**client_options(settings), client_id=f"{settings.app_id}-admin")
+
+
+async def create_topics(settings: Settings) -> list[str]:
+    """Create every missing topic and return their names; existing topics are left as they are."""
+    return await ensure_topics(settings, topic_specs(settings))
+
+
+async def ensure_topics(settings: Settings, specs: list[TopicSpec]) -> list[str]:
+    """Create the topics of `specs` that do not exist yet; returns their names."""
+    admin = admin_client(settings)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [s for s in specs if s.name not in existing]
+        if missing:
+            await admin.create_topics(
+                [
+                    NewTopic(s.name, s.partitions, s.replication, topic_configs=s.config)
+                    for s in missing
+                ]
+            )
+        return [s.name for s in missing]
+    finally:
+        await admin.close()
+
+
+async def partition_counts(settings: Settings, names: list[str]) -> dict[str, int | None]:
+    """The partition count of each topic, None where the topic does not exist."""
+    admin = admin_client(settings)
+    await admin.start()
+    try:
+        described = await admin.describe_topics(names)
+    except KafkaError as exc:
+        raise TopicLayoutError(f"cannot describe topics: {type(exc).__name__}") from exc
+    finally:
+        await admin.close()
+    counts: dict[str, int | None] = dict.fromkeys(names)
+    for topic in described:
+        if topic.get("error_code", 0) == 0:
+            counts[topic["topic"]] = len(topic["partitions"])
+    return counts
+
+
+async def check_copartitioned(settings: Settings) -> int:
+    """The common partition count of the input topics.
+
+    Raises:
+        TopicLayoutError: an input topic is missing or the counts differ; the message names them.
+    """
+    names = [settings.topic(topic) for topic in catalogue.INPUTS]
+    counts = await partition_counts(settings, names)
+    missing = [n for n, c in counts.items() if c is None]
+    if missing:
+        raise TopicLayoutError(
+            f"input topics missing: {', '.join(missing)} (run `consent-pipeline topics create`)"
+        )
+    if len(set(counts.values())) != 1:
+        layout = ", ".join(f"{n}={c}" for n, c in counts.items())
+        raise TopicLayoutError(f"input topics are not co-partitioned: {layout}")
+    count = next(iter(counts.values()))
+    assert count is not None
+    return count

@@ -1,0 +1,164 @@
+"""The product's one Kafka producer: acks from every in-sync replica, idempotent, batched.
+
+Every component that writes to Kafka builds on `Producer`: the worker (transactional, one
+transaction per batch), the collector and the producer library (`send`, one record at a
+time, each delivery awaited or tracked), the synthetic traffic and the fault suite's load
+(`writer()`, whole per-partition batches). It owns the aiokafka client, maps connection
+failures to `KafkaUnavailable`, and keeps the partition counts and murmur2 hashes its
+writers share.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError
+
+from pipeline.errors import KafkaUnavailable
+from pipeline.kafka.config import client_options
+from pipeline.kafka.writer import BatchWriter, KeyPartitioner
+from pipeline.settings import Settings
+
+log = logging.getLogger(__name__)
+
+MAX_REQUEST_BYTES = 4 * 1024 * 1024
+
+
+class Producer:
+    """One aiokafka producer for the cluster in `settings`; start it before writing.
+
+    Args:
+        client_id: how the broker's logs and quotas name this client.
+        transactional_id: makes the producer transactional (`begin`, `commit`, ...).
+        linger_ms: how long aiokafka waits to fill a batch of single `send`s.
+        kafka_factory: builds the client (a test can pass a stand-in).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        client_id: str,
+        transactional_id: str | None = None,
+        linger_ms: int = 0,
+        request_timeout_ms: int = 30_000,
+        retry_backoff_ms: int = 100,
+        max_batch_size: int = 256 * 1024,
+        kafka_factory: Callable[..., Any] = AIOKafkaProducer,
+    ) -> None:
+        self.settings = settings
+        self._options: dict[str, Any] = {
+            **client_options(settings),
+            "client_id": client_id,
+            "acks": "all",
+            "enable_idempotence": True,
+            "linger_ms": linger_ms,
+            "request_timeout_ms": request_timeout_ms,
+            "retry_backoff_ms": retry_backoff_ms,
+            "max_batch_size": max_batch_size,
+            "max_request_size": MAX_REQUEST_BYTES,
+        }
+        if transactional_id is not None:
+            self._options["transactional_id"] = transactional_id
+        self._factory = kafka_factory
+        self._kafka: Any | None = None
+        self._partition_counts: dict[str, int] = {}
+        self._hasher = KeyPartitioner()
+
+    @property
+    def started(self) -> bool:
+        """Whether the producer is connected."""
+        return self._kafka is not None
+
+    @property
+    def kafka(self) -> Any:
+        """The aiokafka client.
+
+        Raises:
+            KafkaUnavailable: the producer is not started.
+        """
+        if self._kafka is None:
+            raise KafkaUnavailable("the producer is not started")
+        return self._kafka
+
+    async def start(self) -> None:
+        """Connect (a second call does nothing).
+
+        Raises:
+            KafkaUnavailable: no bootstrap server answered.
+        """
+        if self._kafka is not None:
+            return
+        kafka = self._factory(**self._options)
+        try:
+            await kafka.start()
+        except (KafkaError, OSError) as exc:
+            with contextlib.suppress(Exception):
+                await kafka.stop()
+            raise KafkaUnavailable(
+                f"cannot reach Kafka at {self.settings.kafka_bootstrap_servers} "
+                f"({type(exc).__name__})"
+            ) from exc
+        self._kafka = kafka
+
+    async def stop(self) -> None:
+        """Deliver what is queued, then close; errors while closing are logged, not raised."""
+        kafka, self._kafka = self._kafka, None
+        if kafka is None:
+            return
+        try:
+            await kafka.stop()
+        except (KafkaError, OSError) as exc:
+            log.warning("error while closing a Kafka producer (%s)", type(exc).__name__)
+
+    async def __aenter__(self) -> Producer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    async def send(self, topic: str, value: bytes | None, key: bytes | None) -> Any:
+        """Queue one record, partitioned by its key; returns the delivery future.
+
+        Raises:
+            KafkaUnavailable: not started, or Kafka refused the record at once (unknown
+                topic, no metadata in time).
+        """
+        try:
+            return await self.kafka.send(topic, value, key=key)
+        except (KafkaError, OSError) as exc:
+            raise KafkaUnavailable(f"cannot queue a record ({type(exc).__name__})") from exc
+
+    async def flush(self) -> None:
+        """Hand over everything queued by `send` and wait for it to be sent."""
+        if self._kafka is not None:
+            await self._kafka.flush()
+
+    def writer(self, *, tolerate_errors: bool = False) -> BatchWriter:
+        """A batch writer over this producer (one unit of work: a transaction, a chunk)."""
+        return BatchWriter(
+            self.kafka, self._partition_counts, self._hasher, tolerate_errors=tolerate_errors
+        )
+
+    # -- transactions (a producer made with `transactional_id`) ---------------------
+
+    async def begin(self) -> None:
+        await self.kafka.begin_transaction()
+
+    async def send_offsets(self, offsets: dict[TopicPartition, int], group_id: str) -> None:
+        await self.kafka.send_offsets_to_transaction(offsets, group_id)
+
+    async def commit(self) -> None:
+        await self.kafka.commit_transaction()
+
+    async def abort(self) -> None:
+        """Abort the open transaction, if any; a failure (none open, broker away) is logged."""
+        try:
+            await self.kafka.abort_transaction()
+        except Exception:  # the transaction may never have begun, or the broker is away
+            log.debug("abort_transaction failed", exc_info=True)

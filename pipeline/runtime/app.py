@@ -1,0 +1,70 @@
+"""Build the Faust app that hosts a worker: its engine service and its web endpoints.
+
+Faust runs the worker process: signals, logging, service start and stop, the web server.
+The stream processing itself is the `Engine` service, which drives aiokafka in batches
+inside Kafka transactions (see `pipeline.runtime.engine` for why), so Faust's own consumer and
+producer are not started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import faust
+from faust.app.base import BootStrategy
+from prometheus_client import CollectorRegistry
+
+from pipeline.kafka.admin import check_copartitioned
+from pipeline.runtime.engine import Engine
+from pipeline.runtime.metrics import Metrics
+from pipeline.runtime.web import register_pages
+from pipeline.settings import Settings
+from pipeline.stages.decision import decision_stage
+
+log = logging.getLogger(__name__)
+
+
+class _WorkerBoot(BootStrategy):
+    """Start the web server and the engine; not Faust's stream consumer and producer."""
+
+    enable_kafka = False
+
+
+class _PipelineApp(faust.App):
+    BootStrategy = _WorkerBoot
+
+    def _create_directories(self) -> None:
+        """Nothing: Faust keeps no state here; the engine's stores live under `data_dir`."""
+
+
+def create_app(settings: Settings) -> tuple[faust.App, Engine]:
+    """The Faust app and the engine service of one worker, configured from `settings`."""
+    app = _PipelineApp(
+        settings.app_id,
+        broker=settings.broker_urls,
+        web_host=settings.web_host,
+        web_port=settings.web_port,
+        web_in_thread=False,
+    )
+    metrics = Metrics(CollectorRegistry())
+    engine = Engine(settings, metrics, [decision_stage(settings)], loop=asyncio.get_event_loop())
+    register_pages(app, engine, metrics)
+    return app, engine
+
+
+def run_worker(settings: Settings) -> None:
+    """Run one worker process until it is stopped by a signal.
+
+    Raises:
+        TopicLayoutError: the input topics are missing or not co-partitioned.
+        ConfigError: a setting the worker needs is missing.
+    """
+    settings.require_hmac_key()
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    partitions = loop.run_until_complete(check_copartitioned(settings))
+    log.info("input topics are co-partitioned (%d partitions)", partitions)
+    app, engine = create_app(settings)
+    worker = faust.Worker(app, engine, loglevel=settings.log_level.upper(), quiet=True, loop=loop)
+    worker.execute_from_commandline()

@@ -1,0 +1,386 @@
+"""The worker's data path: consume in batches, run the stages, commit: one transaction each.
+
+One aiokafka consumer in the worker's group reads every input of every stage,
+co-partitioned (range assignment gives a member the same partition numbers of every
+topic). Each batch runs in one Kafka transaction (`pipeline.runtime.transaction`): its
+outputs, the tables' changelog records and the consumed offsets commit together or not
+at all, so every input offset ends in exactly one audit or DLQ record (exactly-once).
+Before a stage's stream records are processed, its table inputs are caught up for their
+partitions (`pipeline.runtime.barrier`); newly assigned partitions recover their tables
+from the changelogs before any batch runs (`pipeline.runtime.recovery`,
+`pipeline.runtime.rebalance`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import logging
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+from aiokafka.errors import KafkaError, ProducerFenced
+from mode import Service
+
+from pipeline import catalogue
+from pipeline.catalogue import TableName, Topic
+from pipeline.core.route import Origin, Output
+from pipeline.errors import PipelineError
+from pipeline.kafka.admin import changelog_specs, ensure_topics
+from pipeline.kafka.config import client_options
+from pipeline.kafka.producer import Producer
+from pipeline.runtime import transaction
+from pipeline.runtime.barrier import BarrierTimeout, catch_up
+from pipeline.runtime.canary import CanaryScanner
+from pipeline.runtime.metrics import Metrics
+from pipeline.runtime.rebalance import Generation, Rebalance
+from pipeline.runtime.recovery import recover
+from pipeline.runtime.reporting import BatchStats, report
+from pipeline.runtime.stage import InputRecord, Stage
+from pipeline.settings import Settings
+from pipeline.state.stores import RocksMemory, open_store
+from pipeline.state.tables import Table
+from schemas import codec
+
+log = logging.getLogger(__name__)
+
+LAG_INTERVAL_S = 1.0
+FETCH_MAX_WAIT_MS = 100
+SWEEP_INTERVAL_S = 600.0
+GC_THRESHOLD = 50_000
+Batch = dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
+
+
+class Engine(Service):
+    """Consumes, runs `stages` and produces for the partitions assigned to this worker."""
+
+    def __init__(
+        self, settings: Settings, metrics: Metrics, stages: Sequence[Stage], **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
+        self.settings = settings
+        self.metrics = metrics
+        self.stages = tuple(stages)
+        self.group_id = settings.app_id
+        root = settings.data_dir / settings.app_id
+        memory = RocksMemory(settings.rocksdb_memory_mb * 1024 * 1024)
+
+        def store(table: str, partition: int) -> Any:
+            return open_store(settings.store, root, table, partition, memory)
+
+        names: dict[TableName, None] = {}
+        for stage in self.stages:
+            names.update(dict.fromkeys(stage.tables))
+        self.tables = {
+            name: Table(name, settings.topic(catalogue.changelog(name)), store) for name in names
+        }
+        for stage in self.stages:
+            stage.bind({name: self.tables[name] for name in stage.tables})
+        self._inputs: dict[str, tuple[Stage, Topic, bool]] = {}
+        """Full topic name -> (its stage, its catalogue entry, whether it is a table input)."""
+        for stage in self.stages:
+            for topic in stage.table_inputs:
+                self._inputs[settings.topic(topic)] = (stage, topic, True)
+            for topic in stage.stream_inputs:
+                self._inputs[settings.topic(topic)] = (stage, topic, False)
+        self.destinations = {d: settings.topic(t) for d, t in catalogue.BY_DESTINATION.items()}
+        self.canaries = CanaryScanner(settings.pii_canaries)
+        self._lock = asyncio.Lock()
+        self._stopping = False
+        self._partitions: set[int] = set()
+        self._last_lag = 0.0
+        self._last_sweep = time.monotonic()
+        self._next: dict[TopicPartition, int] = {}
+        self.generation = Generation()
+        """Bumped by every rebalance; a batch fetched in an older generation is not processed."""
+        self.ready = asyncio.Event()
+        self.last_cycle = time.monotonic()
+        self.consumer: AIOKafkaConsumer | None = None
+        self.producer = Producer(
+            settings,
+            client_id=f"{settings.app_id}-{settings.instance_name}",
+            transactional_id=f"{settings.app_id}.{settings.instance_name}",
+            retry_backoff_ms=20,  # e.g. CONCURRENT_TRANSACTIONS right after a commit
+        )
+        self.offsets: AIOKafkaConsumer | None = None
+
+    # -- lifecycle ----------------------------------------------------------------
+
+    async def on_start(self) -> None:
+        # The tables hold many long-lived objects; the default thresholds would have the
+        # cyclic collector walk all of them every few thousand allocations.
+        gc.set_threshold(GC_THRESHOLD, 20, 100)
+        settings = self.settings
+        await ensure_topics(settings, changelog_specs(settings, self.tables))
+        self.consumer = AIOKafkaConsumer(
+            **client_options(settings),
+            client_id=f"{settings.app_id}-{settings.instance_name}",
+            group_id=self.group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            isolation_level="read_committed",
+            partition_assignment_strategy=(RangePartitionAssignor,),
+            max_partition_fetch_bytes=4 * 1024 * 1024,
+            fetch_max_bytes=16 * 1024 * 1024,
+            # A fetch that finds no new data waits this long on the broker, and partitions
+            # whose buffered records run out meanwhile are not fetched again until it ends.
+            fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
+        )
+        self.offsets = AIOKafkaConsumer(
+            **client_options(settings),
+            client_id=f"{settings.app_id}-{settings.instance_name}-offsets",
+            enable_auto_commit=False,
+            isolation_level="read_committed",
+        )
+        await self.offsets.start()
+        await self.producer.start()
+        listener = Rebalance(self._lock, self.generation, self.revoke, self.assign)
+        self.consumer.subscribe(topics=list(self._inputs), listener=listener)
+        await self.consumer.start()
+        log.info("engine started as %s in group %s", settings.instance_name, self.group_id)
+
+    async def on_stop(self) -> None:
+        async with self._lock:
+            self._stopping = True
+        if self.consumer is not None:
+            await self.consumer.stop()
+        await self.producer.stop()
+        if self.offsets is not None:
+            await self.offsets.stop()
+        for table in self.tables.values():
+            table.close()
+        log.info("engine stopped")
+
+    @Service.task
+    async def _run(self) -> None:
+        consumer = self.consumer
+        assert consumer is not None
+        while not self.should_stop and not self._stopping:
+            generation = self.generation.value
+            batch = await consumer.getmany(
+                timeout_ms=self.settings.poll_timeout_ms,
+                max_records=self.settings.batch_max_records,
+            )
+            self.last_cycle = time.monotonic()
+            async with self._lock:
+                if self._stopping:
+                    break
+                if generation != self.generation.value:
+                    self._refetch(batch)
+                    continue
+                await self._cycle(batch)
+
+    def _refetch(self, batch: Batch) -> None:
+        """Put back a batch fetched across a rebalance: it is read again from where it began.
+
+        Each batch commits before the next is fetched, so a batch's first offset is the
+        committed one; seeking there is right whether the fetch came before or after the
+        rebalance reset the positions.
+        """
+        consumer = self.consumer
+        assigned = consumer.assignment() if consumer is not None else set()
+        for tp, records in batch.items():
+            if records and tp in assigned and consumer is not None:
+                consumer.seek(tp, records[0].offset)
+
+    # -- one batch ----------------------------------------------------------------
+
+    async def _cycle(self, batch: Batch) -> None:
+        now = time.time()
+        monotonic = time.monotonic()
+        sweep = monotonic - self._last_sweep >= SWEEP_INTERVAL_S
+        if not batch and not sweep and not any(stage.due(now) for stage in self.stages):
+            self._report_lag(monotonic)
+            return
+        starts = {tp: records[0].offset for tp, records in batch.items() if records}
+        try:
+            await self._transaction(batch, now, sweep, starts)
+        except ProducerFenced:
+            log.error("another worker took over this worker's transactional id; stopping")
+            self._stopping = True
+            self._restore_after_abort(starts)
+            await self.crash(PipelineError("producer fenced"))
+        except (KafkaError, BarrierTimeout, OSError) as exc:
+            log.warning(
+                "batch failed (%s); it will be read and processed again", type(exc).__name__
+            )
+            await self.producer.abort()
+            self._restore_after_abort(starts)
+            await asyncio.sleep(0.5)
+        else:
+            if sweep:
+                self._last_sweep = monotonic
+        self._report_lag(monotonic)
+
+    async def _transaction(
+        self, batch: Batch, now: float, sweep: bool, starts: dict[TopicPartition, int]
+    ) -> None:
+        stats = BatchStats()
+        outputs: list[Output] = []
+        offsets: dict[TopicPartition, int] = {}
+        streams: list[tuple[Stage, InputRecord]] = []
+        waiting: dict[Stage, set[int]] = {}
+        for tp, records in batch.items():
+            if not records:
+                continue
+            offsets[tp] = records[-1].offset + 1
+            stage, topic, is_table = self._inputs[tp.topic]
+            if is_table:
+                for record in records:
+                    outputs.extend(stage.fold(self._input(tp, topic, record), now, stats))
+            else:
+                streams.extend((stage, self._input(tp, topic, record)) for record in records)
+                waiting.setdefault(stage, set()).add(tp.partition)
+        for stage, partitions in waiting.items():
+            await self._barrier(stage, partitions, now, stats, outputs, offsets, starts)
+        for stage, record in streams:
+            outputs.extend(stage.process(record, now, stats))
+        for stage in self.stages:
+            outputs.extend(stage.tick(now, stats, sweep=sweep))
+
+        writer = await transaction.begin(self.producer)
+        canaries = self.canaries
+        destinations = self.destinations
+        for output in outputs:
+            value = codec.dumps(output.record)
+            if canaries:
+                self._check_canaries(output, value)
+            await writer.write(destinations[output.destination], output.key, value)
+            stats.outputs[output.destination] += 1
+        await transaction.commit(
+            self.producer, writer, self.tables.values(), offsets, self.group_id
+        )
+        self._next.update(offsets)
+        sizes = [size for stage in self.stages if (size := stage.table_size()) is not None]
+        report(
+            self.metrics,
+            stats,
+            time.time() - now,
+            consent_entries=sizes[0] if stats.consent_changes and sizes else None,
+        )
+
+    async def _barrier(
+        self,
+        stage: Stage,
+        partitions: set[int],
+        now: float,
+        stats: BatchStats,
+        outputs: list[Output],
+        offsets: dict[TopicPartition, int],
+        starts: dict[TopicPartition, int],
+    ) -> None:
+        """Fold every table-input record the cluster holds for `partitions` before deciding."""
+        if not stage.table_inputs:
+            return
+        consumer, client = self.consumer, self.offsets
+        assert consumer is not None
+        assert client is not None
+        entries = {self.settings.topic(topic): topic for topic in stage.table_inputs}
+
+        def fold(tp: TopicPartition, record: ConsumerRecord[bytes, bytes]) -> None:
+            starts.setdefault(tp, record.offset)
+            outputs.extend(stage.fold(self._input(tp, entries[tp.topic], record), now, stats))
+            offsets[tp] = record.offset + 1
+
+        waited = await catch_up(
+            consumer,
+            client,
+            [TopicPartition(name, p) for name in entries for p in partitions],
+            timeout_s=self.settings.barrier_timeout_seconds,
+            on_record=fold,
+        )
+        self.metrics.barrier_wait_seconds.observe(waited)
+
+    def _input(
+        self, tp: TopicPartition, topic: Topic, record: ConsumerRecord[bytes, bytes]
+    ) -> InputRecord:
+        return InputRecord(
+            topic=topic,
+            origin=Origin(tp.topic, tp.partition, record.offset),
+            key=record.key,
+            value=record.value,
+            timestamp_ms=record.timestamp,
+        )
+
+    def _check_canaries(self, output: Output, value: bytes) -> None:
+        location = self.canaries.location(output.destination, output.key, value, output.record)
+        if location is not None:
+            self.metrics.pii_canary_hits.labels(location).inc()
+            log.error("a PII canary reached %s", location)
+
+    def _restore_after_abort(self, starts: dict[TopicPartition, int]) -> None:
+        consumer = self.consumer
+        assert consumer is not None
+        transaction.abort(self.tables.values())
+        for stage in self.stages:
+            stage.aborted(self._partitions)
+        assigned = consumer.assignment()
+        for tp, offset in starts.items():
+            if tp in assigned:
+                consumer.seek(tp, offset)
+
+    # -- partitions ---------------------------------------------------------------
+
+    async def assign(self, assigned: Iterable[TopicPartition]) -> None:
+        """Take the new assignment: close what moved away, recover what is new."""
+        partitions = {tp.partition for tp in assigned if tp.topic in self._inputs}
+        gone = self._partitions - partitions
+        for partition in gone:
+            for table in self.tables.values():
+                table.revoke(partition)
+        for stage in self.stages:
+            stage.revoked(gone)
+        new = partitions - self._partitions
+        started = time.monotonic()
+        for partition in sorted(new):
+            for table in self.tables.values():
+                table.assign(partition)
+        if new:
+            await recover(self.settings, self.tables.values(), new, alive=self._alive)
+            for stage in self.stages:
+                stage.assigned(new)
+        self._partitions = partitions
+        gc.collect()
+        gc.freeze()  # recovered state is long-lived: keep it out of later collections
+        for stage in self.stages:
+            size = stage.table_size()
+            if size is not None:
+                self.metrics.consent_table_entries.set(size)
+        log.info(
+            "assigned partitions %s (%d recovered in %.2fs)",
+            sorted(partitions),
+            len(new),
+            time.monotonic() - started,
+        )
+        self.ready.set()
+
+    def revoke(self, revoked: Iterable[TopicPartition]) -> None:
+        """Forget lag and positions of partitions leaving; their stores stay until `assign`.
+
+        A partition handed back to this worker keeps its store and only replays the
+        changelog written since its checkpoint.
+        """
+        for tp in revoked:
+            self._next.pop(tp, None)
+            with contextlib.suppress(KeyError):
+                self.metrics.consumer_lag.remove(tp.topic, str(tp.partition))
+
+    def _alive(self) -> None:
+        self.last_cycle = time.monotonic()  # recovering is alive, not stalled
+
+    # -- lag ----------------------------------------------------------------------
+
+    def _report_lag(self, monotonic: float) -> None:
+        consumer = self.consumer
+        if consumer is None or monotonic - self._last_lag < LAG_INTERVAL_S:
+            return
+        self._last_lag = monotonic
+        for tp, position in self._next.items():
+            highwater = consumer.highwater(tp)
+            if highwater is not None:
+                lag = max(0, highwater - position)
+                self.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(lag)

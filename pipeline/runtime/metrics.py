@@ -1,0 +1,106 @@
+"""Prometheus metrics of a worker: one object, given its registry, with a small fixed label set.
+
+Label values come from closed sets only (source, topic, purpose, outcome, reason code,
+partition number); never a user id, event id, email or IP.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+AGE_BUCKETS = (0.1, 0.5, 1.0, 5.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 6 * 3600.0, 86400.0)
+
+
+class Metrics:
+    """Every metric a worker exports."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.events_in = Counter(
+            "pipeline_events_in_total", "Raw input records consumed.", ["source"], registry=registry
+        )
+        self.events_out = Counter(
+            "pipeline_events_out_total",
+            "Records written per output topic.",
+            ["topic"],
+            registry=registry,
+        )
+        self.decisions = Counter(
+            "pipeline_decisions_total",
+            "Decided events by purpose and outcome.",
+            ["purpose", "outcome"],
+            registry=registry,
+        )
+        self.reasons = Counter(
+            "pipeline_decision_reasons_total",
+            "Policy rules that applied, by reason code.",
+            ["reason"],
+            registry=registry,
+        )
+        self.dlq = Counter(
+            "pipeline_dlq_total",
+            "Inputs sent to the DLQ, by source and reason.",
+            ["source", "reason"],
+            registry=registry,
+        )
+        self.duplicates = Counter(
+            "pipeline_duplicates_total",
+            "Inputs audited as duplicates (not emitted again).",
+            ["source"],
+            registry=registry,
+        )
+        self.processing_seconds = Histogram(
+            "pipeline_processing_seconds",
+            "Time from a record's consumption to its outputs being handed to the producer.",
+            ["source"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.event_age_seconds = Histogram(
+            "pipeline_event_age_seconds",
+            "Age of an event (now - event_time) when decided.",
+            ["source"],
+            buckets=AGE_BUCKETS,
+            registry=registry,
+        )
+        self.consent_changes = Counter(
+            "pipeline_consent_changes_total",
+            "Consent changes applied to the consent view.",
+            registry=registry,
+        )
+        self.consent_table_entries = Gauge(
+            "pipeline_consent_table_entries",
+            "Users in this worker's consent view.",
+            registry=registry,
+        )
+        self.revocation_latency_seconds = Histogram(
+            "pipeline_revocation_latency_seconds",
+            "Time from a revocation's acknowledgement by Kafka to it governing decisions.",
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.barrier_wait_seconds = Histogram(
+            "pipeline_barrier_wait_seconds",
+            "Time a batch waited for its table inputs (consent changes) to catch up.",
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.consumer_lag = Gauge(
+            "pipeline_consumer_lag_messages",
+            "Records behind the end of each input partition.",
+            ["topic", "partition"],
+            registry=registry,
+        )
+        self.processing_errors = Counter(
+            "pipeline_processing_errors_total",
+            "Unexpected exceptions turned into processing_error DLQ records.",
+            ["source"],
+            registry=registry,
+        )
+        self.pii_canary_hits = Counter(
+            "pipeline_pii_canary_hits_total",
+            "Records written with a seeded PII canary where no identifier may appear.",
+            ["location"],
+            registry=registry,
+        )

@@ -1,0 +1,72 @@
+"""What a batch did, counted while it runs and turned into metrics once it committed.
+
+Stages count into a `BatchStats` (plain counters, label values from closed sets only);
+the engine hands it to `report` after the batch's transaction committed, so an aborted
+batch, read and processed again, is never counted twice.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+from pipeline.catalogue import BY_DESTINATION
+from pipeline.runtime.metrics import Metrics
+
+
+@dataclass
+class BatchStats:
+    """What a batch did, for the metrics (label values from closed sets only)."""
+
+    events_in: Counter[str] = field(default_factory=Counter)
+    outputs: Counter[str] = field(default_factory=Counter)
+    decisions: Counter[tuple[str, str]] = field(default_factory=Counter)
+    reasons: Counter[str] = field(default_factory=Counter)
+    dlq: Counter[tuple[str, str]] = field(default_factory=Counter)
+    duplicates: Counter[str] = field(default_factory=Counter)
+    processing_errors: Counter[str] = field(default_factory=Counter)
+    event_ages: list[tuple[str, float]] = field(default_factory=list)
+    consent_changes: int = 0
+    revocation_latencies: list[float] = field(default_factory=list)
+    aggregate_late: int = 0
+    aggregate_suppressed_cells: int = 0
+
+
+def report(
+    metrics: Metrics,
+    stats: BatchStats,
+    seconds: float,
+    *,
+    consent_entries: int | None,
+) -> None:
+    """Add a committed batch's counts to `metrics`; `seconds` it took from consumption.
+
+    Args:
+        consent_entries: the consent table's size, to refresh its gauge when consent changed.
+    """
+    m = metrics
+    for source, n in stats.events_in.items():
+        m.events_in.labels(source).inc(n)
+    for destination, n in stats.outputs.items():
+        m.events_out.labels(BY_DESTINATION[destination].name).inc(n)  # type: ignore[index]
+    for (purpose, outcome), n in stats.decisions.items():
+        m.decisions.labels(purpose, outcome).inc(n)
+    for reason, n in stats.reasons.items():
+        m.reasons.labels(reason).inc(n)
+    for (source, reason), n in stats.dlq.items():
+        m.dlq.labels(source, reason).inc(n)
+    for source, n in stats.duplicates.items():
+        m.duplicates.labels(source).inc(n)
+    for source, n in stats.processing_errors.items():
+        m.processing_errors.labels(source).inc(n)
+    for source, age in stats.event_ages:
+        m.event_age_seconds.labels(source).observe(age)
+    for latency in stats.revocation_latencies:
+        m.revocation_latency_seconds.observe(latency + seconds)
+    if stats.consent_changes:
+        m.consent_changes.inc(stats.consent_changes)
+        if consent_entries is not None:
+            m.consent_table_entries.set(consent_entries)
+    if sum(stats.events_in.values()):
+        for source in stats.events_in:
+            m.processing_seconds.labels(source).observe(seconds)

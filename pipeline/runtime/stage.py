@@ -1,0 +1,92 @@
+"""A stage: its input topics, its tables, its processing function and its outputs.
+
+The engine (`pipeline.runtime.engine`) runs one or more stages in a worker over one
+consumer and one transactional producer. Per batch, for each stage it
+
+1. folds the records of the stage's *table inputs* (`consent.changes`) into its tables,
+2. brings those table inputs up to their end offsets for every partition the batch has
+   stream records of (the barrier: what Kafka acknowledged before an event was produced
+   governs that event),
+3. processes each record of the stage's *stream inputs* (the raw topics),
+4. lets the stage emit what time makes due (`tick`: closed aggregation hours),
+
+then commits every output, every staged table write (as changelog records) and the
+consumed offsets in one Kafka transaction. A stage never sees Kafka: it gets records and
+returns outputs; the tables it writes are staged until the transaction commits.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from pipeline.catalogue import TableName, Topic
+from pipeline.core.route import Origin, Output
+from pipeline.runtime.reporting import BatchStats
+from pipeline.state.tables import Table
+
+
+@dataclass(frozen=True, slots=True)
+class InputRecord:
+    """A consumed Kafka record, as the engine hands it to a stage."""
+
+    topic: Topic
+    """The catalogue entry of the topic it was read from."""
+    origin: Origin
+    key: bytes | None
+    value: bytes | None
+    timestamp_ms: int
+
+
+class Stage(ABC):
+    """One processing stage: what it reads, what state it keeps, what it does, what it writes.
+
+    Every topic a stage reads must be co-partitioned with the others (same partition
+    count, keys partitioned the same way), so partition `p` of each table and input is
+    owned by one worker at a time.
+    """
+
+    name: str
+    table_inputs: tuple[Topic, ...]
+    """Topics folded into tables; the barrier catches them up before stream records."""
+    stream_inputs: tuple[Topic, ...]
+    """Topics whose records are processed one by one."""
+    tables: tuple[TableName, ...]
+    outputs: tuple[Topic, ...]
+
+    @abstractmethod
+    def bind(self, tables: Mapping[TableName, Table]) -> None:
+        """Take the engine's tables (called once, before any record)."""
+
+    @abstractmethod
+    def fold(self, record: InputRecord, now: float, stats: BatchStats) -> list[Output]:
+        """Fold a table-input record; the outputs of a record that cannot be folded (DLQ)."""
+
+    @abstractmethod
+    def process(self, record: InputRecord, now: float, stats: BatchStats) -> list[Output]:
+        """The outputs of a stream-input record: every record yields at least one."""
+
+    def tick(self, now: float, stats: BatchStats, *, sweep: bool) -> list[Output]:
+        """What time makes due at `now` (run once per batch); `sweep`: expire old state."""
+        return []
+
+    def due(self, now: float) -> bool:
+        """Whether `tick` has work at `now` even without new records."""
+        return False
+
+    def assigned(self, partitions: set[int]) -> None:
+        """Partitions whose stores were just opened and recovered."""
+        return None
+
+    def revoked(self, partitions: set[int]) -> None:
+        """Partitions this worker no longer owns."""
+        return None
+
+    def aborted(self, partitions: set[int]) -> None:
+        """The batch's transaction aborted: rebuild in-memory state from the stores."""
+        return None
+
+    def table_size(self) -> int | None:
+        """The size of the stage's main table, for a gauge (None: none)."""
+        return None

@@ -1,0 +1,37 @@
+"""The worker's web endpoints: Prometheus metrics, liveness and readiness."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import faust
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from pipeline.runtime.engine import Engine
+from pipeline.runtime.metrics import Metrics
+
+STALL_AFTER_S = 60.0
+"""Liveness fails when the engine loop has not turned for this long."""
+
+
+def register_pages(app: faust.App, engine: Engine, metrics: Metrics) -> None:
+    """Serve `/metrics`, `/healthz` and `/ready` on the worker's web port."""
+
+    @app.page("/metrics")
+    async def prometheus(web: Any, request: Any) -> Any:
+        # aiohttp refuses a charset inside content_type, so the header is set whole.
+        return web.bytes(
+            generate_latest(metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+        )
+
+    @app.page("/healthz")
+    async def healthz(web: Any, request: Any) -> Any:
+        stalled = time.monotonic() - engine.last_cycle > STALL_AFTER_S
+        body = {"status": "stalled" if stalled else "ok"}
+        return web.json(body, status=503 if stalled else 200)
+
+    @app.page("/ready")
+    async def ready(web: Any, request: Any) -> Any:
+        is_ready = engine.ready.is_set() and not engine.should_stop
+        return web.json({"ready": is_ready}, status=200 if is_ready else 503)

@@ -1,0 +1,447 @@
+"""`make run`: a worker, the collector, synthetic traffic and a live view, until Ctrl-C.
+
+The demo starts a worker and a collector as child processes (logs in `.local/logs/`),
+writes every synthetic user's consent, then produces traffic at a moderate rate: most
+records straight to Kafka as a tag/SDK backend would, a share of the events through the
+collector over HTTP (Conversions-API batches, pixel beacons, widget posts). Twice a
+second it reads the worker's Prometheus endpoint and redraws the view; when output is not
+a terminal it prints a plain line every few seconds instead. On Ctrl-C or after the
+duration it stops producing, lets the worker catch up, and prints a final report.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import secrets
+import signal
+import sys
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, Final
+
+import aiohttp
+from rich.console import Console
+from rich.live import Live
+
+from pipeline import catalogue
+from pipeline.kafka.admin import create_topics
+from pipeline.settings import Settings
+from pipeline.sim.live import (
+    Feed,
+    Frame,
+    WorkerMetrics,
+    final_report,
+    parse_metrics,
+    plain_line,
+    render,
+)
+from pipeline.sim.stream import KafkaSink, ProduceReport, run_traffic
+from pipeline.sim.traffic import Record, TrafficConfig, TrafficGenerator
+from schemas import codec
+
+log = logging.getLogger(__name__)
+
+LOG_DIR: Final = Path(".local/logs")
+REFRESH_S: Final = 0.5
+RATE_WINDOW_S: Final = 3.0
+"""Rates are averaged over this many seconds."""
+PLAIN_EVERY_S: Final = 5.0
+HTTP_FLUSH_S: Final = 0.25
+DRAIN_TIMEOUT_S: Final = 20.0
+BEACON_SHARE: Final = 0.3
+"""Of the tag events sent through the collector, the share sent as pixel beacons."""
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    """How much traffic the demo makes, and for how long."""
+
+    rate: float = 100.0
+    users: int = 2000
+    duration: float | None = None
+    seed: int | None = None
+    http_share: float = 0.2
+
+
+class _Child:
+    """A `consent-pipeline` subcommand running as a child process, output in a log file."""
+
+    def __init__(self, name: str, proc: asyncio.subprocess.Process, log_file: IO[bytes]) -> None:
+        self.name = name
+        self.proc = proc
+        self.log_file = log_file
+
+    @classmethod
+    async def start(cls, command: str, env: dict[str, str]) -> _Child:
+        LOG_DIR.mkdir(parents=True, exist_ok=True)
+        log_file = (LOG_DIR / f"{command}.log").open("ab")
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "pipeline.cli",
+            command,
+            stdout=log_file,
+            stderr=log_file,
+            env=env,
+            start_new_session=True,  # Ctrl-C reaches the demo only; it stops the children
+        )
+        return cls(command, proc, log_file)
+
+    @property
+    def log_path(self) -> Path:
+        return LOG_DIR / f"{self.name}.log"
+
+    async def stop(self) -> int:
+        if self.proc.returncode is None:
+            self.proc.terminate()
+            try:
+                await asyncio.wait_for(self.proc.wait(), 30)
+            except TimeoutError:
+                self.proc.kill()
+                await self.proc.wait()
+        self.log_file.close()
+        code = self.proc.returncode
+        return 0 if code is None else code
+
+
+class _Feeder:
+    """Writes generated records: most straight to Kafka, a share through the collector."""
+
+    def __init__(
+        self,
+        sink: KafkaSink,
+        session: aiohttp.ClientSession,
+        base_url: str,
+        feed: Feed,
+        *,
+        http_share: float,
+        optout_cookie: str,
+        seed: int,
+    ) -> None:
+        self.sink = sink
+        self.session = session
+        self.base_url = base_url
+        self.feed = feed
+        self.http_share = http_share
+        self.optout_cookie = optout_cookie
+        self._rng = random.Random(seed)
+        self._buffer: list[Record] = []
+        self._posts: set[asyncio.Task[None]] = set()
+
+    async def write(self, records: Sequence[Record]) -> None:
+        direct: list[Record] = []
+        for record in records:
+            self.feed.produced[record.topic.source or "consent"] += 1
+            if record.kind == "event" and self._rng.random() < self.http_share:
+                self._buffer.append(record)
+            else:
+                direct.append(record)
+        await self.sink.write(direct)
+
+    async def pump(self, stop: asyncio.Event) -> None:
+        """Send the buffered events over HTTP every `HTTP_FLUSH_S`, until `stop`."""
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), HTTP_FLUSH_S)
+            self.flush()
+
+    def flush(self) -> None:
+        """Start sending what is buffered."""
+        if not self._buffer:
+            return
+        batch, self._buffer = self._buffer, []
+        task = asyncio.create_task(self._send(batch))
+        self._posts.add(task)
+        task.add_done_callback(self._posts.discard)
+
+    async def drain(self) -> None:
+        """Wait for every HTTP request in flight."""
+        self.flush()
+        if self._posts:
+            await asyncio.wait(list(self._posts))
+
+    async def _send(self, records: list[Record]) -> None:
+        groups: dict[str, list[Record]] = {"tag": [], "sdk": [], "widget": []}
+        beacons: list[Record] = []
+        for record in records:
+            source = record.topic.source or ""
+            if source == "tag" and self._rng.random() < BEACON_SHARE:
+                beacons.append(record)
+            else:
+                groups[source].append(record)
+        sends = [self._beacon(record) for record in beacons]
+        for source, endpoint in (
+            ("tag", "/v1/events"),
+            ("sdk", "/v1/events"),
+            ("widget", "/v1/widget"),
+        ):
+            if groups[source]:
+                sends.append(self._post(endpoint, source, groups[source]))
+        await asyncio.gather(*sends)
+
+    async def _post(self, endpoint: str, source: str, records: list[Record]) -> None:
+        body = codec.dumps({"data": [codec.loads(r.value) for r in records]})
+        query = f"?source={source}" if endpoint == "/v1/events" else ""
+        try:
+            async with self.session.post(
+                f"{self.base_url}{endpoint}{query}",
+                data=body,
+                headers={"Content-Type": "application/json"},
+            ) as response:
+                if response.status != 200:
+                    await self._fallback(records)
+                    return
+                answer = await response.json(loads=codec.loads)
+        except (aiohttp.ClientError, TimeoutError):
+            await self._fallback(records)
+            return
+        label = f"/v1/events {source}" if endpoint == "/v1/events" else endpoint
+        self.feed.via_collector[label] += answer.get("events_accepted", 0)
+        self.feed.collector_rejected += answer.get("events_rejected", 0)
+
+    async def _beacon(self, record: Record) -> None:
+        query, headers = beacon_request(codec.loads(record.value), self.optout_cookie)
+        try:
+            async with self.session.get(
+                f"{self.base_url}/v1/tag", params=query, headers=headers
+            ) as response:
+                await response.read()
+                status = response.status
+        except (aiohttp.ClientError, TimeoutError):
+            status = 0
+        if status == 200:
+            self.feed.via_collector["/v1/tag"] += 1
+        elif status == 400:
+            self.feed.collector_rejected += 1
+        else:
+            await self._fallback([record])
+
+    async def _fallback(self, records: list[Record]) -> None:
+        # The collector is not up yet (or answered 503): never drop, write straight instead.
+        self.feed.collector_unavailable += len(records)
+        await self.sink.write(records)
+
+
+def beacon_request(
+    event: dict[str, Any], optout_cookie: str
+) -> tuple[dict[str, str], dict[str, str]]:
+    """The query parameters and headers a browser's pixel would send for a tag event."""
+    query: dict[str, str] = {}
+    for name in ("event_id", "event_name", "event_time", "advertiser_id", "user_id"):
+        if name in event:
+            query[name] = str(event[name])
+    for name in ("event_source_url", "opt_out_type", "surface"):
+        if event.get(name):
+            query[name] = str(event[name])
+    if event.get("opt_out"):
+        query["opt_out"] = "1"
+    user_data = event.get("user_data") or {}
+    for name in ("em", "ph", "external_id"):
+        if user_data.get(name):
+            query[name] = ",".join(user_data[name])
+    if user_data.get("click_id"):
+        query["click_id"] = user_data["click_id"]
+    custom = event.get("custom_data") or {}
+    for name in ("value", "currency", "num_items", "order_id"):
+        if name in custom:
+            query[name] = str(custom[name])
+    if custom.get("content_ids"):
+        query["content_ids"] = ",".join(custom["content_ids"])
+    browser = event.get("browser") or {}
+    if browser.get("cookie_id"):
+        query["cookie_id"] = browser["cookie_id"]
+    headers: dict[str, str] = {}
+    if user_data.get("client_user_agent"):
+        headers["User-Agent"] = user_data["client_user_agent"]
+    if browser.get("dnt"):
+        headers["DNT"] = "1"
+    if browser.get("gpc"):
+        headers["Sec-GPC"] = "1"
+    if browser.get("daa_opt_out"):
+        headers["Cookie"] = f"{optout_cookie}=1"
+    return query, headers
+
+
+class _View:
+    """Fetches the worker's metrics and shows them: live in a terminal, plain lines elsewhere."""
+
+    def __init__(self, settings: Settings, session: aiohttp.ClientSession, feed: Feed) -> None:
+        host = "127.0.0.1" if settings.web_host in ("0.0.0.0", "::", "") else settings.web_host
+        self.url = f"http://{host}:{settings.web_port}/metrics"
+        self.prefix = settings.topic_prefix
+        self.session = session
+        self.feed = feed
+        self.started = time.monotonic()
+        self.status = "starting the worker"
+        self.current: WorkerMetrics | None = None
+        self._history: deque[tuple[float, WorkerMetrics]] = deque()
+
+    async def refresh(self) -> Frame:
+        try:
+            async with self.session.get(self.url, timeout=aiohttp.ClientTimeout(total=2)) as r:
+                text = await r.text() if r.status == 200 else None
+        except (aiohttp.ClientError, TimeoutError):
+            text = None
+        if text is not None:
+            now = time.monotonic()
+            self.current = parse_metrics(text, self.prefix)
+            self._history.append((now, self.current))
+            while len(self._history) > 2 and self._history[1][0] <= now - RATE_WINDOW_S:
+                self._history.popleft()
+            if self.status == "starting the worker":
+                self.status = "running"
+        return self.frame()
+
+    def frame(self) -> Frame:
+        previous, interval = None, 1.0
+        if len(self._history) > 1:
+            (then, previous), (now, _) = self._history[0], self._history[-1]
+            interval = now - then
+        return Frame(
+            elapsed_s=time.monotonic() - self.started,
+            feed=self.feed,
+            worker=self.current,
+            previous=previous,
+            interval_s=interval,
+            status=self.status,
+        )
+
+
+async def run_demo(settings: Settings, options: DemoOptions, console: Console) -> int:
+    """Run the demo until Ctrl-C or `options.duration`; returns the exit code."""
+    say = console.print
+    created = await create_topics(settings)
+    if created:
+        say(f"created {len(created)} topics on {settings.kafka_bootstrap_servers}")
+    env = dict(os.environ)
+    if settings.hmac_key is None:
+        env["PIPELINE_HMAC_KEY"] = _dev_hmac_key(Path(".local/dev-hmac-key"))
+        say("using a development HMAC key from .local/dev-hmac-key (set PIPELINE_HMAC_KEY)")
+    seed = options.seed if options.seed is not None else secrets.randbelow(2**31)
+    generator = TrafficGenerator(TrafficConfig(users=options.users), seed=seed)
+    worker = await _Child.start("worker", env)
+    collector = await _Child.start("collect", env)
+    say(
+        f"worker (pid {worker.proc.pid}) and collector (pid {collector.proc.pid}, "
+        f"http://{settings.collector_host}:{settings.collector_port}) started; logs in "
+        f"{LOG_DIR}/. {options.users} users, {options.rate:g} events/s, seed {seed}. "
+        "Ctrl-C stops."
+    )
+    stop, abort = asyncio.Event(), asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def interrupt() -> None:
+        (abort if stop.is_set() else stop).set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, interrupt)
+    if options.duration:
+        loop.call_later(options.duration, stop.set)
+
+    feed = Feed()
+    sink = KafkaSink(settings)
+    await sink.start()
+    report: ProduceReport | None = None
+    live_mode = console.is_terminal and not os.environ.get("CI")
+    async with aiohttp.ClientSession() as session:
+        feeder = _Feeder(
+            sink,
+            session,
+            f"http://{settings.collector_host}:{settings.collector_port}",
+            feed,
+            http_share=options.http_share,
+            optout_cookie=settings.collector_optout_cookie,
+            seed=seed,
+        )
+        view = _View(settings, session, feed)
+        producing = asyncio.create_task(
+            run_traffic(generator, feeder.write, rate=options.rate, stop=stop)
+        )
+        pumping = asyncio.create_task(feeder.pump(stop))
+        children = [asyncio.create_task(c.proc.wait()) for c in (worker, collector)]
+        shown = asyncio.Event()
+        showing = asyncio.create_task(_show(view, console, live_mode, shown))
+        await asyncio.wait(
+            [*children, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED
+        )
+        stop.set()
+        report = await producing
+        await pumping
+        await feeder.drain()
+        await sink.flush()
+        report.failures = sink.failures
+        crashed = [c for c in (worker, collector) if c.proc.returncode is not None]
+        if not crashed:
+            view.status = "draining"
+            await _drain(view, feed, abort, console)
+        shown.set()
+        await showing
+        await sink.stop()
+    view.status = "stopped"
+    console.print(final_report(view.frame(), report, width=console.width))
+    for child in crashed:
+        console.print(
+            f"[red]{child.name} exited early (code {child.proc.returncode}); "
+            f"see {child.log_path}[/red]"
+        )
+    codes = [await c.stop() for c in (worker, collector)]
+    say(f"worker and collector stopped (exit codes {codes[0]}, {codes[1]})")
+    return 1 if crashed or any(code not in (0, -signal.SIGTERM) for code in codes) else 0
+
+
+async def _show(view: _View, console: Console, live_mode: bool, done: asyncio.Event) -> None:
+    """Refresh the view every `REFRESH_S` until `done`."""
+    if live_mode:
+        frame = view.frame()
+        with Live(
+            render(frame, width=console.width), console=console, refresh_per_second=4
+        ) as live:
+            while not done.is_set():
+                frame = await view.refresh()
+                live.update(render(frame, width=console.width))
+                await _pause(done, REFRESH_S)
+        return
+    last_line = -PLAIN_EVERY_S
+    while not done.is_set():
+        frame = await view.refresh()
+        if frame.elapsed_s - last_line >= PLAIN_EVERY_S:
+            last_line = frame.elapsed_s
+            console.print(plain_line(frame), highlight=False, soft_wrap=True)
+        await _pause(done, REFRESH_S)
+
+
+async def _drain(view: _View, feed: Feed, abort: asyncio.Event, console: Console) -> None:
+    """Let the worker consume and decide what was produced (Ctrl-C again skips this)."""
+    console.print("stopped producing; letting the worker catch up (Ctrl-C again skips)")
+    deadline = time.monotonic() + DRAIN_TIMEOUT_S
+    produced = sum(feed.produced[s] for s in ("tag", "sdk", "widget"))
+    while time.monotonic() < deadline and not abort.is_set():
+        await _pause(abort, REFRESH_S)
+        worker = view.current
+        if worker is None or worker.total_in < produced or worker.total_lag > 0:
+            continue
+        audited = worker.events_out.get(catalogue.AUDIT.name, 0.0)
+        dead = sum(v for (source, _), v in worker.dlq.items() if source != "consent")
+        if audited + dead >= worker.total_in:
+            return
+
+
+async def _pause(event: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(event.wait(), seconds)
+
+
+def _dev_hmac_key(path: Path) -> str:
+    """A random key kept in `path`, created on first use; for local demos only."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_hex(32))
+        path.chmod(0o600)
+    return path.read_text().strip()

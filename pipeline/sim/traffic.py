@@ -1,0 +1,689 @@
+"""Synthetic traffic: SPEC §4-shaped raw events and consent changes, deterministic per seed.
+
+A `TrafficGenerator` owns a population of synthetic users (`user-<n>`, emails at
+example.com, IPs from the documentation ranges) with stable attributes drawn from a
+`TrafficConfig`: region, age, account settings, a browser (DNT, GPC, the web opt-out
+cookie) and one app device (iOS with an ATT status, or Android with the ads opt-out).
+It yields Kafka-ready `Record`s keyed by the SPEC §3 subject key:
+
+- `consent_bootstrap()`: one full consent record per registered user;
+- `records(n)`: `n` raw records (events, tag/server duplicates, malformed records) and,
+  interleaved, the consent churn they caused (revocations, re-grants, device changes,
+  deletions).
+
+`consent.changes` is compacted by user id, so every consent record carries the user's
+full current consent (settings, profile and device), and a deletion is the last record
+a user ever gets. The generator does no I/O: `pipeline.sim.stream` writes its records.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import random
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Final, NamedTuple
+
+from pipeline.catalogue import CONSENT_CHANGES, RAW_SDK, RAW_TAG, RAW_WIDGET, Topic
+from pipeline.core.policy import EEA_GB_CH
+from schemas import codec
+
+REGION_COUNTRIES: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType(
+    {
+        "EEA": ("DE", "FR", "IT", "ES", "NL", "PL", "SE", "IE", "BE", "AT", "DK", "PT", "NO"),
+        "GB": ("GB",),
+        "CH": ("CH",),
+        "US": ("US",),
+        "other": ("CA", "BR", "IN", "JP", "AU", "MX", "ZA"),
+    }
+)
+AGE_RANGES: Final[Mapping[str, tuple[int, int]]] = MappingProxyType(
+    {
+        "under_16": (13, 15),
+        "16_17": (16, 17),
+        "18_34": (18, 34),
+        "35_54": (35, 54),
+        "55_plus": (55, 84),
+    }
+)
+"""Age buckets by the youngest age consistent with the birth year (SPEC §5); or `unknown`."""
+
+SETTINGS: Final = ("personalization", "ads_from_partner_info", "partner_sharing")
+MALFORMED_KINDS: Final = (
+    "invalid_json",
+    "invalid_utf8",
+    "schema_violation",
+    "too_old",
+    "in_future",
+    "missing_key",
+)
+"""Kinds of malformed record, each named after the DLQ reason the pipeline gives it."""
+
+_EVENT_NAMES: Final = (
+    ("page_visit", 0.40),
+    ("view_category", 0.14),
+    ("search", 0.10),
+    ("add_to_cart", 0.12),
+    ("add_to_wishlist", 0.04),
+    ("checkout", 0.07),
+    ("lead", 0.03),
+    ("signup", 0.03),
+    ("subscribe", 0.02),
+    ("watch_video", 0.04),
+    ("custom", 0.01),
+)
+_WIDGET_EVENTS: Final = (
+    ("widget_view", ("save_button", "pin_widget", "board_widget", "profile_widget")),
+    ("save_click", ("save_button",)),
+    ("follow_click", ("follow_button",)),
+)
+_COMMERCE: Final = frozenset({"view_category", "add_to_cart", "add_to_wishlist", "checkout"})
+_CURRENCIES: Final = ("USD", "EUR", "GBP", "CHF", "CAD")
+_WEB_AGENTS: Final = (
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/126.0.0.0 Safari/537.36",
+    "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_5) AppleWebKit/605.1.15 (KHTML, like Gecko) "
+    "Version/17.5 Safari/605.1.15",
+    "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0",
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 "
+    "(KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1",
+)
+_IOS_VERSIONS: Final = ("18.1", "17.5", "17.2", "16.7")
+_LEGACY_IOS_VERSIONS: Final = ("14.4", "13.7")
+_ANDROID_VERSIONS: Final = ("15", "14", "13", "12")
+_ZERO_AD_ID: Final = "00000000-0000-0000-0000-000000000000"
+_IPV4_PREFIXES: Final = ("192.0.2.", "198.51.100.", "203.0.113.")
+_HOUR: Final = 3600
+_DAY: Final = 24 * _HOUR
+
+
+def _weights(**shares: float) -> Mapping[str, float]:
+    return MappingProxyType(shares)
+
+
+@dataclass(frozen=True)
+class TrafficConfig:
+    """What the synthetic traffic looks like.
+
+    Plain `*_share` fields are probabilities in [0, 1]. Mapping fields are weights,
+    normalized to sum to 1. Per-user attributes (region, age, settings, browser and
+    device signals) are drawn once per user; per-event ones on every event.
+    """
+
+    users: int = 10_000
+    advertisers: int = 50
+    platforms: Mapping[str, float] = field(
+        default_factory=lambda: _weights(web=0.55, ios=0.25, android=0.20)
+    )
+    """Where an event happens; web events come from `web_sources`, app events are sdk."""
+    web_sources: Mapping[str, float] = field(
+        default_factory=lambda: _weights(tag=0.75, widget=0.20, sdk=0.05)
+    )
+    """Which collector a web event comes through (sdk: a server Conversions-API upload)."""
+    att: Mapping[str, float] = field(
+        default_factory=lambda: _weights(
+            authorized=0.30, denied=0.45, not_determined=0.20, restricted=0.05
+        )
+    )
+    legacy_ios_share: float = 0.05
+    """iOS devices older than 14.5, where ATT does not apply."""
+    android_opt_out_share: float = 0.12
+    dnt_share: float = 0.10
+    gpc_share: float = 0.12
+    optout_cookie_share: float = 0.05
+    regions: Mapping[str, float] = field(
+        default_factory=lambda: _weights(EEA=0.30, GB=0.08, CH=0.02, US=0.40, other=0.20)
+    )
+    ages: Mapping[str, float] = field(
+        default_factory=lambda: MappingProxyType(
+            {
+                "under_16": 0.05,
+                "16_17": 0.04,
+                "18_34": 0.38,
+                "35_54": 0.33,
+                "55_plus": 0.15,
+                "unknown": 0.05,
+            }
+        )
+    )
+    settings_off: Mapping[str, float] = field(
+        default_factory=lambda: _weights(
+            personalization=0.08, ads_from_partner_info=0.10, partner_sharing=0.15
+        )
+    )
+    """Outside EEA/GB/CH (opt-out regions): share of users who turned each setting off."""
+    opt_in: Mapping[str, float] = field(
+        default_factory=lambda: _weights(
+            personalization=0.60, ads_from_partner_info=0.50, partner_sharing=0.30
+        )
+    )
+    """In EEA/GB/CH (opt-in regions): share of users who turned each setting on."""
+    unregistered_share: float = 0.02
+    """Users the platform knows by id but who have no consent record (fail closed)."""
+    anonymous_share: float = 0.08
+    """Events without a user id (logged-out visitors)."""
+    on_platform_share: float = 0.30
+    """Share of checkouts initiated on the platform itself (SPEC S8)."""
+    opt_out_share: float = 0.01
+    ldp_share: float = 0.01
+    raw_contact_share: float = 0.03
+    """Tag and sdk events carrying a raw (unhashed) email, which ingest must hash."""
+    duplicate_share: float = 0.03
+    """Raw records that repeat a recent tag event as a server (sdk) upload."""
+    malformed_share: float = 0.01
+    churn_per_event: float = 0.01
+    """Consent changes per raw record while running."""
+    churn: Mapping[str, float] = field(
+        default_factory=lambda: _weights(revoke=0.45, regrant=0.35, device=0.12, delete=0.08)
+    )
+
+    def __post_init__(self) -> None:
+        if self.users < 1 or self.advertisers < 1:
+            raise ValueError("users and advertisers must be at least 1")
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name.endswith("_share") or f.name == "churn_per_event":
+                if not 0.0 <= value <= 1.0:
+                    raise ValueError(f"{f.name} must be between 0 and 1")
+            elif isinstance(value, Mapping):
+                self._check_weights(f.name, value)
+        if self.duplicate_share + self.malformed_share > 1.0:
+            raise ValueError("duplicate_share + malformed_share must be at most 1")
+
+    @staticmethod
+    def _check_weights(name: str, weights: Mapping[str, float]) -> None:
+        if any(w < 0 for w in weights.values()):
+            raise ValueError(f"{name}: weights must not be negative")
+        if name not in ("settings_off", "opt_in") and sum(weights.values()) <= 0:
+            raise ValueError(f"{name}: weights must not all be zero")
+        if name in ("settings_off", "opt_in") and any(w > 1 for w in weights.values()):
+            raise ValueError(f"{name}: shares must be between 0 and 1")
+
+    def override(self, name: str, value: float) -> TrafficConfig:
+        """A copy with one field changed: `dnt_share`, or `platforms.ios` for a weight.
+
+        Raises:
+            ValueError: no such field or key, or the result is invalid.
+        """
+        field_name, _, key = name.partition(".")
+        known = {f.name: f for f in dataclasses.fields(self)}
+        if field_name not in known:
+            raise ValueError(f"unknown traffic setting {field_name!r}")
+        current = getattr(self, field_name)
+        if isinstance(current, Mapping):
+            if key not in current:
+                raise ValueError(f"{field_name} has no key {key!r}; one of {sorted(current)}")
+            updated: Any = MappingProxyType({**current, key: float(value)})
+        elif key:
+            raise ValueError(f"{field_name} is not a mapping")
+        elif field_name in ("users", "advertisers"):
+            updated = int(value)
+        else:
+            updated = float(value)
+        return dataclasses.replace(self, **{field_name: updated})
+
+
+class Record(NamedTuple):
+    """One record for Kafka: its catalogue topic, key, value and what it is."""
+
+    topic: Topic
+    key: bytes | None
+    value: bytes
+    kind: str
+
+
+@dataclass(slots=True)
+class SyntheticUser:
+    """A synthetic person and their current consent, browser and device."""
+
+    index: int
+    user_id: str
+    registered: bool
+    country: str
+    birth_year: int | None
+    settings: dict[str, bool | None]
+    email: str
+    email_sha256: str
+    cookie_id: str
+    dnt: bool
+    gpc: bool
+    daa_opt_out: bool
+    ip: str
+    web_agent: str
+    platform: str
+    device_id: str
+    os_version: str
+    att_status: str | None
+    ads_opt_out: bool
+    advertising_id: str | None
+    deleted: bool = False
+    changed_at_ms: int = 0
+
+
+class _Picker:
+    """Draws keys by weight with one uniform number; weights are normalized."""
+
+    __slots__ = ("_cumulative", "_keys")
+
+    def __init__(self, weights: Mapping[str, float]) -> None:
+        total = sum(weights.values())
+        running = 0.0
+        self._keys: list[str] = []
+        self._cumulative: list[float] = []
+        for key, weight in weights.items():
+            if weight > 0:
+                running += weight / total
+                self._keys.append(key)
+                self._cumulative.append(running)
+        self._cumulative[-1] = 1.0
+
+    def pick(self, u: float) -> str:
+        for key, bound in zip(self._keys, self._cumulative, strict=True):
+            if u < bound:
+                return key
+        return self._keys[-1]
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _below(rng: random.Random, n: int) -> int:
+    """A uniform integer in [0, n): `randrange`'s job, several times faster."""
+    return int(rng.random() * n)
+
+
+def _choice(rng: random.Random, options: tuple[str, ...] | list[str]) -> str:
+    return options[int(rng.random() * len(options))]
+
+
+def _uuid(rng: random.Random) -> str:
+    h = f"{rng.getrandbits(128):032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+class TrafficGenerator:
+    """Deterministic synthetic traffic for one seed; `counts` tallies what it produced."""
+
+    def __init__(
+        self, config: TrafficConfig, seed: int, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.config = config
+        self.seed = seed
+        self.counts: Counter[str] = Counter()
+        """Records by kind: `event`, `duplicate`, `malformed.<reason>`, `consent.<kind>`."""
+        self.topics: Counter[str] = Counter()
+        """Records by logical topic name."""
+        self._clock = clock
+        self._rng = random.Random(seed)
+        self._year = time.gmtime(clock()).tm_year
+        self._platforms = _Picker(config.platforms)
+        self._web_sources = _Picker(config.web_sources)
+        self._churn = _Picker(config.churn)
+        self._event_names = _Picker(dict(_EVENT_NAMES))
+        self._regions = _Picker(config.regions)
+        self._ages = _Picker(config.ages)
+        self._att = _Picker(config.att)
+        app_weights = {"ios": config.platforms.get("ios", 0.0)}
+        app_weights["android"] = config.platforms.get("android", 0.0)
+        self._app_platforms = _Picker(
+            app_weights if sum(app_weights.values()) > 0 else {"ios": 1.0, "android": 1.0}
+        )
+        self._recent_tags: list[dict[str, Any]] = []
+        self._last_ms = 0
+        self.users = [self._new_user(i) for i in range(config.users)]
+        by_platform: dict[str, list[SyntheticUser]] = {"ios": [], "android": []}
+        for user in self.users:
+            by_platform[user.platform].append(user)
+        self._app_users = by_platform
+        self._registered = [u for u in self.users if u.registered]
+
+    # -- the population ------------------------------------------------------------
+
+    def _new_user(self, index: int) -> SyntheticUser:
+        c = self.config
+        rng = self._rng
+        region = self._regions.pick(rng.random())
+        country = rng.choice(REGION_COUNTRIES[region])
+        age_bucket = self._ages.pick(rng.random())
+        birth_year = None
+        if age_bucket in AGE_RANGES:
+            low, high = AGE_RANGES[age_bucket]
+            birth_year = self._year - rng.randint(low, high) - 1
+        restricted = country in EEA_GB_CH
+        settings: dict[str, bool | None] = {}
+        for name in SETTINGS:
+            if restricted:
+                settings[name] = True if rng.random() < c.opt_in.get(name, 0.0) else None
+            else:
+                settings[name] = rng.random() >= c.settings_off.get(name, 0.0)
+        platform = self._app_platforms.pick(rng.random())
+        att_status: str | None = None
+        ads_opt_out = False
+        advertising_id: str | None = _uuid(rng)
+        if platform == "ios":
+            legacy = rng.random() < c.legacy_ios_share
+            os_version = rng.choice(_LEGACY_IOS_VERSIONS if legacy else _IOS_VERSIONS)
+            att_status = self._att.pick(rng.random())
+            if att_status != "authorized" and not legacy:
+                advertising_id = None
+        else:
+            os_version = rng.choice(_ANDROID_VERSIONS)
+            ads_opt_out = rng.random() < c.android_opt_out_share
+            if ads_opt_out:
+                advertising_id = _ZERO_AD_ID
+        if rng.random() < 0.85:
+            ip = f"{rng.choice(_IPV4_PREFIXES)}{rng.randrange(1, 255)}"
+        else:
+            group, host = rng.getrandbits(16), rng.randrange(1, 9999)
+            ip = f"2001:db8:{group:x}::{host}"
+        email = f"user{index}@example.com"
+        return SyntheticUser(
+            index=index,
+            user_id=f"user-{index}",
+            registered=rng.random() >= c.unregistered_share,
+            country=country,
+            birth_year=birth_year,
+            settings=settings,
+            email=email,
+            email_sha256=_sha256(email),
+            cookie_id=f"ck-{rng.getrandbits(64):016x}",
+            dnt=rng.random() < c.dnt_share,
+            gpc=rng.random() < c.gpc_share,
+            daa_opt_out=rng.random() < c.optout_cookie_share,
+            ip=ip,
+            web_agent=rng.choice(_WEB_AGENTS),
+            platform=platform,
+            device_id=_uuid(rng),
+            os_version=os_version,
+            att_status=att_status,
+            ads_opt_out=ads_opt_out,
+            advertising_id=advertising_id,
+        )
+
+    # -- consent -------------------------------------------------------------------
+
+    def consent_bootstrap(self) -> Iterator[Record]:
+        """One full consent record for every registered user, in user order."""
+        for user in self._registered:
+            if not user.deleted:
+                yield self._consent_record(user, "consent.bootstrap")
+
+    def consent_document(self, user: SyntheticUser) -> dict[str, Any]:
+        """The user's full current consent as a `consent.changes` record, newly stamped."""
+        now_ms = int(self._clock() * 1000)
+        user.changed_at_ms = max(now_ms, user.changed_at_ms + 1)
+        device: dict[str, Any] = {"device_id": user.device_id, "platform": user.platform}
+        if user.platform == "ios":
+            device["att_status"] = user.att_status
+        else:
+            device["ads_opt_out"] = user.ads_opt_out
+        return {
+            "user_id": user.user_id,
+            "changed_at": user.changed_at_ms,
+            "settings": dict(user.settings),
+            "profile": {"country": user.country, "birth_year": user.birth_year},
+            "device": device,
+        }
+
+    def _consent_record(self, user: SyntheticUser, kind: str) -> Record:
+        self.counts[kind] += 1
+        self.topics[CONSENT_CHANGES.name] += 1
+        return Record(
+            CONSENT_CHANGES, user.user_id.encode(), codec.dumps(self.consent_document(user)), kind
+        )
+
+    def _churn_record(self) -> Record | None:
+        rng = self._rng
+        if not self._registered:
+            return None
+        user = self._registered[_below(rng, len(self._registered))]
+        if user.deleted:
+            return None
+        kind = self._churn.pick(rng.random())
+        if kind == "delete":
+            user.deleted = True
+            now_ms = max(int(self._clock() * 1000), user.changed_at_ms + 1)
+            user.changed_at_ms = now_ms
+            self.counts["consent.delete"] += 1
+            self.topics[CONSENT_CHANGES.name] += 1
+            document = {"user_id": user.user_id, "changed_at": now_ms, "deleted": True}
+            return Record(
+                CONSENT_CHANGES, user.user_id.encode(), codec.dumps(document), "consent.delete"
+            )
+        if kind == "device":
+            if user.platform == "ios":
+                user.att_status = "denied" if user.att_status == "authorized" else "authorized"
+                user.advertising_id = _uuid(rng) if user.att_status == "authorized" else None
+            else:
+                user.ads_opt_out = not user.ads_opt_out
+                user.advertising_id = _ZERO_AD_ID if user.ads_opt_out else _uuid(rng)
+        else:
+            user.settings[_choice(rng, SETTINGS)] = kind == "regrant"
+        return self._consent_record(user, f"consent.{kind}")
+
+    # -- raw records ---------------------------------------------------------------
+
+    def records(self, n: int) -> list[Record]:
+        """`n` raw records, plus the consent churn that happened meanwhile."""
+        c = self.config
+        rng = self._rng
+        now = int(self._clock())
+        dup_bound = c.duplicate_share
+        malformed_bound = dup_bound + c.malformed_share
+        churn = c.churn_per_event
+        out: list[Record] = []
+        append = out.append
+        counts = self.counts
+        topics = self.topics
+        for _ in range(n):
+            u = rng.random()
+            if u < dup_bound and self._recent_tags:
+                record = self._duplicate()
+            elif u < malformed_bound:
+                record = self._malformed(now)
+            else:
+                record = self._event(now)
+            counts[record.kind] += 1
+            topics[record.topic.name] += 1
+            append(record)
+            if churn and rng.random() < churn:
+                change = self._churn_record()
+                if change is not None:
+                    append(change)
+        return out
+
+    def _event(self, now: int) -> Record:
+        rng = self._rng
+        platform = self._platforms.pick(rng.random())
+        app_users = self._app_users.get(platform)
+        if app_users:
+            user = app_users[_below(rng, len(app_users))]
+            event = self._app_event(user, now)
+            topic = RAW_SDK
+            device_id: str | None = user.device_id
+        else:
+            user = self.users[_below(rng, len(self.users))]
+            device_id = None
+            source = self._web_sources.pick(rng.random())
+            if source == "widget":
+                event = self._widget_event(user, now)
+                topic = RAW_WIDGET
+            else:
+                event = self._web_event(user, now, tag=source == "tag")
+                topic = RAW_TAG if source == "tag" else RAW_SDK
+        if rng.random() < self.config.anonymous_share:
+            del event["user_id"]
+            key = f"anon:{device_id or user.cookie_id}".encode()
+        else:
+            key = user.user_id.encode()
+        if topic is RAW_TAG:
+            self._remember_tag(event)
+        return Record(topic, key, codec.dumps(event), "event")
+
+    def _common(self, user: SyntheticUser, now: int, name: str) -> dict[str, Any]:
+        rng = self._rng
+        c = self.config
+        event: dict[str, Any] = {
+            "event_id": f"{rng.getrandbits(64):016x}",
+            "event_name": name,
+            "event_time": now - _below(rng, 30),
+            "user_id": user.user_id,
+        }
+        if rng.random() < c.opt_out_share:
+            event["opt_out"] = True
+        if rng.random() < c.ldp_share:
+            event["opt_out_type"] = "LDP"
+        return event
+
+    def _commerce(self, event: dict[str, Any], advertiser: int) -> None:
+        rng = self._rng
+        name = event["event_name"]
+        if name not in _COMMERCE:
+            return
+        items = 1 + _below(rng, 4)
+        data: dict[str, Any] = {
+            "currency": _CURRENCIES[advertiser % len(_CURRENCIES)],
+            "value": round(rng.uniform(5, 250) * items, 2),
+            "content_ids": [f"sku-{_below(rng, 5000)}" for _ in range(min(items, 3))],
+            "num_items": items,
+        }
+        if name == "checkout":
+            data["order_id"] = f"ord-{rng.getrandbits(48):012x}"
+            if rng.random() < self.config.on_platform_share:
+                event["surface"] = "on_platform"
+        event["custom_data"] = data
+
+    def _contact(self, user: SyntheticUser) -> list[str]:
+        if self._rng.random() < self.config.raw_contact_share:
+            return [f" {user.email.upper()}"]  # raw and untidy: ingest normalizes and hashes
+        return [user.email_sha256]
+
+    def _browser(self, user: SyntheticUser) -> dict[str, Any]:
+        return {
+            "cookie_id": user.cookie_id,
+            "dnt": user.dnt,
+            "gpc": user.gpc,
+            "daa_opt_out": user.daa_opt_out,
+        }
+
+    def _web_event(self, user: SyntheticUser, now: int, *, tag: bool) -> dict[str, Any]:
+        rng = self._rng
+        advertiser = _below(rng, self.config.advertisers)
+        event = self._common(user, now, self._event_names.pick(rng.random()))
+        event["action_source"] = "web"
+        event["advertiser_id"] = f"adv-{advertiser}"
+        event["event_source_url"] = (
+            f"https://shop{advertiser}.example.com/{event['event_name']}/{_below(rng, 1000)}"
+        )
+        user_data: dict[str, Any] = {
+            "em": self._contact(user),
+            "client_ip_address": user.ip,
+            "client_user_agent": user.web_agent,
+        }
+        if tag and rng.random() < 0.3:
+            user_data["click_id"] = f"clk-{rng.getrandbits(64):016x}"
+        event["user_data"] = user_data
+        event["browser"] = self._browser(user)
+        self._commerce(event, advertiser)
+        return event
+
+    def _app_event(self, user: SyntheticUser, now: int) -> dict[str, Any]:
+        rng = self._rng
+        advertiser = _below(rng, self.config.advertisers)
+        event = self._common(user, now, self._event_names.pick(rng.random()))
+        ios = user.platform == "ios"
+        event["action_source"] = "app_ios" if ios else "app_android"
+        event["advertiser_id"] = f"adv-{advertiser}"
+        user_data: dict[str, Any] = {
+            "em": self._contact(user),
+            "client_ip_address": user.ip,
+            "client_user_agent": (
+                f"ShopApp/3.{advertiser % 10} (iPhone; iOS {user.os_version})"
+                if ios
+                else f"ShopApp/3.{advertiser % 10} (Linux; Android {user.os_version})"
+            ),
+        }
+        if user.advertising_id and user.advertising_id != _ZERO_AD_ID:
+            user_data["hashed_maids"] = [_sha256(user.advertising_id)]
+        event["user_data"] = user_data
+        device: dict[str, Any] = {"device_id": user.device_id, "os_version": user.os_version}
+        if ios:
+            device["att_status"] = user.att_status
+        else:
+            device["ads_opt_out"] = user.ads_opt_out
+        if user.advertising_id is not None:
+            device["advertising_id"] = user.advertising_id
+        event["device"] = device
+        event["app"] = {
+            "app_id": f"com.example.shop{advertiser}",
+            "app_name": f"Shop {advertiser}",
+            "app_version": f"3.{advertiser % 10}",
+        }
+        self._commerce(event, advertiser)
+        return event
+
+    def _widget_event(self, user: SyntheticUser, now: int) -> dict[str, Any]:
+        rng = self._rng
+        name, widget_types = _WIDGET_EVENTS[_below(rng, len(_WIDGET_EVENTS))]
+        site = _below(rng, 200)
+        event = self._common(user, now, name)
+        event["site_domain"] = f"blog{site}.example.org"
+        event["page_url"] = f"https://blog{site}.example.org/posts/{_below(rng, 10_000)}"
+        event["widget_type"] = _choice(rng, widget_types)
+        event["browser"] = self._browser(user)
+        event["client_ip_address"] = user.ip
+        event["client_user_agent"] = user.web_agent
+        return event
+
+    def _remember_tag(self, event: dict[str, Any]) -> None:
+        recent = self._recent_tags
+        if len(recent) < 64:
+            recent.append(event)
+        else:
+            recent[_below(self._rng, 64)] = event
+
+    def _duplicate(self) -> Record:
+        """A recent tag event again, as the advertiser's server uploads it (same event id)."""
+        tag = self._recent_tags[_below(self._rng, len(self._recent_tags))]
+        event = {k: v for k, v in tag.items() if k != "user_data"}
+        user_data = dict(tag["user_data"])
+        user_data.pop("click_id", None)
+        event["user_data"] = user_data
+        user_id = event.get("user_id")
+        key = user_id if user_id else f"anon:{event['browser']['cookie_id']}"
+        return Record(RAW_SDK, key.encode(), codec.dumps(event), "duplicate")
+
+    def _malformed(self, now: int) -> Record:
+        rng = self._rng
+        reason = MALFORMED_KINDS[_below(rng, len(MALFORMED_KINDS))]
+        user = self.users[_below(rng, len(self.users))]
+        event = self._web_event(user, now, tag=True)
+        key: bytes | None = user.user_id.encode()
+        value: bytes
+        if reason == "invalid_json":
+            value = codec.dumps(event)[: 1 + _below(rng, 39)]
+        elif reason == "invalid_utf8":
+            value = b'{"event_id":"\xff\xfe' + codec.dumps(event)[14:]
+        elif reason == "schema_violation":
+            broken = _below(rng, 3)
+            if broken == 0:
+                event["event_name"] = "purchase_completed"
+            elif broken == 1:
+                del event["advertiser_id"]
+            else:
+                event["event_time"] = str(event["event_time"])
+            value = codec.dumps(event)
+        else:
+            if reason == "too_old":
+                event["event_time"] = now - 8 * _DAY
+            elif reason == "in_future":
+                event["event_time"] = now + 2 * _HOUR
+            else:
+                key = None
+            value = codec.dumps(event)
+        return Record(RAW_TAG, key, value, f"malformed.{reason}")

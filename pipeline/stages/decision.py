@@ -1,0 +1,415 @@
+"""The decision stage: dedup, the consent view, the policy, routing and aggregation.
+
+Its table input is `consent.changes`, folded into the consent table (each user's state
+and the states before their recent changes); its stream inputs are the raw topics. For
+each raw record it parses with the core, deduplicates, looks up consent, decides, routes
+and aggregates, and returns the outputs. Every raw record yields exactly one audit or DLQ
+output; an unexpected exception becomes a `processing_error` DLQ output, never a loss.
+No Kafka and no metrics here: the engine reads, calls this stage and writes.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+from pipeline import catalogue
+from pipeline.catalogue import TableName
+from pipeline.core import stored
+from pipeline.core.aggregate import Cell, CellKey, HourlyAggregator
+from pipeline.core.consent import ConsentState, History, apply_change, remember, states_as_of
+from pipeline.core.deidentify import HOUR, Pseudonymizer
+from pipeline.core.parse import ParseLimits, Rejected, parse_consent_change, parse_event
+from pipeline.core.parse import processing_error as processing_error_reject
+from pipeline.core.policy import PolicyConfig, decide, strictest
+from pipeline.core.route import Output, audit_record, dlq_record, route, subject_key
+from pipeline.runtime.reporting import BatchStats
+from pipeline.runtime.stage import InputRecord, Stage
+from pipeline.settings import Settings
+from pipeline.state.tables import Table
+from schemas.consent import ConsentChange
+from schemas.events import Event
+
+log = logging.getLogger(__name__)
+
+DECODED_CACHE_SIZE: Final = 16_384
+"""Decoded consent states kept (about 2 KB each); a miss costs one ~10 µs decode."""
+NOT_SUBJECT_KEY: Final = Rejected("schema_violation", "key: not_subject_key")
+"""A record keyed by something else than its subject (SPEC §3) lands in the wrong
+partition, away from that subject's consent and dedup state: it cannot be decided."""
+
+
+@dataclass(frozen=True)
+class DecisionConfig:
+    """Everything the decision stage needs besides its tables."""
+
+    policy: PolicyConfig
+    pseudonymizer: Pseudonymizer
+    limits: ParseLimits
+    dedup_window_s: int = 48 * 3600
+    aggregate_k: int = 10
+    aggregate_grace_s: int = 600
+    history_keep_s: int = 24 * 3600
+    """How long the state before each consent change is kept to decide late events."""
+    history_max_entries: int = 256
+
+
+class DecisionStage(Stage):
+    """Decides raw records against the consent table and writes through its tables."""
+
+    name = "decide"
+    table_inputs = (catalogue.CONSENT_CHANGES,)
+    stream_inputs = (catalogue.RAW_TAG, catalogue.RAW_SDK, catalogue.RAW_WIDGET)
+    tables: tuple[TableName, ...] = ("consent", "dedup", "aggregates")
+    outputs = catalogue.OUTPUTS
+
+    def __init__(self, config: DecisionConfig) -> None:
+        self.config = config
+        self.aggregators: dict[int, HourlyAggregator] = {}
+        self._decoded: dict[bytes, tuple[bytes, stored.ConsentRow]] = {}
+        self._dirty_cells: dict[int, set[CellKey]] = {}
+
+    def bind(self, tables: Mapping[TableName, Table]) -> None:
+        self.consent = tables["consent"]
+        self.dedup = tables["dedup"]
+        self.aggregates = tables["aggregates"]
+
+    def fold(self, record: InputRecord, now: float, stats: BatchStats) -> list[Output]:
+        rejected = self.apply_consent(record, now, stats)
+        return [] if rejected is None else [rejected]
+
+    def process(self, record: InputRecord, now: float, stats: BatchStats) -> list[Output]:
+        return self.process_event(record, now, stats)
+
+    def tick(self, now: float, stats: BatchStats, *, sweep: bool) -> list[Output]:
+        outputs = self.close_windows(now, stats)
+        if sweep:
+            self.sweep(now)
+        return outputs
+
+    def due(self, now: float) -> bool:
+        up_to = int(now - self.config.aggregate_grace_s) // HOUR * HOUR
+        return any(up_to > aggregator.closed_before for aggregator in self.aggregators.values())
+
+    def assigned(self, partitions: set[int]) -> None:
+        for partition in partitions:
+            self.load_aggregator(partition)
+
+    def revoked(self, partitions: set[int]) -> None:
+        for partition in partitions:
+            self.drop_partition(partition)
+
+    def aborted(self, partitions: set[int]) -> None:
+        for partition in partitions:
+            self.load_aggregator(partition)
+
+    def table_size(self) -> int | None:
+        return self.consent.approximate_len()
+
+    # -- partitions ---------------------------------------------------------------
+
+    def load_aggregator(self, partition: int) -> None:
+        """Rebuild a partition's open aggregation cells from its (recovered) table store."""
+        aggregator = HourlyAggregator(self.config.aggregate_k)
+        store = self.aggregates.stores[partition]
+        for key in store.scan():
+            value = store.get(key)
+            if value is None:
+                continue
+            if key == stored.AGGREGATE_META_KEY:
+                aggregator.closed_before, aggregator.late_events = stored.decode_aggregate_meta(
+                    value
+                )
+            else:
+                aggregator.restore(stored.decode_cell_key(key), stored.decode_cell(value))
+        self.aggregators[partition] = aggregator
+        self._dirty_cells.pop(partition, None)
+
+    def drop_partition(self, partition: int) -> None:
+        self.aggregators.pop(partition, None)
+        self._dirty_cells.pop(partition, None)
+
+    # -- consent ------------------------------------------------------------------
+
+    def apply_consent(self, record: InputRecord, now: float, stats: BatchStats) -> Output | None:
+        """Fold a consent change into the table; the DLQ output if it cannot be applied."""
+        try:
+            change = parse_consent_change(record.value, now=now, key=record.key)
+            if isinstance(change, Rejected):
+                return self._reject(record, change, stats)
+            if record.key != change.user_id.encode():
+                # Under another key it sits in another partition's table: never applied.
+                return self._reject(record, NOT_SUBJECT_KEY, stats)
+            partition = record.origin.partition
+            key = change.user_id.encode()
+            state, _ = self._stored_state(partition, key)
+            updated = apply_change(state, change)
+            acknowledged = record.timestamp_ms
+            self.consent.put(partition, key, stored.encode_consent_row(updated, acknowledged))
+            self._remember(partition, key, state, acknowledged)
+        except Exception as exc:  # an unexpected failure is an outcome, not a lost record
+            log.warning("processing_error: %s at %s", type(exc).__name__, where(exc))
+            return self._reject(record, processing_error_reject(exc, "consent"), stats)
+        stats.consent_changes += 1
+        if is_revocation(change):
+            stats.revocation_latencies.append(max(0.0, now - record.timestamp_ms / 1000))
+        return None
+
+    def _remember(
+        self, partition: int, key: bytes, before: ConsentState | None, acknowledged_ms: int
+    ) -> None:
+        history_key = stored.history_key(key)
+        previous = self.consent.get(partition, history_key)
+        history = remember(
+            History() if previous is None else stored.decode_history(previous),
+            before,
+            acknowledged_ms,
+            keep_ms=self.config.history_keep_s * 1000,
+            max_entries=self.config.history_max_entries,
+        )
+        self.consent.put(partition, history_key, stored.encode_history(history))
+
+    def _consent_for(
+        self, partition: int, user_id: str, produced_ms: int
+    ) -> tuple[ConsentState | None, list[ConsentState | None]]:
+        """The user's current state, and the other states the user may have had when the
+        event was produced (changes acknowledged since, or in the same millisecond)."""
+        key = user_id.encode()
+        current, last_acknowledged_ms = self._stored_state(partition, key)
+        if produced_ms > last_acknowledged_ms:
+            return current, []  # no change since the event was produced: the usual case
+        history = self.consent.get(partition, stored.history_key(key))
+        if history is None:
+            return current, []
+        candidates = states_as_of(stored.decode_history(history), current, produced_ms)
+        return current, [state for state in candidates if state is not current]
+
+    def _stored_state(self, partition: int, key: bytes) -> tuple[ConsentState | None, int]:
+        """A user's current state and when Kafka acknowledged its newest change (unix ms).
+
+        Decoded rows are cached by their bytes.
+        """
+        value = self.consent.get(partition, key)
+        if value is None:
+            return None, -1
+        cached = self._decoded.get(key)
+        if cached is not None and cached[0] == value:
+            return cached[1]
+        row = stored.decode_consent_row(value)
+        if len(self._decoded) >= DECODED_CACHE_SIZE:
+            self._decoded.clear()
+        self._decoded[key] = (value, row)
+        return row
+
+    # -- events -------------------------------------------------------------------
+
+    def process_event(self, record: InputRecord, now: float, stats: BatchStats) -> list[Output]:
+        """The outputs of one raw record: its routed records and its audit, or one DLQ record."""
+        source = record.topic.source
+        assert source is not None
+        stats.events_in[source] += 1
+        try:
+            event = parse_event(
+                source, record.value, now=now, key=record.key, limits=self.config.limits
+            )
+            if isinstance(event, Rejected):
+                return [self._reject(record, event, stats)]
+            if record.key != subject_key(event).encode():
+                # Consent and dedup state live with the subject key's partition.
+                return [self._reject(record, NOT_SUBJECT_KEY, stats)]
+            return self._decide(event, record, now, stats)
+        except Exception as exc:  # an unexpected failure is an outcome, not a lost record
+            log.warning("processing_error: %s at %s", type(exc).__name__, where(exc))
+            stats.processing_errors[source] += 1
+            return [self._reject(record, processing_error_reject(exc, "process"), stats)]
+
+    def _decide(
+        self, event: Event, record: InputRecord, now: float, stats: BatchStats
+    ) -> list[Output]:
+        partition = record.origin.partition
+        duplicate = self._seen_before(event, record, now)
+        consent = None
+        earlier: list[ConsentState | None] = []
+        if event.user_id is not None:
+            consent, earlier = self._consent_for(partition, event.user_id, record.timestamp_ms)
+        decision = decide(event, consent, self.config.policy)
+        for state in earlier:
+            # A later re-grant never reopens an event produced while consent was withdrawn.
+            decision = strictest(decide(event, state, self.config.policy), decision)
+        outputs = [] if duplicate else route(event, decision, consent, self.config.pseudonymizer)
+        audit = audit_record(
+            event,
+            decision,
+            pseudonymizer=self.config.pseudonymizer,
+            destinations=[output.destination for output in outputs],
+            duplicate=duplicate,
+            origin=record.origin,
+            received_at=record.timestamp_ms / 1000,
+            decided_at=now,
+        )
+        outputs.append(audit)
+        source = event.source
+        if duplicate:
+            stats.duplicates[source] += 1
+        else:
+            for purpose, outcome in decision.outcomes().items():
+                stats.decisions[purpose, outcome] += 1
+            stats.reasons.update(decision.reasons)
+            self._aggregate(partition, outputs, stats)
+        stats.event_ages.append((source, now - event.event_time))
+        return outputs
+
+    def _seen_before(self, event: Event, record: InputRecord, now: float) -> bool:
+        """Whether another input already carried this (advertiser_id, event_id) in the window.
+
+        The dedup entry remembers where the event was first read, so a record re-read
+        after a crash is recognised as itself and processed again, not as a duplicate.
+        """
+        key = stored.dedup_key(event.advertiser_id, event.event_id)
+        partition = record.origin.partition
+        origin = record.origin
+        value = self.dedup.get(partition, key)
+        if value is not None:
+            entry = stored.decode_dedup(value)
+            if now - entry.seen_at < self.config.dedup_window_s:
+                return (entry.topic, entry.partition, entry.offset) != (
+                    origin.topic,
+                    origin.partition,
+                    origin.offset,
+                )
+        self.dedup.put(
+            partition,
+            key,
+            stored.encode_dedup(
+                stored.DedupEntry(origin.topic, origin.partition, origin.offset, now)
+            ),
+        )
+        return False
+
+    def _aggregate(self, partition: int, outputs: list[Output], stats: BatchStats) -> None:
+        aggregator = self.aggregators[partition]
+        for output in outputs:
+            if output.destination != "deidentified":
+                continue
+            cell_key = aggregator.add(output.record)
+            if cell_key is None:
+                stats.aggregate_late += 1
+            else:
+                self._dirty_cells.setdefault(partition, set()).add(cell_key)
+
+    def _store_cell(self, partition: int, key: CellKey, cell: Cell | None) -> None:
+        value = None if cell is None else stored.encode_cell(cell)
+        self.aggregates.put(partition, stored.encode_cell_key(key), value)
+
+    def store_cells(self) -> None:
+        """Stage the cells counted since the last call: once per cell and batch, not per event."""
+        for partition, keys in self._dirty_cells.items():
+            aggregator = self.aggregators.get(partition)
+            if aggregator is not None:
+                for key in keys:
+                    self._store_cell(partition, key, aggregator.cell(key))
+        self._dirty_cells.clear()
+
+    def close_windows(self, now: float, stats: BatchStats) -> list[Output]:
+        """Emit every hour that ended more than the grace period ago, on every partition."""
+        self.store_cells()
+        up_to = int(now - self.config.aggregate_grace_s) // HOUR * HOUR
+        outputs: list[Output] = []
+        for partition, aggregator in self.aggregators.items():
+            if up_to <= aggregator.closed_before and not len(aggregator):
+                continue
+            closed = aggregator.close(up_to)
+            if not closed.closed and up_to <= aggregator.closed_before:
+                continue
+            for key in closed.closed:
+                self._store_cell(partition, key, None)
+            meta = stored.encode_aggregate_meta(aggregator.closed_before, aggregator.late_events)
+            self.aggregates.put(partition, stored.AGGREGATE_META_KEY, meta)
+            stats.aggregate_suppressed_cells += closed.suppressed_cells
+            outputs.extend(
+                Output("aggregates", _cell_output_key(record), record) for record in closed.records
+            )
+        return outputs
+
+    def sweep(self, now: float) -> int:
+        """Delete dedup entries and consent histories past their windows; returns how many."""
+        expired = 0
+        for partition, store in self.dedup.stores.items():
+            for key in store.scan():
+                entry = store.get(key)
+                if (
+                    entry is not None
+                    and now - stored.decode_dedup(entry).seen_at >= self.config.dedup_window_s
+                ):
+                    self.dedup.put(partition, key, None)
+                    expired += 1
+        keep_from_ms = (now - self.config.history_keep_s) * 1000
+        for partition, store in self.consent.stores.items():
+            for key in store.scan():
+                if not stored.is_history_key(key):
+                    continue
+                entry = store.get(key)
+                if entry is not None and all(
+                    s.acknowledged_ms < keep_from_ms for s in stored.decode_history(entry).snapshots
+                ):
+                    self.consent.put(partition, key, None)
+                    expired += 1
+        return expired
+
+    def _reject(self, record: InputRecord, rejected: Rejected, stats: BatchStats) -> Output:
+        stats.dlq[record.topic.source or "consent", rejected.reason] += 1
+        return dlq_record(
+            rejected,
+            data=record.value,
+            key=record.key,
+            origin=record.origin,
+            received_at=record.timestamp_ms / 1000,
+        )
+
+
+def is_revocation(change: ConsentChange) -> bool:
+    """Whether a change withdraws anything: a setting turned off, deletion, a device opt-out."""
+    if change.deleted:
+        return True
+    if change.settings is not None and any(
+        getattr(change.settings, name) is False for name in change.settings.model_fields_set
+    ):
+        return True
+    device = change.device
+    return device is not None and (
+        device.ads_opt_out is True
+        or ("att_status" in device.model_fields_set and device.att_status != "authorized")
+    )
+
+
+def _cell_output_key(record: dict[str, object]) -> bytes:
+    return f"{record['hour']}|{record['advertiser_id'] or ''}|{record['event_name']}".encode()
+
+
+def where(exc: BaseException) -> str:
+    """Where an exception was raised, as `file:line in function` frames: never its message,
+    which may quote a value."""
+    frames = traceback.extract_tb(exc.__traceback__)[-3:]
+    return " <- ".join(f"{Path(f.filename).name}:{f.lineno} in {f.name}" for f in reversed(frames))
+
+
+def decision_stage(settings: Settings) -> DecisionStage:
+    """The decision stage as `settings` configure it.
+
+    Raises:
+        ConfigError: the HMAC key or the policy settings are missing or invalid.
+    """
+    return DecisionStage(
+        DecisionConfig(
+            policy=settings.policy(),
+            pseudonymizer=Pseudonymizer(settings.require_hmac_key(), settings.hmac_key_id),
+            limits=ParseLimits(max_bytes=settings.max_event_bytes),
+            dedup_window_s=settings.dedup_window_hours * 3600,
+            aggregate_k=settings.aggregate_k,
+            aggregate_grace_s=settings.aggregate_grace_seconds,
+        )
+    )

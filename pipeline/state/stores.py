@@ -1,0 +1,146 @@
+"""Local key-value stores for the worker's tables: one per table and partition.
+
+`rocksdb` (rocksdict) keeps state on disk across restarts, so recovery only replays the
+changelog written since the store's checkpoint; `memory` starts empty and replays it all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Protocol
+
+from rocksdict import BlockBasedOptions, Cache, Options, Rdict, WriteBatch, WriteBufferManager
+
+CHECKPOINT_KEY = b"\x00checkpoint"
+"""Where a store keeps the next changelog offset it has not applied yet."""
+MEMTABLE_BYTES = 4 * 1024 * 1024
+"""One store's write buffer: small, because a worker opens one store per table and
+partition, and RocksDB's default (64 MiB, two of them) would cost gigabytes."""
+DEFAULT_ROCKSDB_MEMORY = 128 * 1024 * 1024
+"""The default of `PIPELINE_ROCKSDB_MEMORY_MB`."""
+
+
+class Store(Protocol):
+    """A partition's local state: bytes to bytes, with a changelog checkpoint."""
+
+    def get(self, key: bytes) -> bytes | None: ...
+
+    def write(self, items: dict[bytes, bytes | None], checkpoint: int | None) -> None:
+        """Apply puts (a value) and deletes (None) and move the checkpoint, atomically."""
+
+    def checkpoint(self) -> int:
+        """The next changelog offset to apply (0 for a new store)."""
+
+    def scan(self) -> Iterator[bytes]: ...
+
+    def approximate_len(self) -> int: ...
+
+    def close(self) -> None: ...
+
+
+class MemoryStore:
+    """A store in a dict: for tests and stateless runs."""
+
+    def __init__(self) -> None:
+        self._data: dict[bytes, bytes] = {}
+        self._checkpoint = 0
+
+    def get(self, key: bytes) -> bytes | None:
+        return self._data.get(key)
+
+    def write(self, items: dict[bytes, bytes | None], checkpoint: int | None) -> None:
+        for key, value in items.items():
+            if value is None:
+                self._data.pop(key, None)
+            else:
+                # orjson's output keeps a 4 KiB allocation however short it is: keep a copy
+                # of exactly the value's size, or small values would cost 4 KiB each.
+                self._data[key] = bytes(memoryview(value))
+        if checkpoint is not None:
+            self._checkpoint = checkpoint
+
+    def checkpoint(self) -> int:
+        return self._checkpoint
+
+    def scan(self) -> Iterator[bytes]:
+        return iter(list(self._data))
+
+    def approximate_len(self) -> int:
+        return len(self._data)
+
+    def close(self) -> None:
+        self._data.clear()
+
+
+class RocksMemory:
+    """One memory budget for every RocksDB store of a process: a block cache that the
+    stores' write buffers are charged to, so memtables and cached blocks together stay
+    near `limit_bytes` however many partitions the worker owns."""
+
+    def __init__(self, limit_bytes: int = DEFAULT_ROCKSDB_MEMORY) -> None:
+        self.cache = Cache(limit_bytes)
+        self.write_buffers = WriteBufferManager.new_write_buffer_manager_with_cache(
+            limit_bytes // 2, False, self.cache
+        )
+
+    def options(self) -> Options:
+        options = Options(raw_mode=True)
+        options.create_if_missing(True)
+        options.set_write_buffer_size(MEMTABLE_BYTES)
+        options.set_max_write_buffer_number(2)
+        options.set_write_buffer_manager(self.write_buffers)
+        table = BlockBasedOptions()
+        table.set_block_cache(self.cache)
+        table.set_cache_index_and_filter_blocks(True)
+        options.set_block_based_table_factory(table)
+        return options
+
+
+class RocksStore:
+    """A store in RocksDB (rocksdict), surviving restarts."""
+
+    def __init__(self, path: Path, memory: RocksMemory | None = None) -> None:
+        path.mkdir(parents=True, exist_ok=True)
+        self._memory = memory or RocksMemory()  # the cache must outlive the store
+        self._db = Rdict(str(path), self._memory.options())
+
+    def get(self, key: bytes) -> bytes | None:
+        value = self._db.get(key)
+        return None if value is None else bytes(value)
+
+    def write(self, items: dict[bytes, bytes | None], checkpoint: int | None) -> None:
+        batch = WriteBatch(raw_mode=True)
+        for key, value in items.items():
+            if value is None:
+                batch.delete(key)
+            else:
+                batch.put(key, value)
+        if checkpoint is not None:
+            batch.put(CHECKPOINT_KEY, str(checkpoint).encode())
+        self._db.write(batch)
+
+    def checkpoint(self) -> int:
+        value = self._db.get(CHECKPOINT_KEY)
+        return 0 if value is None else int(bytes(value))
+
+    def scan(self) -> Iterator[bytes]:
+        for key in self._db.keys():  # noqa: SIM118 - Rdict is not a dict
+            if key != CHECKPOINT_KEY:
+                yield key if isinstance(key, bytes) else str(key).encode()
+
+    def approximate_len(self) -> int:
+        estimate = self._db.property_int_value("rocksdb.estimate-num-keys")
+        return max(0, (estimate or 0) - 1)
+
+    def close(self) -> None:
+        self._db.close()
+
+
+def open_store(
+    kind: str, root: Path, table: str, partition: int, memory: RocksMemory | None = None
+) -> Store:
+    """Open the store of `table`'s `partition` under `root`; RocksDB stores share `memory`."""
+    if kind == "memory":
+        return MemoryStore()
+    return RocksStore(root / table / str(partition), memory)

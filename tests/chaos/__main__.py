@@ -1,0 +1,147 @@
+"""`python -m tests.chaos`: run the fault scenarios, print each, write the report.
+
+By default the suite starts (if needed) its own local broker with `deploy/local/kafka.sh`
+on `--kafka-port` (9192), runs every scenario at full size, prints each scenario's load,
+faults and invariants, and writes `deploy/chaos/report.md` and `report.json`. `--short`
+runs the small sizes and writes the report under `.local/chaos/` instead. With
+`--bootstrap` an existing cluster is used and the broker scenario is skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import shlex
+import sys
+import time
+from pathlib import Path
+
+from pipeline.settings import Settings
+from tests.chaos.faults import REPO, LocalBroker
+from tests.chaos.report import report_data, scenario_text, write_report
+from tests.chaos.scenarios import BY_NAME, SCENARIOS, ScenarioResult, run_scenario
+
+log = logging.getLogger("tests.chaos")
+
+
+def _out(text: str) -> None:
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.chaos",
+        description="Fault-injection suite: crashes, restarts, rebalances, broker restarts, "
+        "poison pills and PII canaries, checked against SPEC section 7.",
+    )
+    parser.add_argument(
+        "--scenario",
+        action="append",
+        choices=sorted(BY_NAME),
+        help="run only this scenario (repeatable; default: all)",
+    )
+    parser.add_argument("--short", action="store_true", help="small sizes (a few minutes)")
+    parser.add_argument("--events", type=int, default=None, help="override every scenario's size")
+    parser.add_argument("--seed", type=int, default=7, help="traffic, pill and fault seed")
+    parser.add_argument(
+        "--kafka-port", type=int, default=9192, help="port of the suite's own local broker"
+    )
+    parser.add_argument(
+        "--bootstrap", default=None, help="use this cluster instead (broker scenario skipped)"
+    )
+    parser.add_argument("--partitions", type=int, default=6, help="partitions of every topic")
+    parser.add_argument(
+        "--workdir", type=Path, default=REPO / ".local" / "chaos", help="logs and worker state"
+    )
+    parser.add_argument(
+        "--report-dir",
+        type=Path,
+        default=None,
+        help="where report.md and report.json go (default: deploy/chaos, or "
+        ".local/chaos/report with --short)",
+    )
+    parser.add_argument("--no-report", action="store_true", help="print only")
+    parser.add_argument("--keep", action="store_true", help="keep topics and worker state")
+    return parser
+
+
+async def _run(args: argparse.Namespace) -> int:
+    broker: LocalBroker | None = None
+    started_broker = False
+    if args.bootstrap:
+        bootstrap = args.bootstrap
+    else:
+        broker = LocalBroker(args.kafka_port)
+        if broker.pid() is None:
+            log.info("starting the suite's broker on 127.0.0.1:%d", args.kafka_port)
+            await broker.up()
+            started_broker = True
+        bootstrap = broker.bootstrap
+    base = Settings(
+        kafka_bootstrap_servers=bootstrap,
+        topic_partitions=max(6, args.partitions),
+        poll_timeout_ms=20,
+    )
+    selected = [BY_NAME[name] for name in args.scenario] if args.scenario else list(SCENARIOS)
+    results: list[ScenarioResult] = []
+    skipped: list[str] = []
+    started = time.monotonic()
+    try:
+        for scenario in selected:
+            if scenario.needs_broker and broker is None:
+                skipped.append(scenario.name)
+                _out(f"== {scenario.name}: SKIPPED (needs the suite's own broker, not --bootstrap)")
+                continue
+            log.info("scenario %s: %s", scenario.name, scenario.title)
+            result = await run_scenario(
+                scenario,
+                base,
+                args.workdir,
+                short=args.short,
+                seed=args.seed,
+                broker=broker,
+                keep=args.keep,
+                events=args.events,
+            )
+            results.append(result)
+            _out(scenario_text(result))
+    finally:
+        if started_broker and broker is not None:
+            await broker.down()
+    passed = bool(results) and all(r.passed for r in results)
+    _out(
+        f"== {'PASSED' if passed else 'FAILED'}: {sum(r.passed for r in results)}/{len(results)} "
+        f"scenarios in {time.monotonic() - started:.0f}s"
+        + (f"; skipped {', '.join(skipped)}" if skipped else "")
+    )
+    if not args.no_report:
+        directory = args.report_dir or (
+            REPO / ".local" / "chaos" / "report" if args.short else REPO / "deploy" / "chaos"
+        )
+        meta = {
+            "command": "python -m tests.chaos " + shlex.join(sys.argv[1:]),
+            "variant": "short" if args.short else "full",
+            "seed": args.seed,
+            "skipped": skipped,
+            "total_duration_s": round(time.monotonic() - started, 1),
+        }
+        md, js = write_report(report_data(results, meta), directory)
+        _out(f"report: {md} and {js}")
+    return 0 if passed else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    logging.getLogger("tests.chaos").setLevel(logging.INFO)
+    # The suite's own clients lose the broker on purpose; their reconnection noise is not news.
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+    return asyncio.run(_run(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,675 @@
+"""The ledger checker: every output read back (`read_committed`) and held to SPEC §7.
+
+Invariants, each a pass/fail with counts and a few examples (positions and event ids,
+never personal data):
+
+- `ledger.exactly_once` (§7.3): every raw input offset is the origin of exactly one
+  audit or DLQ record; no audit or DLQ record claims an offset that does not exist; a
+  `consent.changes` record reaches the DLQ at most once.
+- `ledger.acknowledged_in_log`: every record the load's producer saw acknowledged is in
+  the log (so "every input" includes everything Kafka confirmed).
+- `outputs.exactly_once`: each identified output (personalization, ads, partner_share;
+  identified by advertiser, event id and the HMAC of the user id) appears exactly as often
+  as first-time (non-duplicate) audits list it; measurement and de-identified records
+  match, as multisets, the audits listing them; each (advertiser, event id, subject) is
+  audited as new exactly once (§7.4), wherever its copies were read from, and duplicates
+  emit nothing.
+- `no_leak.audited_decision` (§7.1): no audit lists a destination its own outcome denies,
+  and no identified output exists that no audit of its event allows.
+- `revocation_barrier` (§7.2): for every event of a user who ever withdrew consent, the
+  consent states the user may have had when the event was produced (changes Kafka
+  appended before it; a change in the same millisecond counts both ways) are folded from
+  `consent.changes`; a purpose that every such state denies (by the policy core, and by
+  the account rules restated independently here) must be denied in the event's audit
+  and never emitted identified. A change the pipeline sent to the DLQ is left out (and
+  counted): it never governed anything.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Final
+
+from pipeline import catalogue
+from pipeline.core.consent import ConsentState, apply_change
+from pipeline.core.deidentify import Pseudonymizer
+from pipeline.core.parse import ParseLimits, Rejected, parse_consent_change, parse_event
+from pipeline.core.policy import Decision, PolicyConfig, decide
+from pipeline.settings import Settings
+from schemas import codec
+from schemas.consent import ConsentChange
+from schemas.events import Event
+from tests.chaos.load import Acknowledged
+from tests.chaos.pii import PiiScanner
+from tests.chaos.readback import Message, read_topic
+
+PERSONALIZATION: Final = 1
+ADS: Final = 2
+SHARING: Final = 4
+MEASUREMENT: Final = 8
+"""Identified measurement."""
+DEIDENTIFIED: Final = 16
+
+DESTINATION_BITS: Final[Mapping[str, int]] = MappingProxyType(
+    {
+        "personalization": PERSONALIZATION,
+        "ads": ADS,
+        "partner_share": SHARING,
+        "measurement": MEASUREMENT,
+        "deidentified": DEIDENTIFIED,
+    }
+)
+CONSENT_TOPIC: Final = catalogue.CONSENT_CHANGES.name
+RAW_TOPICS: Final = tuple(topic.name for topic in catalogue.RAW.values())
+IDENTIFIED_TOPICS: Final[Mapping[str, str]] = MappingProxyType(
+    {
+        topic.name: topic.destination
+        for topic in (catalogue.PERSONALIZATION, catalogue.ADS, catalogue.PARTNER_SHARE)
+        if topic.destination is not None
+    }
+)
+MAX_EXAMPLES: Final = 5
+
+Identity = tuple[str, str, str]
+"""(advertiser id or "", event id, user_key): one event, as dedup sees it."""
+Position = tuple[str, int, int]
+"""(logical topic, partition, offset)."""
+
+
+@dataclass(frozen=True)
+class Invariant:
+    """One checked guarantee: whether it held, counts, and a few examples if it did not."""
+
+    name: str
+    passed: bool
+    counts: dict[str, int] = field(default_factory=dict)
+    examples: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"passed": self.passed, "counts": self.counts, "examples": self.examples}
+
+
+@dataclass(slots=True)
+class _Audit:
+    position: Position
+    identity: Identity
+    duplicate: bool
+    denied: int
+    destinations: int
+    source: str
+    advertiser_id: str
+    event_time: int
+
+
+@dataclass
+class _Offsets:
+    """Per-partition byte arrays indexed by offset: input present, times accounted for."""
+
+    present: dict[tuple[str, int], bytearray] = field(default_factory=dict)
+    accounted: dict[tuple[str, int], bytearray] = field(default_factory=dict)
+
+    @staticmethod
+    def _bump(arrays: dict[tuple[str, int], bytearray], key: tuple[str, int], offset: int) -> None:
+        array = arrays.get(key)
+        if array is None:
+            array = arrays[key] = bytearray()
+        if offset >= len(array):
+            array.extend(bytes(offset + 1 - len(array) + 1024))
+        if array[offset] < 255:
+            array[offset] += 1
+
+    def input(self, topic: str, partition: int, offset: int) -> None:
+        self._bump(self.present, (topic, partition), offset)
+
+    def account(self, topic: str, partition: int, offset: int) -> None:
+        self._bump(self.accounted, (topic, partition), offset)
+
+    def count(self, key: tuple[str, int], offset: int, *, accounted: bool) -> int:
+        array = (self.accounted if accounted else self.present).get(key)
+        return array[offset] if array is not None and offset < len(array) else 0
+
+
+@dataclass
+class _UserHistory:
+    """A user's consent changes in the order Kafka appended them, and the states between."""
+
+    timestamps: list[int] = field(default_factory=list)
+    changes: list[ConsentChange] = field(default_factory=list)
+    states: list[ConsentState | None] = field(default_factory=lambda: [None])
+    withdrawals: int = 0
+
+
+class LedgerChecker:
+    """Collects what was read back; `invariants()` says whether SPEC §7 held.
+
+    Feed all of `consent.changes` (`add_consent`) and `dlq` (`add_dlq`) before the raw
+    topics (`add_raw`): events are checked against the consent history as they arrive, and
+    a change the pipeline rejected to the DLQ is not part of that history.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        scanner: PiiScanner | None = None,
+        limits: ParseLimits | None = None,
+    ) -> None:
+        self.settings = settings
+        self.scanner = scanner
+        self.policy: PolicyConfig = settings.policy()
+        self.pseudonymizer = Pseudonymizer(settings.require_hmac_key(), settings.hmac_key_id)
+        self.limits = limits or ParseLimits(max_bytes=settings.max_event_bytes)
+        self.offsets = _Offsets()
+        self.inputs: Counter[str] = Counter()
+        self.dlq: Counter[str] = Counter()
+        self.outputs: Counter[str] = Counter()
+        self.histories: dict[str, _UserHistory] = {}
+        self.consent_in_dlq: set[tuple[int, int]] = set()
+        self._changes: list[tuple[int, int, int, ConsentChange]] = []
+        self._histories_built = False
+        self.must_deny: dict[Position, int] = {}
+        self.after_withdrawal = 0
+        self.audits: list[_Audit] = []
+        self.identified: dict[tuple[str, Identity], int] = {}
+        self.measurement: Counter[tuple[str, str, str, int]] = Counter()
+        self.deidentified: Counter[tuple[str, str, int]] = Counter()
+        self.phantom: list[str] = []
+        self.unreadable: Counter[str] = Counter()
+
+    # -- inputs -------------------------------------------------------------------
+
+    def add_consent(self, msg: Message) -> None:
+        self.inputs[CONSENT_TOPIC] += 1
+        self.offsets.input(CONSENT_TOPIC, msg.partition, msg.offset)
+        change = parse_consent_change(msg.value, now=msg.timestamp / 1000, key=msg.key)
+        if not isinstance(change, Rejected):
+            self._changes.append((msg.timestamp, msg.partition, msg.offset, change))
+
+    def _consent_histories(self) -> None:
+        """Fold each user's changes in append order, leaving out those the pipeline DLQ'd.
+
+        Called once `consent.changes` and `dlq` are read, before the raw topics.
+        """
+        if self._histories_built:
+            return
+        self._histories_built = True
+        rejected = self.consent_in_dlq
+        for timestamp, partition, offset, change in sorted(self._changes, key=lambda c: c[:3]):
+            if (partition, offset) in rejected:
+                continue
+            history = self.histories.setdefault(change.user_id, _UserHistory())
+            history.timestamps.append(timestamp)
+            history.changes.append(change)
+            history.states.append(apply_change(history.states[-1], change))
+            if withdraws(change):
+                history.withdrawals += 1
+        self._changes.clear()
+
+    def add_raw(self, msg: Message) -> None:
+        self._consent_histories()
+        topic = self._logical(msg.topic)
+        self.inputs[topic] += 1
+        self.offsets.input(topic, msg.partition, msg.offset)
+        key = msg.key.decode("utf-8", "replace") if msg.key else None
+        history = self.histories.get(key) if key is not None else None
+        if history is None or not history.withdrawals:
+            return
+        event = parse_event(
+            topic.split(".", 1)[1],  # type: ignore[arg-type]
+            msg.value,
+            now=msg.timestamp / 1000,
+            key=msg.key,
+            limits=self.limits,
+        )
+        if isinstance(event, Rejected) or event.user_id is None:
+            return
+        history = self.histories.get(event.user_id)
+        if history is None:
+            return
+        before = bisect.bisect_left(history.timestamps, msg.timestamp)
+        upto = bisect.bisect_right(history.timestamps, msg.timestamp)
+        states = history.states[before : upto + 1]
+        denied = -1
+        for state in states:
+            denied &= decision_bits(decide(event, state, self.policy)) | account_rule_bits(
+                event, state
+            )
+        if any(withdraws(change) for change in history.changes[:before]):
+            self.after_withdrawal += 1
+        self.must_deny[topic, msg.partition, msg.offset] = denied
+
+    # -- outputs ------------------------------------------------------------------
+
+    def add_audit(self, msg: Message) -> None:
+        self.outputs[catalogue.AUDIT.name] += 1
+        if self.scanner is not None:
+            self.scanner.scan("audit", msg.key, msg.value)
+        try:
+            record = codec.loads(msg.value or b"")
+            origin = record["origin"]
+            position = (self._logical(origin["topic"]), origin["partition"], origin["offset"])
+            outcomes = record["outcomes"]
+            audit = _Audit(
+                position=position,
+                identity=(record["advertiser_id"] or "", record["event_id"], record["user_key"]),
+                duplicate=bool(record["duplicate"]),
+                denied=outcome_bits(outcomes),
+                destinations=destination_bits(record["destinations"]),
+                source=record["source"],
+                advertiser_id=record["advertiser_id"] or "",
+                event_time=int(record["timings"]["event_time"]),
+            )
+        except (codec.DecodeError, KeyError, TypeError, ValueError):
+            self.unreadable[catalogue.AUDIT.name] += 1
+            return
+        self._account(position, "audit")
+        self.audits.append(audit)
+
+    def add_dlq(self, msg: Message) -> None:
+        self.outputs[catalogue.DLQ.name] += 1
+        if self.scanner is not None:
+            self.scanner.scan_dlq(msg.value or b"")
+        try:
+            record = codec.loads(msg.value or b"")
+            origin = record["origin"]
+            position = (self._logical(origin["topic"]), origin["partition"], origin["offset"])
+            self.dlq[record["reason"]] += 1
+        except (codec.DecodeError, KeyError, TypeError):
+            self.unreadable[catalogue.DLQ.name] += 1
+            return
+        self._account(position, "dlq")
+        if position[0] == CONSENT_TOPIC:
+            self.consent_in_dlq.add((position[1], position[2]))
+
+    def add_identified(self, msg: Message) -> None:
+        logical = self._logical(msg.topic)
+        destination = IDENTIFIED_TOPICS[logical]
+        self.outputs[logical] += 1
+        if self.scanner is not None:
+            self.scanner.scan(destination, msg.key, msg.value)
+        try:
+            record = codec.loads(msg.value or b"")
+            identity = (
+                record["advertiser_id"] or "",
+                record["event_id"],
+                self.pseudonymizer.user_key(record["user_id"]),
+            )
+        except (codec.DecodeError, KeyError, TypeError):
+            self.unreadable[logical] += 1
+            return
+        key = (destination, identity)
+        self.identified[key] = self.identified.get(key, 0) + 1
+
+    def add_measurement(self, msg: Message) -> None:
+        self.outputs[catalogue.MEASUREMENT.name] += 1
+        if self.scanner is not None:
+            self.scanner.scan("measurement", msg.key, msg.value)
+        try:
+            r = codec.loads(msg.value or b"")
+            self.measurement[
+                (r["user_key"], r["source"], r["advertiser_id"] or "", int(r["event_time"]))
+            ] += 1
+        except (codec.DecodeError, KeyError, TypeError, ValueError):
+            self.unreadable[catalogue.MEASUREMENT.name] += 1
+
+    def add_deidentified(self, msg: Message) -> None:
+        self.outputs[catalogue.DEIDENTIFIED.name] += 1
+        if self.scanner is not None:
+            self.scanner.scan("deidentified", msg.key, msg.value)
+        try:
+            r = codec.loads(msg.value or b"")
+            self.deidentified[(r["source"], r["advertiser_id"] or "", int(r["event_hour"]))] += 1
+        except (codec.DecodeError, KeyError, TypeError, ValueError):
+            self.unreadable[catalogue.DEIDENTIFIED.name] += 1
+
+    def add_aggregate(self, msg: Message) -> None:
+        self.outputs[catalogue.AGGREGATES.name] += 1
+        if self.scanner is not None:
+            self.scanner.scan("aggregates", msg.key, msg.value)
+
+    def _logical(self, topic: str) -> str:
+        prefix = self.settings.topic_prefix
+        return topic[len(prefix) :] if prefix and topic.startswith(prefix) else topic
+
+    def _account(self, position: Position, kind: str) -> None:
+        topic, partition, offset = position
+        if topic not in (*RAW_TOPICS, CONSENT_TOPIC) or (
+            topic == CONSENT_TOPIC and kind == "audit"
+        ):
+            self.phantom.append(f"{kind} origin {topic}/{partition}@{offset}")
+            return
+        self.offsets.account(topic, partition, offset)
+
+    # -- verdicts -----------------------------------------------------------------
+
+    def invariants(self, acknowledged: Acknowledged | None = None) -> list[Invariant]:
+        return [
+            self._ledger(),
+            self._acknowledged(acknowledged),
+            self._outputs(),
+            self._no_leak(),
+            self._revocations(),
+        ]
+
+    def _ledger(self) -> Invariant:
+        lost, duplicated, phantom = 0, 0, len(self.phantom)
+        examples: list[str] = list(self.phantom[:MAX_EXAMPLES])
+        offsets = self.offsets
+        keys = set(offsets.present) | set(offsets.accounted)
+        for key in sorted(keys):
+            present = offsets.present.get(key, bytearray())
+            accounted = offsets.accounted.get(key, bytearray())
+            topic, partition = key
+            for offset in range(max(len(present), len(accounted))):
+                p = present[offset] if offset < len(present) else 0
+                a = accounted[offset] if offset < len(accounted) else 0
+                if topic == CONSENT_TOPIC:
+                    bad = a > 1 or (a and not p)
+                    duplicated += a > 1
+                    phantom += bool(a and not p)
+                else:
+                    bad = a != p
+                    lost += bool(p and not a)
+                    duplicated += bool(p and a > 1)
+                    phantom += bool(a and not p)
+                if bad and len(examples) < MAX_EXAMPLES:
+                    examples.append(f"{topic}/{partition}@{offset}: {a} audit+dlq records")
+        counts = {
+            "raw_inputs": sum(n for t, n in self.inputs.items() if t != CONSENT_TOPIC),
+            "consent_inputs": self.inputs[CONSENT_TOPIC],
+            "audit_records": len(self.audits),
+            "dlq_records": sum(self.dlq.values()),
+            "lost": lost,
+            "accounted_twice": duplicated,
+            "phantom_origins": phantom,
+            "unreadable_records": sum(self.unreadable.values()),
+            **{f"dlq.{reason}": n for reason, n in sorted(self.dlq.items())},
+        }
+        passed = lost == duplicated == phantom == 0 and not self.unreadable
+        return Invariant("ledger.exactly_once", passed, counts, examples)
+
+    def _acknowledged(self, acknowledged: Acknowledged | None) -> Invariant:
+        if acknowledged is None:
+            return Invariant("ledger.acknowledged_in_log", True, {"acknowledged": 0})
+        missing = 0
+        examples: list[str] = []
+        for topic, partition, offset in acknowledged.offsets():
+            logical = self._logical(topic)
+            if not self.offsets.count((logical, partition), offset, accounted=False):
+                missing += 1
+                if len(examples) < MAX_EXAMPLES:
+                    examples.append(f"{logical}/{partition}@{offset} acknowledged, not in log")
+        counts = {
+            "acknowledged": acknowledged.count,
+            "missing_from_log": missing,
+            "resent_after_failure": acknowledged.resent,
+            "never_acknowledged": acknowledged.given_up,
+        }
+        return Invariant("ledger.acknowledged_in_log", missing == 0, counts, examples)
+
+    def _owners(self) -> dict[Identity, list[_Audit]]:
+        """The first-time (non-duplicate) audits of each event; exactly one is right."""
+        owners: dict[Identity, list[_Audit]] = {}
+        for audit in self.audits:
+            if not audit.duplicate:
+                owners.setdefault(audit.identity, []).append(audit)
+        return owners
+
+    def _outputs(self) -> Invariant:
+        owners = self._owners()
+        examples: list[str] = []
+        new_twice = across_partitions = 0
+        for identity, audits in owners.items():
+            if len(audits) > 1:
+                new_twice += 1
+                partitions = sorted({a.position[1] for a in audits})
+                if len(partitions) > 1:
+                    across_partitions += 1
+                where = ", ".join(_where(a.position) for a in audits)
+                _example(
+                    examples, f"event {identity[1]} audited as new {len(audits)} times: {where}"
+                )
+        twice = unaudited = missing = duplicate_emitted = 0
+        expected: Counter[tuple[str, Identity]] = Counter()
+        for identity, audits in owners.items():
+            for audit in audits:
+                for destination in IDENTIFIED_TOPICS.values():
+                    if audit.destinations & DESTINATION_BITS[destination]:
+                        expected[destination, identity] += 1
+        for key, n in self.identified.items():
+            listed = expected.get(key, 0)
+            if not listed:
+                unaudited += n
+                _example(examples, f"{key[0]} record for event {key[1][1]} in no audit")
+            elif n > listed:
+                twice += n - listed
+                _example(examples, f"{key[0]} record for event {key[1][1]} written {n} times")
+        for key, listed in expected.items():
+            n = self.identified.get(key, 0)
+            if n < listed:
+                missing += listed - n
+                _example(examples, f"{key[0]} record for event {key[1][1]} missing")
+        expected_measurement: Counter[tuple[str, str, str, int]] = Counter()
+        expected_deidentified: Counter[tuple[str, str, int]] = Counter()
+        for audit in self.audits:
+            if audit.duplicate:
+                if audit.destinations:
+                    duplicate_emitted += 1
+                    _example(examples, f"duplicate of event {audit.identity[1]} emitted")
+                continue
+            if audit.destinations & MEASUREMENT:
+                measured = (audit.identity[2], audit.source, audit.advertiser_id, audit.event_time)
+                expected_measurement[measured] += 1
+            if audit.destinations & DEIDENTIFIED:
+                hour = audit.event_time - audit.event_time % 3600
+                expected_deidentified[(audit.source, audit.advertiser_id, hour)] += 1
+        measurement_extra = sum((self.measurement - expected_measurement).values())
+        measurement_missing = sum((expected_measurement - self.measurement).values())
+        deidentified_extra = sum((self.deidentified - expected_deidentified).values())
+        deidentified_missing = sum((expected_deidentified - self.deidentified).values())
+        counts = {
+            **{topic: self.outputs[topic] for topic in sorted(self.outputs)},
+            "identified_written_twice": twice,
+            "identified_without_audit": unaudited,
+            "identified_missing": missing,
+            "measurement_extra": measurement_extra,
+            "measurement_missing": measurement_missing,
+            "deidentified_extra": deidentified_extra,
+            "deidentified_missing": deidentified_missing,
+            "events_audited_new_twice": new_twice,
+            "of_which_across_partitions": across_partitions,
+            "duplicates_emitted": duplicate_emitted,
+            "duplicates_audited": sum(1 for a in self.audits if a.duplicate),
+        }
+        failures = (
+            twice
+            + unaudited
+            + missing
+            + measurement_extra
+            + measurement_missing
+            + deidentified_extra
+            + deidentified_missing
+            + new_twice
+            + duplicate_emitted
+        )
+        return Invariant("outputs.exactly_once", failures == 0, counts, examples[:MAX_EXAMPLES])
+
+    def _no_leak(self) -> Invariant:
+        owners = self._owners()
+        listed_but_denied = emitted_but_denied = 0
+        examples: list[str] = []
+        for audit in self.audits:
+            if audit.destinations & audit.denied:
+                listed_but_denied += 1
+                _example(examples, f"audit of event {audit.identity[1]} lists a denied purpose")
+        for (destination, identity), n in self.identified.items():
+            bit = DESTINATION_BITS[destination]
+            allowing = sum(
+                1
+                for audit in owners.get(identity, [])
+                if audit.destinations & bit and not audit.denied & bit
+            )
+            if n > allowing:
+                emitted_but_denied += n - allowing
+                _example(
+                    examples, f"{destination} record for event {identity[1]}: no audit allows it"
+                )
+        counts = {
+            "audits_listing_a_denied_purpose": listed_but_denied,
+            "identified_outputs_no_audit_allows": emitted_but_denied,
+        }
+        return Invariant(
+            "no_leak.audited_decision",
+            listed_but_denied + emitted_but_denied == 0,
+            counts,
+            examples,
+        )
+
+    def _revocations(self) -> Invariant:
+        by_position = {audit.position: audit for audit in self.audits}
+        identified = PERSONALIZATION | ADS | SHARING | MEASUREMENT
+        audit_allows = emitted = unaudited = 0
+        examples: list[str] = []
+        must_deny_events = 0
+        for position, denied in self.must_deny.items():
+            if not denied:
+                continue
+            must_deny_events += 1
+            audit = by_position.get(position)
+            if audit is None:
+                unaudited += 1  # decided in the DLQ, or lost: the ledger invariant says which
+                continue
+            if denied & ~audit.denied & identified:
+                audit_allows += 1
+                _example(examples, f"event {audit.identity[1]} at {_where(position)}: audit allows")
+            # A duplicate emits nothing (checked above); its first copy's time governs that one.
+            if not audit.duplicate and audit.destinations & denied & identified:
+                emitted += 1
+                _example(examples, f"event {audit.identity[1]}: emitted after a revocation")
+        counts = {
+            "users_with_withdrawals": sum(1 for h in self.histories.values() if h.withdrawals),
+            "withdrawals": sum(h.withdrawals for h in self.histories.values()),
+            "consent_changes_in_dlq": len(self.consent_in_dlq),
+            "events_checked": len(self.must_deny),
+            "events_after_a_withdrawal": self.after_withdrawal,
+            "events_with_a_purpose_denied_at_production": must_deny_events,
+            "audit_allowed_a_denied_purpose": audit_allows,
+            "identified_output_after_revocation": emitted,
+            "not_audited": unaudited,
+        }
+        return Invariant("revocation_barrier", audit_allows + emitted == 0, counts, examples)
+
+
+def withdraws(change: ConsentChange) -> bool:
+    """Whether a change takes something away: a setting off, deletion, a device opt-out."""
+    if change.deleted:
+        return True
+    settings = change.settings
+    if settings is not None and any(
+        getattr(settings, name) is False for name in settings.model_fields_set
+    ):
+        return True
+    device = change.device
+    return device is not None and (
+        device.ads_opt_out is True
+        or ("att_status" in device.model_fields_set and device.att_status != "authorized")
+    )
+
+
+def decision_bits(decision: Decision) -> int:
+    """The purposes a decision denies, as bits."""
+    bits = 0
+    if decision.personalization == "deny":
+        bits |= PERSONALIZATION
+    if decision.ads == "deny":
+        bits |= ADS
+    if decision.partner_sharing == "deny":
+        bits |= SHARING
+    if decision.measurement == "deidentified":
+        bits |= MEASUREMENT
+    return bits
+
+
+def outcome_bits(outcomes: Mapping[str, str]) -> int:
+    """The purposes an audit's `outcomes` deny, as bits."""
+    bits = 0
+    if outcomes["personalization"] == "deny":
+        bits |= PERSONALIZATION
+    if outcomes["ads"] == "deny":
+        bits |= ADS
+    if outcomes["partner_sharing"] == "deny":
+        bits |= SHARING
+    if outcomes["measurement"] == "deidentified":
+        bits |= MEASUREMENT
+    return bits
+
+
+def destination_bits(destinations: Iterable[str]) -> int:
+    bits = 0
+    for destination in destinations:
+        bits |= DESTINATION_BITS.get(destination, 0)
+    return bits
+
+
+def account_rule_bits(event: Event, state: ConsentState | None) -> int:
+    """What a user's account settings deny, restated from SPEC §5 apart from the policy core.
+
+    Deletion denies every identified use; personalization off denies personalization and
+    ads, ads-from-partner-info off denies ads on tag and sdk events, both waived for a
+    purchase on the platform (S8); sharing off denies partner sharing. Measurement is
+    identified only when ads are allowed, and sharing needs ads.
+    """
+    if state is None or state.user_id != event.user_id:
+        return 0
+    everything = PERSONALIZATION | ADS | SHARING | MEASUREMENT
+    if state.deleted:
+        return everything
+    on_platform_purchase = event.surface == "on_platform" and event.event_name == "checkout"
+    bits = 0
+    if not on_platform_purchase:
+        if state.personalization is not None and state.personalization.value is False:
+            bits |= everything
+        if (
+            event.source in ("tag", "sdk")
+            and state.ads_from_partner_info is not None
+            and state.ads_from_partner_info.value is False
+        ):
+            bits |= ADS | SHARING | MEASUREMENT
+    if state.partner_sharing is not None and state.partner_sharing.value is False:
+        bits |= SHARING
+    return bits
+
+
+def _example(examples: list[str], text: str) -> None:
+    if len(examples) < MAX_EXAMPLES:
+        examples.append(text)
+
+
+def _where(position: Position) -> str:
+    return f"{position[0]}/{position[1]}@{position[2]}"
+
+
+async def check(
+    settings: Settings,
+    *,
+    acknowledged: Acknowledged | None = None,
+    scanner: PiiScanner | None = None,
+) -> list[Invariant]:
+    """Read every input and output topic of `settings` back and check the invariants."""
+    checker = LedgerChecker(settings, scanner=scanner)
+    topic = settings.topic
+    await read_topic(settings, topic(catalogue.CONSENT_CHANGES), checker.add_consent)
+    await read_topic(settings, topic(catalogue.DLQ), checker.add_dlq)
+    for raw in catalogue.RAW.values():
+        await read_topic(settings, topic(raw), checker.add_raw)
+    await read_topic(settings, topic(catalogue.AUDIT), checker.add_audit)
+    for identified in (catalogue.PERSONALIZATION, catalogue.ADS, catalogue.PARTNER_SHARE):
+        await read_topic(settings, topic(identified), checker.add_identified)
+    await read_topic(settings, topic(catalogue.MEASUREMENT), checker.add_measurement)
+    await read_topic(settings, topic(catalogue.DEIDENTIFIED), checker.add_deidentified)
+    await read_topic(settings, topic(catalogue.AGGREGATES), checker.add_aggregate)
+    return checker.invariants(acknowledged)

@@ -1,0 +1,741 @@
+"""The fault scenarios: a load, the faults injected during it, and the invariants after it.
+
+Every scenario runs on its own topics (a run- and scenario-specific prefix), consumer
+group and HMAC key, with PII canaries in its traffic. While it runs, the workers'
+`/metrics` are scraped every few seconds and crashes are noted. Afterwards the workers
+are stopped gracefully, every topic is read back and checked (`tests.chaos.ledger`),
+worker logs, scrapes and outputs are searched for canaries, and the topics are deleted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import secrets
+import shutil
+import signal
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Final
+
+from aiokafka.partitioner import murmur2
+from pydantic import SecretStr
+
+from pipeline import catalogue
+from pipeline.catalogue import Topic
+from pipeline.kafka.admin import admin_client, changelog_specs, create_topics, topic_specs
+from pipeline.kafka.producer import Producer
+from pipeline.settings import Settings
+from pipeline.sim.traffic import TrafficConfig, TrafficGenerator
+from schemas import codec
+from tests.chaos import ledger
+from tests.chaos.faults import FaultLog, LagProbe, LocalBroker, WorkerPool
+from tests.chaos.ledger import Invariant
+from tests.chaos.load import LoadPlan, LoadSink, LoadStats, drive
+from tests.chaos.observe import MetricsCheck
+from tests.chaos.pii import CanarySet, PiiScanner
+from tests.chaos.pills import draw_pills
+from tests.chaos.state import changelog_table, compare, replay_consent, rocksdb_table
+
+log = logging.getLogger(__name__)
+
+SCRAPE_EVERY_S: Final = 5.0
+RACE_MIX: Final[Mapping[str, float]] = MappingProxyType(
+    {
+        "churn_per_event": 0.25,
+        "churn.revoke": 0.45,
+        "churn.regrant": 0.45,
+        "churn.device": 0.08,
+        "churn.delete": 0.02,
+    }
+)
+"""Consent churn of the race scenario: a change every four events, few deletions."""
+
+
+@dataclass(frozen=True)
+class Size:
+    """How big a scenario runs."""
+
+    events: int
+    rate: float | None
+    """Raw records per second the load writes (None: as fast as Kafka takes them)."""
+    fault_interval: tuple[float, float]
+    """Seconds between faults of the periodic scenarios, drawn uniformly."""
+    settle_timeout_s: float
+    """How long the pipeline may take to catch up after the last fault."""
+    fault_points: tuple[float, ...] = ()
+    """Shares of the load written at which the one-off faults of a scenario happen."""
+
+
+@dataclass
+class ScenarioResult:
+    """One scenario: its load, the faults injected and every invariant."""
+
+    name: str
+    title: str
+    size: Size
+    load: dict[str, Any] = field(default_factory=dict)
+    faults: list[str] = field(default_factory=list)
+    invariants: list[Invariant] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    duration_s: float = 0.0
+    error: str | None = None
+
+    @property
+    def passed(self) -> bool:
+        return (
+            self.error is None and bool(self.invariants) and all(i.passed for i in self.invariants)
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "title": self.title,
+            "passed": self.passed,
+            "duration_s": round(self.duration_s, 1),
+            "size": {
+                "events": self.size.events,
+                "rate": self.size.rate,
+                "fault_interval_s": list(self.size.fault_interval),
+                "fault_points": list(self.size.fault_points),
+            },
+            "load": self.load,
+            "faults": self.faults,
+            "invariants": {i.name: i.to_dict() for i in self.invariants},
+            "notes": self.notes,
+            "error": self.error,
+        }
+
+
+class Harness:
+    """One scenario's topics, workers, load, fault log and checks."""
+
+    def __init__(
+        self,
+        name: str,
+        base: Settings,
+        root: Path,
+        *,
+        size: Size,
+        seed: int,
+        broker: LocalBroker | None = None,
+        keep: bool = False,
+    ) -> None:
+        run = secrets.token_hex(4)
+        self.name = name
+        self.size = size
+        self.seed = seed
+        self.rng = random.Random(seed)
+        self.keep = keep
+        self.canaries = CanarySet(run)
+        self.settings = base.model_copy(
+            update={
+                "app_id": f"chaos-{name}-{run}",
+                "topic_prefix": f"chaos-{run}-{name}.",
+                "pii_canaries": self.canaries.all_values(),
+                "hmac_key": SecretStr(secrets.token_hex(32)),
+                "hmac_key_id": "chaos-1",
+            }
+        )
+        self.root = root / f"{name}-{run}"
+        self.faults = FaultLog()
+        self.broker = broker
+        if broker is not None:
+            broker.faults = self.faults
+        self.pool = WorkerPool(self.settings, self.root, self.faults)
+        self.sink = LoadSink(self.settings, seed=seed)
+        self.stats = LoadStats()
+        self.metrics = MetricsCheck(self.settings)
+        self.lag = LagProbe(self.settings)
+        self.invariants: list[Invariant] = []
+        self.notes: list[str] = []
+        self.extra_load: dict[str, Any] = {}
+        self._watch: asyncio.Task[None] | None = None
+        self._progressed = asyncio.Event()
+
+    # -- set-up and tear-down -----------------------------------------------------
+
+    async def start(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        await create_topics(self.settings)
+        await self.sink.start()
+        self._watch = asyncio.create_task(self._watch_workers())
+
+    async def close(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch
+        await self.pool.stop_all()
+        with contextlib.suppress(Exception):
+            await self.sink.stop()
+        if not self.keep:
+            await self._delete_topics()
+            shutil.rmtree(self.root / "state", ignore_errors=True)
+
+    async def _delete_topics(self) -> None:
+        names = [s.name for s in topic_specs(self.settings)]
+        names += [s.name for s in changelog_specs(self.settings, catalogue.TABLES)]
+        admin = admin_client(self.settings)
+        try:
+            await admin.start()
+            existing = set(await admin.list_topics())
+            doomed = [n for n in names if n in existing]
+            if doomed:
+                await admin.delete_topics(doomed)
+        except Exception as exc:  # cleanup only: the run's verdict is already made
+            log.warning("could not delete the scenario's topics (%s)", type(exc).__name__)
+        finally:
+            with contextlib.suppress(Exception):
+                await admin.close()
+
+    async def _watch_workers(self) -> None:
+        while True:
+            await asyncio.sleep(SCRAPE_EVERY_S)
+            self.pool.check()
+            await self.scrape("during")
+
+    async def scrape(self, label: str) -> dict[str, int]:
+        """Scrape every running worker; returns series counts per worker."""
+        counts = {}
+        for name, text in (await self.pool.scrape_all()).items():
+            counts[name] = len(self.metrics.add(f"{label}:{name}", text).series)
+        return counts
+
+    # -- load ---------------------------------------------------------------------
+
+    def generator(
+        self, *, users: int = 10_000, seed_offset: int = 0, mix: Mapping[str, float] | None = None
+    ) -> TrafficGenerator:
+        """Synthetic traffic for `users` users, with `mix` overrides (`TrafficConfig.override`)."""
+        config = TrafficConfig(users=users)
+        for name, value in (mix or {}).items():
+            config = config.override(name, value)
+        return TrafficGenerator(config, self.seed + seed_offset)
+
+    def plan(
+        self,
+        events: int,
+        *,
+        generator: TrafficGenerator | None = None,
+        pills: Sequence[Any] = (),
+        pill_share: float = 0.0,
+        canary_share: float = 0.005,
+        bootstrap: bool = True,
+    ) -> LoadPlan:
+        return LoadPlan(
+            generator=generator or self.generator(),
+            events=events,
+            canaries=self.canaries,
+            canary_share=canary_share,
+            pills=pills,
+            pill_share=pill_share,
+            seed=self.seed,
+            bootstrap=bootstrap,
+        )
+
+    def start_load(self, plan: LoadPlan) -> asyncio.Task[LoadStats]:
+        self.stats.expect(plan)
+        return asyncio.create_task(
+            drive(
+                self.sink,
+                plan,
+                self.stats,
+                rate=self.size.rate,
+                on_chunk=lambda _: self._progressed.set(),
+            )
+        )
+
+    async def wait_progress(self, fraction: float, load: asyncio.Task[LoadStats]) -> None:
+        """Wait until `fraction` of the planned raw records is written (or the load ended).
+
+        Raises:
+            Exception: the load's own, if it failed.
+        """
+        while not load.done() and self.stats.progress < fraction:
+            self._progressed.clear()
+            progressed = asyncio.ensure_future(self._progressed.wait())
+            await asyncio.wait({progressed, load}, return_when=asyncio.FIRST_COMPLETED)
+            progressed.cancel()
+        if load.done():
+            load.result()
+
+    async def idle_for(self, seconds: float, load: asyncio.Task[LoadStats]) -> bool:
+        """Wait `seconds`; True as soon as the load is written and the pipeline caught up."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if load.done() and load.result() and await self.lag.lag() == 0:
+                return True
+            await asyncio.sleep(min(2.0, max(0.0, deadline - time.monotonic())))
+        return False
+
+    async def start_workers(self, n: int) -> list[str]:
+        names = [f"w{i}" for i in range(n)]
+        await asyncio.gather(*(self.pool.start(name) for name in names))
+        return names
+
+    async def periodic_faults(
+        self,
+        load: asyncio.Task[LoadStats],
+        fault: Callable[[str], Awaitable[None]],
+        *,
+        minimum: int = 1,
+    ) -> int:
+        """Inject `fault` into a worker every `fault_interval` until all input is committed."""
+        done = 0
+        victims: list[str] = []
+        while True:
+            finished = await self.idle_for(self.rng.uniform(*self.size.fault_interval), load)
+            if finished and done >= minimum:
+                return done
+            if not victims:  # every worker in turn, in a random order each round
+                victims = sorted(self.pool.workers)
+                self.rng.shuffle(victims)
+            await fault(victims.pop())
+            done += 1
+
+    async def settle(self, phase: str = "") -> bool:
+        """Wait for the pipeline to commit every input; records `pipeline.caught_up[.phase]`."""
+        started = time.monotonic()
+        caught_up = await self.lag.wait_caught_up(self.size.settle_timeout_s)
+        lag = await self.lag.lag()
+        self.invariants.append(
+            Invariant(
+                f"pipeline.caught_up.{phase}" if phase else "pipeline.caught_up",
+                caught_up,
+                {
+                    "lag_at_end": -1 if lag is None else lag,
+                    "seconds": int(time.monotonic() - started),
+                },
+                [] if caught_up else [f"not caught up in {self.size.settle_timeout_s:.0f}s"],
+            )
+        )
+        return caught_up
+
+    # -- verdict ------------------------------------------------------------------
+
+    async def check(self) -> None:
+        """Stop the workers and check everything; appends to `invariants`."""
+        await self.scrape("end")
+        self.pool.check()
+        crashes = self.pool.unexpected_exits
+        await self.pool.stop_all()
+        self.invariants.append(
+            Invariant(
+                "workers.no_crash",
+                not crashes,
+                {
+                    "worker_starts": sum(w.starts for w in self.pool.workers.values()),
+                    "unexpected_exits": sum(len(c) for c in crashes.values()),
+                },
+                [f"worker {name} exited by itself with {codes}" for name, codes in crashes.items()],
+            )
+        )
+        scanner = PiiScanner(self.canaries)
+        self.invariants.extend(
+            await ledger.check(self.settings, acknowledged=self.sink.acknowledged, scanner=scanner)
+        )
+        for worker in self.pool.workers.values():
+            for _, log_bytes in worker.log_texts():
+                for line in log_bytes.splitlines():
+                    scanner.scan("worker_log", line)
+        for _, metrics_text in self.metrics.texts:
+            scanner.scan("metrics", metrics_text.encode())
+        summary = scanner.summary()
+        self.invariants.append(
+            Invariant(
+                "pii.canaries",
+                summary["hits"] == 0 and summary["canary_values"] > 0,
+                {
+                    "canary_values": summary["canary_values"],
+                    "forbidden_hits": summary["hits"],
+                    **{f"scanned.{k}": v for k, v in summary["scanned"].items()},
+                },
+                [f"{where} x{n}" for where, n in summary["hits_by_location"].items()][:5],
+            )
+        )
+        self.invariants.append(self.metrics.invariant())
+        p50 = self.metrics.revocation_p50_s()
+        if p50 is not None:
+            self.notes.append(
+                f"revocation latency: median within {p50:g}s (`pipeline_revocation_latency_seconds`"
+                " of each worker's last scrape; changes queued behind a backlog count too)"
+            )
+
+    def load_summary(self) -> dict[str, Any]:
+        acknowledged = self.sink.acknowledged
+        return {
+            **self.stats.to_dict(),
+            "canary_events": sum(self.canaries.events_written.values()),
+            "acknowledged_records": acknowledged.count,
+            "delivery_failures_resent": acknowledged.resent,
+            "never_acknowledged": acknowledged.given_up,
+            "partitions": self.settings.topic_partitions,
+            "store": self.settings.store,
+            **self.extra_load,
+        }
+
+
+# -- the scenarios ------------------------------------------------------------------
+
+
+async def worker_kill9(h: Harness) -> None:
+    await h.start_workers(2)
+    load = h.start_load(h.plan(h.size.events))
+
+    async def fault(name: str) -> None:
+        await h.pool.restart(name, signal.SIGKILL, pause_s=h.rng.uniform(0.5, 3.0))
+
+    await h.periodic_faults(load, fault)
+    await load
+    await h.settle()
+
+
+async def worker_sigterm(h: Harness) -> None:
+    await h.start_workers(2)
+    load = h.start_load(h.plan(h.size.events))
+
+    async def fault(name: str) -> None:
+        await h.pool.restart(name, signal.SIGTERM, pause_s=h.rng.uniform(0.5, 3.0))
+
+    await h.periodic_faults(load, fault)
+    await load
+    await h.settle()
+
+
+async def scale_1_3_1(h: Harness) -> None:
+    await h.start_workers(1)
+    load = h.start_load(h.plan(h.size.events))
+    await h.wait_progress(0.25, load)
+    await asyncio.gather(h.pool.start("w1"), h.pool.start("w2"))
+    await h.wait_progress(0.6, load)
+    await asyncio.gather(h.pool.kill("w1", signal.SIGTERM), h.pool.kill("w2", signal.SIGTERM))
+    await load
+    await h.settle()
+
+
+async def broker_kill9(h: Harness) -> None:
+    if h.broker is None:
+        raise RuntimeError("the broker scenario needs a broker the suite started")
+    await h.start_workers(2)
+    load = h.start_load(h.plan(h.size.events))
+    for at in h.size.fault_points:
+        await h.wait_progress(at, load)
+        await h.broker.restart_after_kill(pause_s=h.rng.uniform(2.0, 5.0))
+    await load
+    await h.settle()
+
+
+async def state_recovery(h: Harness) -> None:
+    worker = h.pool.slot("w0").settings
+    generator = h.generator()
+    await h.pool.start("w0")
+    await h.start_load(h.plan(h.size.events // 2, generator=generator))
+    await h.settle("first_half")
+    await h.pool.kill("w0", signal.SIGTERM)
+    replay = await replay_consent(h.settings)
+    h.invariants.append(compare("state.before_wipe_equals_replay", rocksdb_table(worker), replay))
+    h.pool.wipe_state("w0")
+    await h.pool.start("w0")
+    await h.settle("after_wipe")
+    await h.pool.kill("w0", signal.SIGTERM)
+    h.invariants.append(compare("state.recovered_equals_replay", rocksdb_table(worker), replay))
+    await h.pool.start("w0")
+    load = h.start_load(
+        h.plan(h.size.events - h.size.events // 2, generator=generator, bootstrap=False)
+    )
+    await h.wait_progress(0.75, load)
+    await h.pool.restart("w0", signal.SIGKILL, pause_s=1.0)
+    await load
+    await h.settle()
+    await h.pool.kill("w0", signal.SIGTERM)
+    replay = await replay_consent(h.settings)
+    h.invariants.append(compare("state.final_equals_replay", rocksdb_table(worker), replay))
+    h.invariants.append(
+        compare("state.changelog_equals_replay", await changelog_table(h.settings), replay)
+    )
+
+
+async def consent_race(h: Harness) -> None:
+    generator = h.generator(users=200, mix=RACE_MIX)
+    await h.start_workers(2)
+    load = h.start_load(h.plan(h.size.events, generator=generator))
+    probes = asyncio.create_task(revocation_probes(h, rounds=max(5, h.size.events // 2000)))
+    await h.wait_progress(0.5, load)
+    await h.pool.restart("w0", signal.SIGKILL, pause_s=1.0)
+    await load
+    await probes
+    await h.settle()
+
+
+async def poison_pills(h: Harness) -> None:
+    count = min(2000, max(50, h.size.events // 100))
+    started = time.monotonic()
+    pills = await asyncio.to_thread(draw_pills, count, h.seed, h.canaries)
+    h.extra_load["distinct_pills_drawn"] = len(pills)
+    h.notes.append(f"{len(pills)} pills drawn by hypothesis in {time.monotonic() - started:.1f}s")
+    await h.start_workers(2)
+    await h.start_load(h.plan(h.size.events, pills=pills, pill_share=0.01))
+    await miskeyed_probes(h, pairs=10)
+    await h.settle()
+
+
+async def miskeyed_probes(h: Harness, pairs: int) -> None:
+    """Valid records under another subject's key (SPEC §3: inputs are keyed by their subject).
+
+    `pairs` events are sent under their own key and again under a key on another
+    partition; `pairs` revocations are sent under another user's key, each followed by an
+    event of the revoked user under its own key. The copy must not be processed as new
+    (§7.4) and the revocation must govern the event (§7.2), unless the pipeline rejects the
+    wrongly keyed record to the DLQ.
+    """
+    partitions = h.settings.topic_partitions
+    users = [f"mk-{h.canaries.run}-{i}" for i in range(4 * pairs)]
+
+    def partition(user: str) -> int:
+        return int((murmur2(user.encode()) & 0x7FFFFFFF) % partitions)
+
+    pairings = []
+    for user in users:
+        other = next((u for u in users if partition(u) != partition(user)), None)
+        if other is not None:
+            pairings.append((user, other))
+    consent, tag = catalogue.CONSENT_CHANGES, catalogue.RAW_TAG
+    async with Producer(h.settings, client_id="chaos-mk") as producer:
+
+        async def send(topic: Topic, key: str, value: bytes, kind: str) -> None:
+            await (await producer.send(h.settings.topic(topic), value, key.encode()))
+            h.stats.kinds[kind] += 1
+            if topic.source is not None:
+                h.stats.written += 1
+
+        for user, _ in pairings[: 2 * pairs]:
+            await send(consent, user, _probe_consent(user, "grant", 0, 2), "probe.grant")
+        for n, (user, other) in enumerate(pairings[:pairs]):
+            event = _probe_event(user, 0, n)
+            await send(tag, user, event, "probe.event")
+            await send(tag, other, event, "pill.miskeyed_copy")
+        for n, (user, other) in enumerate(pairings[pairs : 2 * pairs]):
+            revoke = _probe_consent(user, "revoke", 0, 2)
+            await send(consent, other, revoke, "pill.miskeyed_revocation")
+            await send(tag, user, _probe_event(user, 1, n), "probe.event")
+
+
+async def pii_canaries(h: Harness) -> None:
+    await h.start_workers(1)
+    half = h.size.events // 2
+    await h.start_load(h.plan(half, generator=h.generator(users=1_000), canary_share=0.02))
+    await h.settle("1k_users")
+    few = await h.scrape("after 1k users")
+    many_users = h.generator(users=10_000, seed_offset=1)
+    await h.start_load(h.plan(h.size.events - half, generator=many_users, canary_share=0.02))
+    await h.settle("10k_users")
+    many = await h.scrape("after 10k users")
+    bound = h.metrics.bound()
+    before, after = few.get("w0", 0), many.get("w0", 0)
+    h.invariants.append(
+        Invariant(
+            "metrics.series_independent_of_users",
+            bool(few and many) and after <= bound and not h.metrics.unknown,
+            {
+                "series_after_1k_users": before,
+                "series_after_10k_users": after,
+                "series_bound_from_closed_label_sets": bound,
+            },
+            [] if after <= bound else ["more series than the closed label sets allow"],
+        )
+    )
+
+
+async def revocation_probes(h: Harness, rounds: int) -> None:
+    """Acknowledged revocations followed at once by events of the same users.
+
+    Each round, per probe user: a grant, an event, a revocation (personalization off, or
+    deletion in the last round), an event, a re-grant, an event; each record waits for its
+    acknowledgement before the next is sent. The ledger's revocation check holds every
+    event produced after a revocation's acknowledgement to it.
+    """
+    sent = 0
+    async with Producer(h.settings, client_id="chaos-probe") as producer:
+        users = [f"probe-{h.canaries.run}-{i}" for i in range(5)]
+        for round_ in range(rounds):
+            for user in users:
+                for step in ("grant", "event", "revoke", "event", "regrant", "event"):
+                    topic: Topic
+                    if step == "event":
+                        topic, value = catalogue.RAW_TAG, _probe_event(user, round_, sent)
+                    else:
+                        topic = catalogue.CONSENT_CHANGES
+                        value = _probe_consent(user, step, round_, rounds)
+                    await (await producer.send(h.settings.topic(topic), value, user.encode()))
+                    sent += 1
+                    if step == "event":
+                        h.stats.written += 1
+                        h.stats.kinds["probe.event"] += 1
+                    else:
+                        h.stats.kinds[f"probe.{step}"] += 1
+            await asyncio.sleep(0.05)
+    h.extra_load["probe_records"] = sent
+
+
+def _probe_consent(user: str, step: str, round_: int, rounds: int) -> bytes:
+    now_ms = int(time.time() * 1000)
+    if step == "revoke" and round_ == rounds - 1:
+        return codec.dumps({"user_id": user, "changed_at": now_ms, "deleted": True})
+    return codec.dumps(
+        {
+            "user_id": user,
+            "changed_at": now_ms,
+            "settings": {
+                "personalization": step != "revoke",
+                "ads_from_partner_info": True,
+                "partner_sharing": True,
+            },
+            "profile": {"country": "US", "birth_year": 1980},
+        }
+    )
+
+
+def _probe_event(user: str, round_: int, n: int) -> bytes:
+    return codec.dumps(
+        {
+            "event_id": f"{user}-r{round_}-{n}",
+            "event_name": "add_to_cart",
+            "event_time": int(time.time()) - 1,
+            "action_source": "web",
+            "advertiser_id": "adv-probe",
+            "user_id": user,
+            "browser": {"cookie_id": f"ck-probe-{n}", "dnt": False, "gpc": False},
+            "custom_data": {"currency": "USD", "value": 1.0},
+        }
+    )
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A named fault scenario with its full and short sizes."""
+
+    name: str
+    title: str
+    run: Callable[[Harness], Awaitable[None]]
+    full: Size
+    short: Size
+    store: str = "rocksdb"
+    needs_broker: bool = False
+
+
+def _size(
+    events: int,
+    rate: float | None,
+    interval: tuple[float, float],
+    settle_s: float,
+    points: tuple[float, ...] = (),
+) -> Size:
+    return Size(events, rate, interval, settle_s, points)
+
+
+SCENARIOS: Final = (
+    Scenario(
+        "worker-kill9",
+        "kill -9 a worker every 5-30 s and restart it",
+        worker_kill9,
+        full=_size(500_000, 2500, (5, 30), 1200),
+        short=_size(20_000, 1000, (6, 12), 180),
+    ),
+    Scenario(
+        "worker-sigterm",
+        "graceful SIGTERM restarts of a worker every 5-30 s",
+        worker_sigterm,
+        full=_size(100_000, 1500, (5, 30), 600),
+        short=_size(10_000, 800, (4, 8), 180),
+        store="memory",
+    ),
+    Scenario(
+        "scale-1-3-1",
+        "scale from 1 to 3 workers at 25% of the load, back to 1 at 60%",
+        scale_1_3_1,
+        full=_size(100_000, 1500, (0, 0), 600),
+        short=_size(10_000, 800, (0, 0), 180),
+    ),
+    Scenario(
+        "broker-kill9",
+        "kill -9 the broker during the load (at 30% and 70%; short: 50%), restart it after 2-5 s",
+        broker_kill9,
+        full=_size(100_000, 1500, (0, 0), 600, (0.3, 0.7)),
+        short=_size(15_000, 1000, (0, 0), 240, (0.5,)),
+        needs_broker=True,
+    ),
+    Scenario(
+        "state-recovery",
+        "wipe a RocksDB worker's local state and restart: table equals the consent replay",
+        state_recovery,
+        full=_size(100_000, 2500, (0, 0), 600),
+        short=_size(10_000, 1500, (0, 0), 180),
+    ),
+    Scenario(
+        "consent-race",
+        "revocations interleaved with events of the same 200 users, acknowledged probes, a kill -9",
+        consent_race,
+        full=_size(50_000, 1000, (0, 0), 600),
+        short=_size(8_000, 800, (0, 0), 180),
+    ),
+    Scenario(
+        "poison-pills",
+        "hypothesis-drawn poison pills at 1% of the traffic",
+        poison_pills,
+        full=_size(100_000, 2500, (0, 0), 600),
+        short=_size(15_000, 1500, (0, 0), 180),
+    ),
+    Scenario(
+        "pii-canaries",
+        "canary identifiers at 2% of the traffic, 1k users then 10k users",
+        pii_canaries,
+        full=_size(60_000, 2500, (0, 0), 600),
+        short=_size(10_000, 1500, (0, 0), 180),
+        store="memory",
+    ),
+)
+BY_NAME: Final[Mapping[str, Scenario]] = MappingProxyType({s.name: s for s in SCENARIOS})
+
+
+async def run_scenario(
+    scenario: Scenario,
+    base: Settings,
+    root: Path,
+    *,
+    short: bool = False,
+    seed: int = 7,
+    broker: LocalBroker | None = None,
+    keep: bool = False,
+    events: int | None = None,
+) -> ScenarioResult:
+    """Run one scenario against the cluster of `base` and check it."""
+    size = scenario.short if short else scenario.full
+    if events is not None:
+        size = Size(
+            events, size.rate, size.fault_interval, size.settle_timeout_s, size.fault_points
+        )
+    settings = base.model_copy(update={"store": scenario.store})
+    harness = Harness(scenario.name, settings, root, size=size, seed=seed, broker=broker, keep=keep)
+    result = ScenarioResult(scenario.name, scenario.title, size)
+    started = time.monotonic()
+    try:
+        await harness.start()
+        await scenario.run(harness)
+        await harness.check()
+    except Exception as exc:
+        log.exception("scenario %s failed to run", scenario.name)
+        result.error = f"{type(exc).__name__}: {exc}"
+    finally:
+        await harness.close()
+    result.duration_s = time.monotonic() - started
+    result.load = harness.load_summary()
+    result.faults = harness.faults.entries
+    result.invariants = harness.invariants
+    result.notes = harness.notes
+    return result

@@ -14,7 +14,7 @@ BENCH_ARGS ?=
 BENCH_STAMP := $(VENV)/.bench-$(shell cksum < pyproject.toml | cut -d' ' -f1)
 
 .PHONY: help setup tools deploy-check chaos bench bench-quick kafka-fetch kafka-up kafka-down kafka-status topics worker run test unit \
-	integration lint fmt typecheck check clean
+	integration contracts lint fmt typecheck check clean
 
 help: ## Show the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -75,7 +75,10 @@ bench-quick: $(BENCH_STAMP) kafka-fetch kafka-up ## A ~5 min benchmark smoke run
 	$(BIN)/python -m benchmarks.run --quick $(BENCH_ARGS)
 
 chaos: setup ## Fault-injection suite (~25 min): writes deploy/chaos/report.{md,json}
-	$(BIN)/python -m pipeline.chaos $(CHAOS_ARGS)
+	$(BIN)/python -m tests.chaos $(CHAOS_ARGS)
+
+contracts: $(STAMP) ## Regenerate the published contracts (schemas/json, schemas/asyncapi.yaml)
+	$(BIN)/consent-pipeline contracts
 
 lint: $(STAMP) ## ruff lint and format check
 	$(BIN)/ruff check .

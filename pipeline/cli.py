@@ -15,8 +15,8 @@ from pipeline.errors import ConfigError, PipelineError
 from pipeline.settings import Settings
 
 if TYPE_CHECKING:
-    from pipeline.produce import ProduceReport
-    from pipeline.traffic import TrafficConfig
+    from pipeline.sim.stream import ProduceReport
+    from pipeline.sim.traffic import TrafficConfig
 
 
 def _settings() -> Settings:
@@ -31,14 +31,14 @@ def _settings() -> Settings:
 
 
 def _worker(_: argparse.Namespace) -> int:
-    from pipeline.app import run_worker
+    from pipeline.runtime.app import run_worker
 
     run_worker(_settings())
     return 0
 
 
 def _topics_create(_: argparse.Namespace) -> int:
-    from pipeline.admin import create_topics
+    from pipeline.kafka.admin import create_topics
 
     settings = _settings()
     created = asyncio.run(create_topics(settings))
@@ -49,7 +49,7 @@ def _topics_create(_: argparse.Namespace) -> int:
 
 
 def _topics_check(_: argparse.Namespace) -> int:
-    from pipeline.admin import check_copartitioned
+    from pipeline.kafka.admin import check_copartitioned
 
     partitions = asyncio.run(check_copartitioned(_settings()))
     print(f"input topics are co-partitioned ({partitions} partitions)")
@@ -59,7 +59,7 @@ def _topics_check(_: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from pipeline.demo import LOG_DIR, DemoOptions, run_demo
+    from pipeline.sim.demo import LOG_DIR, DemoOptions, run_demo
 
     LOG_DIR.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(  # library warnings go to the log, not over the live view
@@ -78,7 +78,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _traffic_config(args: argparse.Namespace) -> TrafficConfig:
-    from pipeline.traffic import TrafficConfig
+    from pipeline.sim.traffic import TrafficConfig
 
     config = TrafficConfig(users=args.users)
     overrides: list[tuple[str, float]] = [
@@ -120,9 +120,9 @@ def _produce(args: argparse.Namespace) -> int:
         TimeElapsedColumn,
     )
 
-    from pipeline.live import generated_table
-    from pipeline.produce import produce
-    from pipeline.traffic import TrafficGenerator
+    from pipeline.sim.live import generated_table
+    from pipeline.sim.stream import produce
+    from pipeline.sim.traffic import TrafficGenerator
 
     settings = _settings()
     config = _traffic_config(args)
@@ -193,7 +193,7 @@ def _produce(args: argparse.Namespace) -> int:
 def _collect(args: argparse.Namespace) -> int:
     import signal
 
-    from pipeline.collector import serve
+    from pipeline.ingest.collector import serve
 
     overrides = {
         name: value
@@ -222,7 +222,7 @@ def _collect(args: argparse.Namespace) -> int:
 
 
 def _decide(args: argparse.Namespace) -> int:
-    from pipeline.decide import run_decide
+    from pipeline.offline.replay import run_decide
 
     try:
         policy = _settings().policy()
@@ -237,6 +237,28 @@ def _decide(args: argparse.Namespace) -> int:
         return 1
     with source:
         return run_decide(source, sys.stdout.buffer, sys.stderr, policy)
+
+
+def _contracts(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from pipeline.contracts import drift, write
+
+    root = Path(args.root)
+    if args.check:
+        differing = drift(root)
+        for path in differing:
+            print(f"out of date: {path}", file=sys.stderr)
+        if differing:
+            print(
+                "consent-pipeline: run `consent-pipeline contracts` to regenerate", file=sys.stderr
+            )
+            return 1
+        print("contracts match the models")
+        return 0
+    for path in write(root):
+        print(f"wrote {path}")
+    return 0
 
 
 def _positive(text: str) -> float:
@@ -328,6 +350,16 @@ def build_parser() -> argparse.ArgumentParser:
     collect.add_argument("--port", type=int, default=None, help="default: PIPELINE_COLLECTOR_PORT")
     collect.set_defaults(func=_collect)
 
+    contracts = commands.add_parser(
+        "contracts",
+        help="write the JSON Schemas and the AsyncAPI document of every topic (schemas/)",
+    )
+    contracts.add_argument("--root", default=".", help="repository root (default: .)")
+    contracts.add_argument(
+        "--check", action="store_true", help="only check that the committed files are current"
+    )
+    contracts.set_defaults(func=_contracts)
+
     topics = commands.add_parser("topics", help="manage the pipeline's topics")
     topic_commands = topics.add_subparsers(dest="topics_command", required=True, metavar="ACTION")
     topic_commands.add_parser(
@@ -341,12 +373,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script."""
-    arguments = list(sys.argv[1:] if argv is None else argv)
-    if arguments[:1] == ["chaos"]:  # the fault-injection suite parses its own options
-        from pipeline.chaos.__main__ import main as chaos_main
-
-        return chaos_main(arguments[1:])
-    args = build_parser().parse_args(arguments)
+    args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
     try:
         code: int = args.func(args)
     except PipelineError as exc:

@@ -10,6 +10,9 @@
 #   kustomize              `kubectl kustomize` when kubectl is installed, else built with Go.
 #   monitoring CRDs        prometheus-operator's PodMonitor and PrometheusRule CRDs, taken from
 #                          its Go module (the Go module proxy), to validate those resources.
+#   AsyncAPI schemas       the official JSON Schemas of the AsyncAPI specification
+#                          (@asyncapi/specs from the npm registry), to validate
+#                          schemas/asyncapi.yaml.
 #
 # Everything but the Debian package goes under .local/tools (or $DEPLOY_TOOLS_DIR).
 set -euo pipefail
@@ -19,6 +22,7 @@ TOOLS="${DEPLOY_TOOLS_DIR:-$ROOT/.local/tools}"
 VENV="${DEPLOY_VENV:-$ROOT/.venv}"
 PROMETHEUS_OPERATOR_VERSION="v0.94.1"
 KUSTOMIZE_VERSION="v5.8.1"  # needs Go 1.24 or newer
+ASYNCAPI_SPECS_VERSION="6.11.1"
 PYTHON_TOOLS=("PyYAML>=6" "types-PyYAML>=6" "types-jsonschema" "kubernetes-validate==1.37.0")
 
 log() { printf 'deploy-tools: %s\n' "$*" >&2; }
@@ -108,9 +112,25 @@ fetch_monitoring_crds() {
   chmod u+w "$dest"/*.yaml
 }
 
+fetch_asyncapi_specs() {
+  local dest="$TOOLS/asyncapi-specs/$ASYNCAPI_SPECS_VERSION"
+  if [ -s "$dest/schemas/3.0.0-without-\$id.json" ]; then
+    return
+  fi
+  command -v npm >/dev/null || die "npm is required to fetch @asyncapi/specs (npm not on PATH)"
+  log "fetching @asyncapi/specs $ASYNCAPI_SPECS_VERSION (npm registry)"
+  local work
+  work="$(mktemp -d)"
+  (cd "$work" && npm pack --silent "@asyncapi/specs@$ASYNCAPI_SPECS_VERSION" >/dev/null)
+  mkdir -p "$dest"
+  tar -xzf "$work"/asyncapi-specs-*.tgz -C "$dest" --strip-components=1 package/schemas
+  rm -rf "$work"
+}
+
 install_prometheus
 install_python_tools
 build_compose_config
 install_kustomize
 fetch_monitoring_crds
+fetch_asyncapi_specs
 log "ready: promtool $(promtool --version 2>&1 | awk 'NR==1 {print $3}'), tools in $TOOLS"

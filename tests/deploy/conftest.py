@@ -56,3 +56,12 @@ def crd_dir() -> Path:
     if not found:
         pytest.fail(f"prometheus-operator CRDs are missing: run {INSTALL}")
     return found[-1].parent
+
+
+@pytest.fixture(scope="session")
+def asyncapi_schema() -> Path:
+    """The official JSON Schema of AsyncAPI 3.0.0, from @asyncapi/specs."""
+    found = sorted(TOOLS.glob("asyncapi-specs/*/schemas/3.0.0-without-$id.json"))
+    if not found:
+        pytest.fail(f"the AsyncAPI specification schemas are missing: run {INSTALL}")
+    return found[-1]

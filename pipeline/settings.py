@@ -72,6 +72,11 @@ class Settings(BaseSettings):
     hmac_key: SecretStr | None = Field(
         default=None, description="Secret key of the HMAC user_key (at least 32 bytes)."
     )
+    trust_key: SecretStr | None = Field(
+        default=None,
+        description="Secret with which trusted producers sign raw records that name a user_id "
+        "(at least 32 bytes); see pipeline.core.trust.",
+    )
     hmac_key_id: str = Field(
         default="k1", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$"
     )
@@ -171,7 +176,7 @@ class Settings(BaseSettings):
             policy_version=self.policy_version,
         )
 
-    @field_validator("hmac_key")
+    @field_validator("hmac_key", "trust_key")
     @classmethod
     def _key_is_long_enough(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and len(value.get_secret_value().encode()) < 32:

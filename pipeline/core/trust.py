@@ -1,0 +1,31 @@
+"""Trusted producers: a raw record's `user_id` counts only when the record proves its origin.
+
+SPEC §4: an advertiser cannot attribute events to a person by naming them; `user_id` on a
+raw record is honoured only from a trusted producer (the platform's own collectors,
+internal producers holding a trusted token). Raw topics are open to advertisers'
+producers, so trust travels with the record: a trusted producer adds the Kafka header
+`pipeline-trust`, `v1:` and the hex HMAC-SHA256 of the record's value under the
+deployment's trust key (`PIPELINE_TRUST_KEY`), which advertisers never hold. A record
+without a valid header is resolved from its match keys as if it named nobody.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from typing import Final
+
+TRUST_HEADER: Final = "pipeline-trust"
+_VERSION: Final = b"v1:"
+
+
+def trust_signature(key: bytes, value: bytes) -> bytes:
+    """The `pipeline-trust` header value that marks `value` as from a trusted producer."""
+    return _VERSION + hmac.new(key, value, hashlib.sha256).hexdigest().encode()
+
+
+def is_trusted(key: bytes, value: bytes | None, header: bytes | None) -> bool:
+    """Whether `header` is a valid trust signature of `value` under `key` (constant time)."""
+    if value is None or header is None:
+        return False
+    return hmac.compare_digest(trust_signature(key, value), header)

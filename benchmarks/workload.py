@@ -84,7 +84,7 @@ class _SizeTally:
     async def write(self, records: Sequence[Record]) -> None:
         for record in records:
             kind = "raw" if record.topic.source is not None else "consent"
-            self.bytes[kind] += len(record.value)
+            self.bytes[kind] += len(record.value or b"")
             self.records[kind] += 1
         await self.sink.write(records)
 

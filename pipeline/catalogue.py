@@ -23,6 +23,8 @@ from pydantic import BaseModel
 from pipeline.core.route import Destination
 from schemas.consent import ConsentChange
 from schemas.events import SdkEvent, Source, TagEvent, WidgetEvent
+from schemas.identity import IdentityLink
+from schemas.internal import Hop
 from schemas.outputs import (
     ActivityRecord,
     AggregateRecord,
@@ -35,7 +37,7 @@ from schemas.outputs import (
 
 Role: TypeAlias = Literal["input", "output", "internal", "changelog"]
 Partitioning: TypeAlias = Literal["any", "murmur2", "table"]
-Retention: TypeAlias = Literal["raw", "output", "audit", "dlq", "compacted"]
+Retention: TypeAlias = Literal["raw", "internal", "output", "audit", "dlq", "compacted"]
 
 MURMUR2_NOTE: Final = "Kafka's default partitioner: murmur2 of the key, as the Java client"
 
@@ -54,7 +56,8 @@ class Topic:
     """`any`: producers choose; `murmur2`: by the key, as Kafka's default partitioner;
     `table`: as the table's partitions (a changelog record goes to its store's partition)."""
     value: type[BaseModel] | None
-    """The model of the values; None for a changelog's stored bytes (`pipeline.core.stored`)."""
+    """The model of the values; None for a changelog's stored bytes (`pipeline.core.stored`)
+    and for internal topics, which carry a raw record's value unchanged."""
     retention: Retention
     """Which retention setting applies (`compacted`: kept per key, never by age)."""
     source: Source | None = None
@@ -64,6 +67,8 @@ class Topic:
     append_time: bool = False
     """Records carry the broker's append time (`LogAppendTime`): inputs, so that
     "acknowledged before produced" compares them on one clock."""
+    headers: type[BaseModel] | None = None
+    """The model of the `pipeline-hop` header an internal topic's records carry."""
 
     @property
     def compacted(self) -> bool:
@@ -75,8 +80,8 @@ def _raw(source: Source, model: type[BaseModel], summary: str) -> Topic:
         name=f"raw.{source}",
         role="input",
         summary=summary,
-        key="the subject key: user_id, else anon:<device id, cookie id or event id> (SPEC §3)",
-        partitioning="murmur2",
+        key="any (the pipeline re-keys what it reads; SPEC §3)",
+        partitioning="any",
         value=model,
         retention="raw",
         source=source,
@@ -177,7 +182,54 @@ DLQ: Final = _output(
     retention="dlq",
 )
 
-INPUTS: Final = (RAW_TAG, RAW_SDK, RAW_WIDGET, CONSENT_CHANGES)
+IDENTITY_LINKS: Final = Topic(
+    name="identity.links",
+    role="input",
+    summary="Which user each match key (hashed email, phone, advertising id, click id, "
+    "widget session) belongs to; a tombstone or deleted: true unlinks (SPEC §4.2).",
+    key="match_key",
+    partitioning="murmur2",
+    value=IdentityLink,
+    retention="compacted",
+    append_time=True,
+)
+
+
+def _internal(name: str, key: str, summary: str) -> Topic:
+    return Topic(
+        name=f"{{app_id}}.{name}",
+        role="internal",
+        summary=summary,
+        key=key,
+        partitioning="murmur2",
+        value=None,
+        retention="internal",
+        append_time=True,
+        headers=Hop,
+    )
+
+
+BY_EVENT: Final = _internal(
+    "by-event",
+    "advertiser_id, 0x1f, event_id",
+    "Valid raw events re-keyed by (advertiser, event id), so every copy is deduplicated "
+    "in one place wherever it was produced.",
+)
+BY_MATCH_KEY: Final = _internal(
+    "by-match-key",
+    "the match key looked up next",
+    "Events on their way through the identity table, to the partition of each match key "
+    "in turn (like Kafka Streams' foreign-key join subscriptions).",
+)
+BY_SUBJECT: Final = _internal(
+    "by-subject",
+    "the subject key: the resolved user_id, else anon:<device, cookie or event id>",
+    "Resolved events re-keyed by their subject, co-partitioned with consent.changes "
+    "for the decision.",
+)
+
+INPUTS: Final = (RAW_TAG, RAW_SDK, RAW_WIDGET, CONSENT_CHANGES, IDENTITY_LINKS)
+INTERNAL: Final = (BY_EVENT, BY_MATCH_KEY, BY_SUBJECT)
 RAW: Final[Mapping[Source, Topic]] = MappingProxyType(
     {topic.source: topic for topic in INPUTS if topic.source is not None}
 )
@@ -197,12 +249,13 @@ BY_DESTINATION: Final[Mapping[Destination, Topic]] = MappingProxyType(
 )
 """The output topic of each routing destination."""
 
-TableName: TypeAlias = Literal["consent", "dedup", "aggregates"]
+TableName: TypeAlias = Literal["consent", "dedup", "aggregates", "identity"]
 TABLES: Final[Mapping[TableName, str]] = MappingProxyType(
     {
         "consent": "Each user's consent state and recent-change history (decision stage).",
-        "dedup": "Where each (advertiser, event id) was first read, for 48 h (decision stage).",
+        "dedup": "Where each (advertiser, event id) was first read, for 48 h (dedup stage).",
         "aggregates": "Open hourly aggregation cells (decision stage).",
+        "identity": "Each match key's linked user and its recent changes (identity stage).",
     }
 )
 """The worker's changelogged tables."""
@@ -224,10 +277,16 @@ def changelog(table: TableName) -> Topic:
 CHANGELOGS: Final = tuple(changelog(table) for table in TABLES)
 
 
+COPARTITIONED: Final = (*INTERNAL, CONSENT_CHANGES, IDENTITY_LINKS, *CHANGELOGS)
+"""Topics that must all have the same partition count: a table's partition p and the
+partition p of the topics its stage reads live on one worker. Raw topics may differ."""
+
+
 def every_topic() -> Iterator[Topic]:
     """Every topic of the catalogue: inputs, outputs, internal and changelog topics."""
     yield from INPUTS
     yield from OUTPUTS
+    yield from INTERNAL
     yield from CHANGELOGS
 
 

@@ -25,6 +25,7 @@ from pydantic.json_schema import models_json_schema
 
 from pipeline import catalogue
 from pipeline.catalogue import Topic
+from schemas.internal import HOP_HEADER
 
 JSON_DIR: Final = Path("schemas/json")
 ASYNCAPI_FILE: Final = Path("schemas/asyncapi.yaml")
@@ -34,6 +35,7 @@ DAY_MS: Final = 24 * 3600 * 1000
 
 _RETENTION_SETTING: Final[Mapping[str, str]] = {
     "raw": "PIPELINE_RAW_RETENTION_DAYS (default 7 days)",
+    "internal": "PIPELINE_INTERNAL_RETENTION_HOURS (default 24 hours)",
     "output": "PIPELINE_OUTPUT_RETENTION_DAYS (default 7 days)",
     "audit": "PIPELINE_AUDIT_RETENTION_DAYS (default 90 days)",
     "dlq": "PIPELINE_DLQ_RETENTION_DAYS (default 30 days)",
@@ -74,6 +76,7 @@ def asyncapi() -> dict[str, Any]:
     topics = list(catalogue.every_topic())
     mode: Literal["validation"] = "validation"
     models = [(t.value, mode) for t in json_topics() if t.value is not None]
+    models += [(t.headers, mode) for t in catalogue.INTERNAL if t.headers is not None]
     _, definitions = models_json_schema(models, ref_template="#/components/schemas/{model}")
     schemas: dict[str, Any] = dict(definitions.get("$defs", {}))
     schemas["StoredBytes"] = {
@@ -185,16 +188,38 @@ def stale_files(root: Path) -> list[Path]:
 
 def _message(topic: Topic) -> dict[str, Any]:
     payload: dict[str, Any]
-    if topic.value is None:
+    message: dict[str, Any] = {"name": f"{topic.name} record"}
+    if topic.headers is not None:
+        raw = [
+            f"#/components/schemas/{t.value.__name__}" for t in catalogue.RAW.values() if t.value
+        ]
+        payload = {
+            "description": "The raw record's value, unchanged: an event of the source the "
+            "header names.",
+            "oneOf": [{"$ref": ref} for ref in raw],
+        }
+        message["title"] = "Raw event on its way between the stages"
+        message["contentType"] = "application/json"
+        message["headers"] = {
+            "type": "object",
+            "properties": {
+                HOP_HEADER: {
+                    "description": "JSON: what the stages learned of the raw record so far.",
+                    "$ref": f"#/components/schemas/{topic.headers.__name__}",
+                }
+            },
+            "required": [HOP_HEADER],
+        }
+    elif topic.value is None:
         payload = {"$ref": "#/components/schemas/StoredBytes"}
-        content_type = "application/octet-stream"
+        message["title"] = "Stored table value"
+        message["contentType"] = "application/octet-stream"
     else:
         payload = {"$ref": f"#/components/schemas/{topic.value.__name__}"}
-        content_type = "application/json"
+        message["title"] = topic.value.__name__
+        message["contentType"] = "application/json"
     return {
-        "name": f"{topic.name} record",
-        "title": topic.value.__name__ if topic.value is not None else "Stored table value",
-        "contentType": content_type,
+        **message,
         "payload": payload,
         "bindings": {
             "kafka": {
@@ -209,7 +234,9 @@ def _channel_binding(topic: Topic) -> dict[str, Any]:
     config: dict[str, Any] = {
         "cleanup.policy": ["compact"] if topic.compacted else ["delete"],
     }
-    if not topic.compacted:
+    if topic.retention == "internal":
+        config["retention.ms"] = 24 * 3600 * 1000
+    elif not topic.compacted:
         config["retention.ms"] = _RETENTION_DEFAULT_DAYS[topic.retention] * DAY_MS
     return {
         "topic": topic.name,
@@ -235,6 +262,8 @@ def _description(topic: Topic) -> str:
 def _operation_summary(topic: Topic, action: str) -> str:
     if topic.role == "changelog":
         return "Workers write their table changes here and read them back on recovery."
+    if topic.role == "internal":
+        return "One stage's workers produce it and the next stage's consume it, a hop per batch."
     if action == "receive":
         return f"Workers consume {topic.name}."
     return f"Workers produce {topic.name}, inside the transaction of the batch it comes from."

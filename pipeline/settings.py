@@ -64,6 +64,9 @@ class Settings(BaseSettings):
     output_retention_days: int = Field(default=7, ge=1)
     audit_retention_days: int = Field(default=90, ge=1)
     dlq_retention_days: int = Field(default=30, ge=1)
+    internal_retention_hours: int = Field(
+        default=24, ge=1, description="Retention of the internal topics between the stages."
+    )
     sharing_countries: Annotated[list[str], NoDecode] = Field(
         default=["US"], description="ISO 3166-1 alpha-2 countries where partner sharing is on."
     )

@@ -247,6 +247,8 @@ class WidgetEvent(_EventBase):
 
     event_name: WidgetEventName
     advertiser_id: Identifier | None = None
+    session_id: Identifier | None = None
+    """The platform's own session in the widget (a `session:` match key, SPEC §4.2)."""
     site_domain: Identifier
     page_url: Url | None = None
     widget_type: WidgetType

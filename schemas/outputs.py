@@ -12,6 +12,7 @@ from typing import Literal, TypeAlias
 from pydantic import BaseModel, ConfigDict
 
 from schemas.events import ActionSource, Source, Surface
+from schemas.identity import IdentityMatch
 
 DlqReason: TypeAlias = Literal[
     "invalid_json",
@@ -21,6 +22,7 @@ DlqReason: TypeAlias = Literal[
     "in_future",
     "oversized",
     "missing_key",
+    "wrong_partition",
     "processing_error",
 ]
 Allow: TypeAlias = Literal["allow", "deny"]
@@ -165,6 +167,16 @@ class Timings(BaseModel):
     decided_at: float
 
 
+class Identity(BaseModel):
+    """How the subject of an event was found (SPEC §4.2): the kind of key, never the key."""
+
+    model_config = OUTPUT_CONFIG
+
+    match: IdentityMatch
+    conflict: bool
+    """Another match key of the event was linked to another user (the first one won)."""
+
+
 class AuditRecord(BaseModel):
     """A `decisions.audit` record: why each purpose was decided as it was; no raw PII.
 
@@ -184,6 +196,7 @@ class AuditRecord(BaseModel):
     reasons: list[str]
     duplicate: bool
     raw_pii_hashed: bool
+    identity: Identity
     destinations: list[str]
     origin: Origin | None
     timings: Timings

@@ -17,6 +17,7 @@ from pydantic_core import ErrorDetails
 from schemas import codec, normalize
 from schemas.consent import ConsentChange
 from schemas.events import EVENT_MODELS, Event, SdkEvent, Source, TagEvent
+from schemas.identity import IdentityLink
 from schemas.outputs import DlqReason
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
@@ -99,6 +100,19 @@ def parse_consent_change(
         if now is not None and change.changed_at > (now + limits.max_future_s) * 1000:
             return Rejected("in_future", "changed_at: in_future")
         return change
+    except Exception as exc:
+        return processing_error(exc, "parse")
+
+
+def parse_identity_link(
+    data: bytes | None, *, key: bytes | None = None, limits: ParseLimits = DEFAULT_LIMITS
+) -> IdentityLink | Rejected:
+    """Validate one `identity.links` record (not a tombstone), or say why it cannot be applied."""
+    try:
+        checked = _check_envelope(data, key, limits)
+        if isinstance(checked, Rejected):
+            return checked
+        return _validate(IdentityLink, checked)
     except Exception as exc:
         return processing_error(exc, "parse")
 

@@ -29,6 +29,7 @@ from pipeline.core.deidentify import (
 from pipeline.core.parse import Rejected
 from pipeline.core.policy import Decision
 from schemas.events import Event, SdkEvent, WidgetEvent
+from schemas.identity import IdentityMatch
 
 Destination: TypeAlias = Literal[
     "personalization",
@@ -223,6 +224,7 @@ def audit_record(
     origin: Origin | None,
     received_at: float | None,
     decided_at: float,
+    identity: tuple[IdentityMatch, bool] | None = None,
 ) -> Output:
     """The `decisions.audit` record for a processed event, keyed by its `user_key`.
 
@@ -231,7 +233,10 @@ def audit_record(
         duplicate: the event was seen before and not emitted again (SPEC §7.4).
         received_at: when the input reached the pipeline (its Kafka timestamp).
         decided_at: when the decision was made.
+        identity: how the subject was found (SPEC §4.2), and whether another match key
+            named another user; by default the event's own `user_id` (`provided`) or none.
     """
+    match, conflict = identity or ("provided" if event.user_id is not None else "none", False)
     user_key = pseudonymizer.user_key(subject_key(event))
     record = {
         "policy_version": decision.policy_version,
@@ -245,6 +250,7 @@ def audit_record(
         "reasons": list(decision.reasons),
         "duplicate": duplicate,
         "raw_pii_hashed": event.raw_pii_hashed,
+        "identity": {"match": match, "conflict": conflict},
         "destinations": list(destinations),
         "origin": _origin(origin),
         "timings": {

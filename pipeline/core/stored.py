@@ -13,6 +13,8 @@ bytes. Nothing but this module builds or parses them:
   seen_at]`, where the event was first read and when (unix seconds).
 - aggregates table: key `\\x00meta`, value `[closed_before, late_events]`; every other key
   is a cell key as a JSON list, value `[count, value_sum]`.
+- identity table: key `<match key>`, value `[user_id or null, linked_at, complete_from_ms,
+  [[acknowledged ms, user before or null], ...]]`.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Final, NamedTuple
 from pipeline.core.aggregate import Cell, CellKey, cell_key_from_list
 from pipeline.core.consent import ConsentState, History, Snapshot
 from pipeline.core.errors import ConsentStateError
+from pipeline.core.identity import LinkRow
 from schemas import codec
 
 HISTORY_PREFIX: Final = b"\x01"
@@ -180,3 +183,33 @@ def decode_aggregate_meta(data: bytes) -> tuple[int, int]:
     """`(closed_before, late_events)` from `encode_aggregate_meta` bytes."""
     closed_before, late_events = codec.loads(data)
     return int(closed_before), int(late_events)
+
+
+# -- identity -----------------------------------------------------------------------
+
+
+def encode_link_row(row: LinkRow) -> bytes:
+    """A match key's row of the identity table."""
+    return codec.dumps(
+        [row.user_id, row.linked_at, row.complete_from_ms, [list(c) for c in row.changes]]
+    )
+
+
+def decode_link_row(data: bytes) -> LinkRow:
+    """A match key's row from `encode_link_row` bytes.
+
+    Raises:
+        ValueError: `data` is not a row this version wrote.
+    """
+    try:
+        user_id, linked_at, complete_from, changes = codec.loads(data)
+        if (user_id is not None and type(user_id) is not str) or type(linked_at) is not int:
+            raise TypeError("unexpected type")
+        return LinkRow(
+            user_id,
+            linked_at,
+            tuple((int(ms), before) for ms, before in changes),
+            int(complete_from),
+        )
+    except (codec.DecodeError, TypeError, ValueError):
+        raise ValueError("stored identity row is malformed") from None

@@ -34,6 +34,8 @@ def topic_config(settings: Settings, topic: Topic) -> dict[str, str]:
     """The topic-level configuration of a catalogue topic: retention or compaction, clock."""
     if topic.compacted:
         config = {"cleanup.policy": "compact", "min.compaction.lag.ms": "0"}
+    elif topic.retention == "internal":
+        config = {"retention.ms": str(settings.internal_retention_hours * 3600 * 1000)}
     else:
         days = {
             "raw": settings.raw_retention_days,
@@ -47,24 +49,27 @@ def topic_config(settings: Settings, topic: Topic) -> dict[str, str]:
     return config
 
 
-def spec(settings: Settings, topic: Topic) -> TopicSpec:
+def spec(settings: Settings, topic: Topic, partitions: int | None = None) -> TopicSpec:
     """How a catalogue topic is created on the configured cluster."""
     return TopicSpec(
         settings.topic(topic),
-        settings.topic_partitions,
+        partitions or settings.topic_partitions,
         settings.topic_replication,
         topic_config(settings, topic),
     )
 
 
 def topic_specs(settings: Settings) -> list[TopicSpec]:
-    """Every input and output topic, with partitions, replication and retention."""
-    return [spec(settings, topic) for topic in (*catalogue.INPUTS, *catalogue.OUTPUTS)]
+    """Every input, output and internal topic, with partitions, replication and retention."""
+    topics = (*catalogue.INPUTS, *catalogue.OUTPUTS, *catalogue.INTERNAL)
+    return [spec(settings, topic) for topic in topics]
 
 
-def changelog_specs(settings: Settings, tables: Iterable[TableName]) -> list[TopicSpec]:
+def changelog_specs(
+    settings: Settings, tables: Iterable[TableName], partitions: int | None = None
+) -> list[TopicSpec]:
     """The compacted changelog topics of the worker's tables, co-partitioned with the inputs."""
-    return [spec(settings, catalogue.changelog(table)) for table in tables]
+    return [spec(settings, catalogue.changelog(table), partitions) for table in tables]
 
 
 def admin_client(settings: Settings) -> AIOKafkaAdminClient:
@@ -114,21 +119,30 @@ async def partition_counts(settings: Settings, names: list[str]) -> dict[str, in
 
 
 async def check_copartitioned(settings: Settings) -> int:
-    """The common partition count of the input topics.
+    """The common partition count of the topics that must be co-partitioned.
+
+    The raw topics must exist and may have any partition count; consent.changes,
+    identity.links, the internal topics and the changelogs that exist already must all
+    have the same one.
 
     Raises:
-        TopicLayoutError: an input topic is missing or the counts differ; the message names them.
+        TopicLayoutError: a topic is missing or the counts differ; the message names them.
     """
-    names = [settings.topic(topic) for topic in catalogue.INPUTS]
-    counts = await partition_counts(settings, names)
-    missing = [n for n, c in counts.items() if c is None]
+    required = (*catalogue.INPUTS, *catalogue.INTERNAL)
+    changelogs = [settings.topic(topic) for topic in catalogue.CHANGELOGS]
+    names = [settings.topic(topic) for topic in required]
+    counts = await partition_counts(settings, names + changelogs)
+    missing = [n for n in names if counts[n] is None]
     if missing:
         raise TopicLayoutError(
-            f"input topics missing: {', '.join(missing)} (run `consent-pipeline topics create`)"
+            f"topics missing: {', '.join(missing)} (run `consent-pipeline topics create`)"
         )
-    if len(set(counts.values())) != 1:
-        layout = ", ".join(f"{n}={c}" for n, c in counts.items())
-        raise TopicLayoutError(f"input topics are not co-partitioned: {layout}")
-    count = next(iter(counts.values()))
-    assert count is not None
-    return count
+    joined = {
+        name: count
+        for topic in catalogue.COPARTITIONED
+        if (count := counts.get(name := settings.topic(topic))) is not None
+    }
+    if len(set(joined.values())) != 1:
+        layout = ", ".join(f"{n}={c}" for n, c in joined.items())
+        raise TopicLayoutError(f"topics that must be co-partitioned are not: {layout}")
+    return next(iter(joined.values()))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -60,7 +61,12 @@ class BatchWriter:
         self.failed: Counter[str] = Counter()
 
     async def write(
-        self, topic: str, key: bytes | None, value: bytes | None, partition: int | None = None
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        partition: int | None = None,
+        headers: Sequence[tuple[str, bytes]] = (),
     ) -> None:
         """Add a record; `partition` None means: by the key's murmur2 hash."""
         if partition is None:
@@ -69,10 +75,10 @@ class BatchWriter:
         batch = self._open.get(slot)
         if batch is None:
             batch = self._open[slot] = self._producer.create_batch()
-        if batch.append(key=key, value=value, timestamp=None) is None:
+        if batch.append(key=key, value=value, timestamp=None, headers=headers) is None:
             await self._hand_over(slot)
             batch = self._open[slot] = self._producer.create_batch()
-            batch.append(key=key, value=value, timestamp=None)
+            batch.append(key=key, value=value, timestamp=None, headers=headers)
 
     async def flush(self) -> list[Sent]:
         """Hand over every open batch; returns everything sent since the writer was made."""

@@ -20,7 +20,7 @@ from pipeline.runtime.engine import Engine
 from pipeline.runtime.metrics import Metrics
 from pipeline.runtime.web import register_pages
 from pipeline.settings import Settings
-from pipeline.stages.decision import decision_stage
+from pipeline.stages import worker_stages
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ class _PipelineApp(faust.App):
         """Nothing: Faust keeps no state here; the engine's stores live under `data_dir`."""
 
 
-def create_app(settings: Settings) -> tuple[faust.App, Engine]:
+def create_app(settings: Settings, partition_count: int | None = None) -> tuple[faust.App, Engine]:
     """The Faust app and the engine service of one worker, configured from `settings`."""
     app = _PipelineApp(
         settings.app_id,
@@ -48,7 +48,13 @@ def create_app(settings: Settings) -> tuple[faust.App, Engine]:
         web_in_thread=False,
     )
     metrics = Metrics(CollectorRegistry())
-    engine = Engine(settings, metrics, [decision_stage(settings)], loop=asyncio.get_event_loop())
+    engine = Engine(
+        settings,
+        metrics,
+        worker_stages(settings),
+        partition_count=partition_count,
+        loop=asyncio.get_event_loop(),
+    )
     register_pages(app, engine, metrics)
     return app, engine
 
@@ -64,7 +70,7 @@ def run_worker(settings: Settings) -> None:
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     partitions = loop.run_until_complete(check_copartitioned(settings))
-    log.info("input topics are co-partitioned (%d partitions)", partitions)
-    app, engine = create_app(settings)
+    log.info("the tables' topics are co-partitioned (%d partitions)", partitions)
+    app, engine = create_app(settings, partitions)
     worker = faust.Worker(app, engine, loglevel=settings.log_level.upper(), quiet=True, loop=loop)
     worker.execute_from_commandline()

@@ -28,11 +28,13 @@ from mode import Service
 
 from pipeline import catalogue
 from pipeline.catalogue import TableName, Topic
-from pipeline.core.route import Origin, Output
+from pipeline.core.parse import Rejected
+from pipeline.core.route import Origin, Output, dlq_record
 from pipeline.errors import PipelineError
 from pipeline.kafka.admin import changelog_specs, ensure_topics
 from pipeline.kafka.config import client_options
 from pipeline.kafka.producer import Producer
+from pipeline.kafka.writer import KeyPartitioner
 from pipeline.runtime import transaction
 from pipeline.runtime.barrier import BarrierTimeout, catch_up
 from pipeline.runtime.canary import CanaryScanner
@@ -40,7 +42,7 @@ from pipeline.runtime.metrics import Metrics
 from pipeline.runtime.rebalance import Generation, Rebalance
 from pipeline.runtime.recovery import recover
 from pipeline.runtime.reporting import BatchStats, report
-from pipeline.runtime.stage import InputRecord, Stage
+from pipeline.runtime.stage import Forward, InputRecord, Stage
 from pipeline.settings import Settings
 from pipeline.state.stores import RocksMemory, open_store
 from pipeline.state.tables import Table
@@ -48,6 +50,8 @@ from schemas import codec
 
 log = logging.getLogger(__name__)
 
+WRONG_PARTITION = Rejected("wrong_partition", "key: wrong_partition")
+"""A table-input record on another partition than murmur2 of its key (SPEC §3)."""
 LAG_INTERVAL_S = 1.0
 FETCH_MAX_WAIT_MS = 100
 SWEEP_INTERVAL_S = 600.0
@@ -59,12 +63,20 @@ class Engine(Service):
     """Consumes, runs `stages` and produces for the partitions assigned to this worker."""
 
     def __init__(
-        self, settings: Settings, metrics: Metrics, stages: Sequence[Stage], **kwargs: Any
+        self,
+        settings: Settings,
+        metrics: Metrics,
+        stages: Sequence[Stage],
+        *,
+        partition_count: int | None = None,
+        **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.settings = settings
         self.metrics = metrics
         self.stages = tuple(stages)
+        self.partition_count = partition_count or settings.topic_partitions
+        """The partition count of every co-partitioned topic (tables, changelogs)."""
         self.group_id = settings.app_id
         root = settings.data_dir / settings.app_id
         memory = RocksMemory(settings.rocksdb_memory_mb * 1024 * 1024)
@@ -80,6 +92,8 @@ class Engine(Service):
         }
         for stage in self.stages:
             stage.bind({name: self.tables[name] for name in stage.tables})
+        self._owner = {settings.topic(s.partitioned_by): s for s in self.stages if s.partitioned_by}
+        """Full name of a stage's `partitioned_by` topic -> the stage."""
         self._inputs: dict[str, tuple[Stage, Topic, bool]] = {}
         """Full topic name -> (its stage, its catalogue entry, whether it is a table input)."""
         for stage in self.stages:
@@ -89,9 +103,10 @@ class Engine(Service):
                 self._inputs[settings.topic(topic)] = (stage, topic, False)
         self.destinations = {d: settings.topic(t) for d, t in catalogue.BY_DESTINATION.items()}
         self.canaries = CanaryScanner(settings.pii_canaries)
+        self._hash = KeyPartitioner()
         self._lock = asyncio.Lock()
         self._stopping = False
-        self._partitions: set[int] = set()
+        self._partitions: dict[Stage, set[int]] = {stage: set() for stage in self.stages}
         self._last_lag = 0.0
         self._last_sweep = time.monotonic()
         self._next: dict[TopicPartition, int] = {}
@@ -115,7 +130,7 @@ class Engine(Service):
         # cyclic collector walk all of them every few thousand allocations.
         gc.set_threshold(GC_THRESHOLD, 20, 100)
         settings = self.settings
-        await ensure_topics(settings, changelog_specs(settings, self.tables))
+        await ensure_topics(settings, changelog_specs(settings, self.tables, self.partition_count))
         self.consumer = AIOKafkaConsumer(
             **client_options(settings),
             client_id=f"{settings.app_id}-{settings.instance_name}",
@@ -220,7 +235,7 @@ class Engine(Service):
         self, batch: Batch, now: float, sweep: bool, starts: dict[TopicPartition, int]
     ) -> None:
         stats = BatchStats()
-        outputs: list[Output] = []
+        outputs: list[Output | Forward] = []
         offsets: dict[TopicPartition, int] = {}
         streams: list[tuple[Stage, InputRecord]] = []
         waiting: dict[Stage, set[int]] = {}
@@ -231,7 +246,7 @@ class Engine(Service):
             stage, topic, is_table = self._inputs[tp.topic]
             if is_table:
                 for record in records:
-                    outputs.extend(stage.fold(self._input(tp, topic, record), now, stats))
+                    outputs.extend(self._fold(stage, self._input(tp, topic, record), now, stats))
             else:
                 streams.extend((stage, self._input(tp, topic, record)) for record in records)
                 waiting.setdefault(stage, set()).add(tp.partition)
@@ -245,7 +260,13 @@ class Engine(Service):
         writer = await transaction.begin(self.producer)
         canaries = self.canaries
         destinations = self.destinations
+        name_of = self.settings.topic
         for output in outputs:
+            if isinstance(output, Forward):
+                await writer.write(
+                    name_of(output.topic), output.key, output.value, None, output.headers
+                )
+                continue
             value = codec.dumps(output.record)
             if canaries:
                 self._check_canaries(output, value)
@@ -269,7 +290,7 @@ class Engine(Service):
         partitions: set[int],
         now: float,
         stats: BatchStats,
-        outputs: list[Output],
+        outputs: list[Output | Forward],
         offsets: dict[TopicPartition, int],
         starts: dict[TopicPartition, int],
     ) -> None:
@@ -283,7 +304,9 @@ class Engine(Service):
 
         def fold(tp: TopicPartition, record: ConsumerRecord[bytes, bytes]) -> None:
             starts.setdefault(tp, record.offset)
-            outputs.extend(stage.fold(self._input(tp, entries[tp.topic], record), now, stats))
+            outputs.extend(
+                self._fold(stage, self._input(tp, entries[tp.topic], record), now, stats)
+            )
             offsets[tp] = record.offset + 1
 
         waited = await catch_up(
@@ -295,6 +318,30 @@ class Engine(Service):
         )
         self.metrics.barrier_wait_seconds.observe(waited)
 
+    def _fold(
+        self, stage: Stage, record: InputRecord, now: float, stats: BatchStats
+    ) -> list[Output]:
+        """Fold a table-input record, unless it sits on another partition than its key's."""
+        key = record.key
+        if (
+            key is not None
+            and record.topic.partitioning == "murmur2"
+            and self._hash(key) % self.partition_count != record.origin.partition
+        ):
+            stats.wrong_partition[record.topic.name] += 1
+            stats.dlq[_table_source(record.topic), WRONG_PARTITION.reason] += 1
+            log.warning("a %s record is on the wrong partition", record.topic.name)
+            return [
+                dlq_record(
+                    WRONG_PARTITION,
+                    data=record.value,
+                    key=key,
+                    origin=record.origin,
+                    received_at=record.timestamp_ms / 1000,
+                )
+            ]
+        return stage.fold(record, now, stats)
+
     def _input(
         self, tp: TopicPartition, topic: Topic, record: ConsumerRecord[bytes, bytes]
     ) -> InputRecord:
@@ -304,6 +351,7 @@ class Engine(Service):
             key=record.key,
             value=record.value,
             timestamp_ms=record.timestamp,
+            headers=record.headers,
         )
 
     def _check_canaries(self, output: Output, value: bytes) -> None:
@@ -317,7 +365,7 @@ class Engine(Service):
         assert consumer is not None
         transaction.abort(self.tables.values())
         for stage in self.stages:
-            stage.aborted(self._partitions)
+            stage.aborted(self._partitions[stage])
         assigned = consumer.assignment()
         for tp, offset in starts.items():
             if tp in assigned:
@@ -327,23 +375,25 @@ class Engine(Service):
 
     async def assign(self, assigned: Iterable[TopicPartition]) -> None:
         """Take the new assignment: close what moved away, recover what is new."""
-        partitions = {tp.partition for tp in assigned if tp.topic in self._inputs}
-        gone = self._partitions - partitions
-        for partition in gone:
-            for table in self.tables.values():
-                table.revoke(partition)
-        for stage in self.stages:
-            stage.revoked(gone)
-        new = partitions - self._partitions
+        assigned = list(assigned)
         started = time.monotonic()
-        for partition in sorted(new):
-            for table in self.tables.values():
-                table.assign(partition)
-        if new:
-            await recover(self.settings, self.tables.values(), new, alive=self._alive)
-            for stage in self.stages:
-                stage.assigned(new)
-        self._partitions = partitions
+        recovered = 0
+        for stage in self.stages:
+            owned = {tp.partition for tp in assigned if self._owner.get(tp.topic) is stage}
+            tables = [self.tables[name] for name in stage.tables]
+            gone, new = self._partitions[stage] - owned, owned - self._partitions[stage]
+            for partition in gone:
+                for table in tables:
+                    table.revoke(partition)
+            stage.revoked(gone)
+            for partition in sorted(new):
+                for table in tables:
+                    table.assign(partition)
+            if new and tables:
+                await recover(self.settings, tables, new, alive=self._alive)
+            stage.assigned(new, self.partition_count)
+            self._partitions[stage] = owned
+            recovered += len(new)
         gc.collect()
         gc.freeze()  # recovered state is long-lived: keep it out of later collections
         for stage in self.stages:
@@ -352,8 +402,8 @@ class Engine(Service):
                 self.metrics.consent_table_entries.set(size)
         log.info(
             "assigned partitions %s (%d recovered in %.2fs)",
-            sorted(partitions),
-            len(new),
+            sorted({tp.partition for tp in assigned}),
+            recovered,
             time.monotonic() - started,
         )
         self.ready.set()
@@ -384,3 +434,8 @@ class Engine(Service):
             if highwater is not None:
                 lag = max(0, highwater - position)
                 self.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(lag)
+
+
+def _table_source(topic: Topic) -> str:
+    """The DLQ metric's source label of a table input."""
+    return "identity" if topic is catalogue.IDENTITY_LINKS else "consent"

@@ -98,6 +98,53 @@ class Metrics:
             ["source"],
             registry=registry,
         )
+        self.hop_records = Counter(
+            "pipeline_hop_records_total",
+            "Records written to the internal topics between the stages, by hop.",
+            ["hop"],
+            registry=registry,
+        )
+        self.hop_latency_seconds = Histogram(
+            "pipeline_hop_latency_seconds",
+            "Time from a stage writing a record to the next stage reading it, by hop.",
+            ["hop"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.identity_resolutions = Counter(
+            "pipeline_identity_resolutions_total",
+            "Events whose subject was found, by match kind (none: not found).",
+            ["match"],
+            registry=registry,
+        )
+        self.identity_unresolved = Counter(
+            "pipeline_identity_unresolved_total",
+            "Events no match key resolved to a user, by source.",
+            ["source"],
+            registry=registry,
+        )
+        self.identity_conflicts = Counter(
+            "pipeline_identity_conflicts_total",
+            "Events with two match keys linked to different users (the first key won).",
+            registry=registry,
+        )
+        self.identity_links = Counter(
+            "pipeline_identity_links_total",
+            "Links and unlinks folded into the identity table.",
+            registry=registry,
+        )
+        self.untrusted_user_ids = Counter(
+            "pipeline_untrusted_user_ids_total",
+            "Raw events naming a user_id without a trusted producer's signature (ignored).",
+            ["source"],
+            registry=registry,
+        )
+        self.wrong_partition = Counter(
+            "pipeline_wrong_partition_total",
+            "Table-input records on another partition than murmur2 of their key (DLQ).",
+            ["topic"],
+            registry=registry,
+        )
         self.pii_canary_hits = Counter(
             "pipeline_pii_canary_hits_total",
             "Records written with a seeded PII canary where no identifier may appear.",

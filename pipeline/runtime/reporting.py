@@ -30,6 +30,20 @@ class BatchStats:
     revocation_latencies: list[float] = field(default_factory=list)
     aggregate_late: int = 0
     aggregate_suppressed_cells: int = 0
+    hops: Counter[str] = field(default_factory=Counter)
+    """Records written to each internal topic, by hop name."""
+    hop_latencies: list[tuple[str, float]] = field(default_factory=list)
+    """(hop, seconds from the previous stage's write to this stage reading the record)."""
+    resolutions: Counter[str] = field(default_factory=Counter)
+    """Resolved events by identity match (`provided`, `em`, ..., `none`)."""
+    unresolved: Counter[str] = field(default_factory=Counter)
+    """Events no key resolved, by source."""
+    identity_conflicts: int = 0
+    untrusted_user_ids: Counter[str] = field(default_factory=Counter)
+    """Raw events naming a user_id without a valid trust signature, by source."""
+    links_applied: int = 0
+    wrong_partition: Counter[str] = field(default_factory=Counter)
+    """Table-input records on another partition than murmur2 of their key, by topic."""
 
 
 def report(
@@ -70,3 +84,19 @@ def report(
     if sum(stats.events_in.values()):
         for source in stats.events_in:
             m.processing_seconds.labels(source).observe(seconds)
+    for hop, n in stats.hops.items():
+        m.hop_records.labels(hop).inc(n)
+    for hop, latency in stats.hop_latencies:
+        m.hop_latency_seconds.labels(hop).observe(latency)
+    for match, n in stats.resolutions.items():
+        m.identity_resolutions.labels(match).inc(n)
+    for source, n in stats.unresolved.items():
+        m.identity_unresolved.labels(source).inc(n)
+    if stats.identity_conflicts:
+        m.identity_conflicts.inc(stats.identity_conflicts)
+    for source, n in stats.untrusted_user_ids.items():
+        m.untrusted_user_ids.labels(source).inc(n)
+    if stats.links_applied:
+        m.identity_links.inc(stats.links_applied)
+    for topic, n in stats.wrong_partition.items():
+        m.wrong_partition.labels(topic).inc(n)

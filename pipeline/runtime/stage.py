@@ -12,19 +12,27 @@ consumer and one transactional producer. Per batch, for each stage it
 
 then commits every output, every staged table write (as changelog records) and the
 consumed offsets in one Kafka transaction. A stage never sees Kafka: it gets records and
-returns outputs; the tables it writes are staged until the transaction commits.
+returns outputs (`Output` records for the output topics, `Forward` records to the
+internal topic the next stage reads); the tables it writes are staged until the
+transaction commits.
+
+A table-input record on another partition than murmur2 of its key cannot be joined: the
+engine sends it to the DLQ as `wrong_partition` instead of folding it.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from pipeline.catalogue import TableName, Topic
 from pipeline.core.route import Origin, Output
 from pipeline.runtime.reporting import BatchStats
 from pipeline.state.tables import Table
+
+Headers = Sequence[tuple[str, bytes]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +45,23 @@ class InputRecord:
     key: bytes | None
     value: bytes | None
     timestamp_ms: int
+    headers: Headers = ()
+
+    def header(self, name: str) -> bytes | None:
+        """The value of the first header called `name`, if any."""
+        for key, value in self.headers:
+            if key == name:
+                return value
+        return None
+
+
+class Forward(NamedTuple):
+    """A record for an internal topic: the next stage's input, partitioned by its key."""
+
+    topic: Topic
+    key: bytes
+    value: bytes | None
+    headers: Headers
 
 
 class Stage(ABC):
@@ -54,6 +79,8 @@ class Stage(ABC):
     """Topics whose records are processed one by one."""
     tables: tuple[TableName, ...]
     outputs: tuple[Topic, ...]
+    partitioned_by: Topic | None
+    """The topic whose partitions the stage's tables follow (None: the stage has none)."""
 
     @abstractmethod
     def bind(self, tables: Mapping[TableName, Table]) -> None:
@@ -64,7 +91,7 @@ class Stage(ABC):
         """Fold a table-input record; the outputs of a record that cannot be folded (DLQ)."""
 
     @abstractmethod
-    def process(self, record: InputRecord, now: float, stats: BatchStats) -> list[Output]:
+    def process(self, record: InputRecord, now: float, stats: BatchStats) -> list[Output | Forward]:
         """The outputs of a stream-input record: every record yields at least one."""
 
     def tick(self, now: float, stats: BatchStats, *, sweep: bool) -> list[Output]:
@@ -75,8 +102,8 @@ class Stage(ABC):
         """Whether `tick` has work at `now` even without new records."""
         return False
 
-    def assigned(self, partitions: set[int]) -> None:
-        """Partitions whose stores were just opened and recovered."""
+    def assigned(self, partitions: set[int], partition_count: int) -> None:
+        """Partitions whose stores were just opened and recovered, of `partition_count`."""
         return None
 
     def revoked(self, partitions: set[int]) -> None:

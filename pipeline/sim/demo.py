@@ -138,8 +138,9 @@ class _Feeder:
     async def write(self, records: Sequence[Record]) -> None:
         direct: list[Record] = []
         for record in records:
-            self.feed.produced[record.topic.source or "consent"] += 1
-            if record.kind == "event" and self._rng.random() < self.http_share:
+            self.feed.produced[_input_kind(record)] += 1
+            signed = bool(record.headers)  # a trusted producer's: not sent as an advertiser
+            if record.kind == "event" and not signed and self._rng.random() < self.http_share:
                 self._buffer.append(record)
             else:
                 direct.append(record)
@@ -187,7 +188,7 @@ class _Feeder:
         await asyncio.gather(*sends)
 
     async def _post(self, endpoint: str, source: str, records: list[Record]) -> None:
-        body = codec.dumps({"data": [codec.loads(r.value) for r in records]})
+        body = codec.dumps({"data": [codec.loads(r.value or b"{}") for r in records]})
         query = f"?source={source}" if endpoint == "/v1/events" else ""
         try:
             async with self.session.post(
@@ -207,7 +208,7 @@ class _Feeder:
         self.feed.collector_rejected += answer.get("events_rejected", 0)
 
     async def _beacon(self, record: Record) -> None:
-        query, headers = beacon_request(codec.loads(record.value), self.optout_cookie)
+        query, headers = beacon_request(codec.loads(record.value or b"{}"), self.optout_cookie)
         try:
             async with self.session.get(
                 f"{self.base_url}/v1/tag", params=query, headers=headers
@@ -227,6 +228,13 @@ class _Feeder:
         # The collector is not up yet (or answered 503): never drop, write straight instead.
         self.feed.collector_unavailable += len(records)
         await self.sink.write(records)
+
+
+def _input_kind(record: Record) -> str:
+    """What the live view counts a produced record as: its source, consent or identity."""
+    if record.topic.source is not None:
+        return record.topic.source
+    return "consent" if record.topic is catalogue.CONSENT_CHANGES else "identity"
 
 
 def beacon_request(

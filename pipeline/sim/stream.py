@@ -88,7 +88,9 @@ class KafkaSink:
         topic = self.settings.topic
         try:
             for record in records:
-                await writer.write(topic(record.topic), record.key, record.value)
+                await writer.write(
+                    topic(record.topic), record.key, record.value, None, record.headers
+                )
         except UnknownTopicOrPartitionError as exc:
             raise KafkaUnavailable("a topic does not exist; run `topics create`") from exc
         except KafkaError as exc:

@@ -1,15 +1,23 @@
 """Synthetic traffic: SPEC §4-shaped raw events and consent changes, deterministic per seed.
 
 A `TrafficGenerator` owns a population of synthetic users (`user-<n>`, emails at
-example.com, IPs from the documentation ranges) with stable attributes drawn from a
-`TrafficConfig`: region, age, account settings, a browser (DNT, GPC, the web opt-out
-cookie) and one app device (iOS with an ATT status, or Android with the ads opt-out).
-It yields Kafka-ready `Record`s keyed by the SPEC §3 subject key:
+example.com, phones under the unassigned +1 555 area code, IPs from the documentation ranges)
+with stable attributes drawn from a `TrafficConfig`: region, age, account settings, a
+browser (DNT, GPC, the web opt-out cookie), one app device (iOS with an ATT status, or
+Android with the ads opt-out), a widget session and the click ids of ads they clicked.
+It yields Kafka-ready `Record`s:
 
 - `consent_bootstrap()`: one full consent record per registered user;
+- `identity_bootstrap()`: the `identity.links` of every user's match keys (hashed email
+  and phone, advertising id, widget session, click ids);
 - `records(n)`: `n` raw records (events, tag/server duplicates, malformed records) and,
-  interleaved, the consent churn they caused (revocations, re-grants, device changes,
-  deletions).
+  interleaved, the churn they caused: consent revocations, re-grants, device changes and
+  deletions (whose keys are unlinked), emails moving to another account, new ad clicks.
+
+Raw events look like the advertisers' integrations send them: without a `user_id`,
+naming the person by match keys only, and keyed by their event id (the producer's
+choice; the pipeline re-keys). A share comes from a trusted producer that names the
+user and signs the record (`pipeline.core.trust`), when the generator has the trust key.
 
 `consent.changes` is compacted by user id, so every consent record carries the user's
 full current consent (settings, profile and device), and a deletion is the last record
@@ -28,8 +36,17 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Final, NamedTuple
 
-from pipeline.catalogue import CONSENT_CHANGES, RAW_SDK, RAW_TAG, RAW_WIDGET, Topic
+from pipeline.catalogue import (
+    CONSENT_CHANGES,
+    IDENTITY_LINKS,
+    RAW_SDK,
+    RAW_TAG,
+    RAW_WIDGET,
+    Topic,
+)
+from pipeline.core.identity import advertising_id_key
 from pipeline.core.policy import EEA_GB_CH
+from pipeline.core.trust import TRUST_HEADER, trust_signature
 from schemas import codec
 
 REGION_COUNTRIES: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType(
@@ -59,9 +76,10 @@ MALFORMED_KINDS: Final = (
     "schema_violation",
     "too_old",
     "in_future",
-    "missing_key",
 )
-"""Kinds of malformed record, each named after the DLQ reason the pipeline gives it."""
+"""Kinds of malformed raw record, each named after the DLQ reason the pipeline gives it.
+(Raw records may be keyed any way; the churn's `unkeyed` consent changes are the
+`missing_key` ones.)"""
 
 _EVENT_NAMES: Final = (
     ("page_visit", 0.40),
@@ -165,7 +183,11 @@ class TrafficConfig:
     unregistered_share: float = 0.02
     """Users the platform knows by id but who have no consent record (fail closed)."""
     anonymous_share: float = 0.08
-    """Events without a user id (logged-out visitors)."""
+    """Events of visitors the platform does not know: no match key links to anyone."""
+    trusted_share: float = 0.05
+    """Events from a trusted producer that names the user (and signs the record)."""
+    click_share: float = 0.3
+    """Tag events that carry the click id of an ad the user clicked."""
     on_platform_share: float = 0.30
     """Share of checkouts initiated on the platform itself (SPEC S8)."""
     opt_out_share: float = 0.01
@@ -178,8 +200,18 @@ class TrafficConfig:
     churn_per_event: float = 0.01
     """Consent changes per raw record while running."""
     churn: Mapping[str, float] = field(
-        default_factory=lambda: _weights(revoke=0.45, regrant=0.35, device=0.12, delete=0.08)
+        default_factory=lambda: _weights(
+            revoke=0.40,
+            regrant=0.30,
+            device=0.10,
+            delete=0.05,
+            move_email=0.05,
+            new_click=0.08,
+            unkeyed=0.02,
+        )
     )
+    """Churn per kind: consent changes, identity changes (an email moving to another
+    account, a new ad click's click id), and consent changes sent without a key."""
 
     def __post_init__(self) -> None:
         if self.users < 1 or self.advertisers < 1:
@@ -228,12 +260,13 @@ class TrafficConfig:
 
 
 class Record(NamedTuple):
-    """One record for Kafka: its catalogue topic, key, value and what it is."""
+    """One record for Kafka: its catalogue topic, key, value, what it is, its headers."""
 
     topic: Topic
     key: bytes | None
-    value: bytes
+    value: bytes | None
     kind: str
+    headers: tuple[tuple[str, bytes], ...] = ()
 
 
 @dataclass(slots=True)
@@ -248,6 +281,9 @@ class SyntheticUser:
     settings: dict[str, bool | None]
     email: str
     email_sha256: str
+    phone_sha256: str
+    session_id: str
+    click_ids: list[str]
     cookie_id: str
     dnt: bool
     gpc: bool
@@ -288,6 +324,22 @@ class _Picker:
         return self._keys[-1]
 
 
+def _as_stranger(event: dict[str, Any], rng: random.Random) -> None:
+    """Make `event` one of a visitor the platform does not know: no key links to anyone."""
+    event.pop("session_id", None)
+    user_data = event.get("user_data")
+    if user_data is not None:
+        for name in ("click_id", "ph", "hashed_maids"):
+            user_data.pop(name, None)
+        user_data["em"] = [f"{rng.getrandbits(256):064x}"]
+    device = event.get("device")
+    if device is not None:
+        device.pop("advertising_id", None)
+    browser = event.get("browser")
+    if browser is not None:
+        browser["cookie_id"] = f"ck-{rng.getrandbits(64):016x}"
+
+
 def _sha256(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
@@ -307,13 +359,23 @@ def _uuid(rng: random.Random) -> str:
 
 
 class TrafficGenerator:
-    """Deterministic synthetic traffic for one seed; `counts` tallies what it produced."""
+    """Deterministic synthetic traffic for one seed; `counts` tallies what it produced.
+
+    Args:
+        trust_key: the deployment's trust key; without it no event names its user.
+    """
 
     def __init__(
-        self, config: TrafficConfig, seed: int, clock: Callable[[], float] = time.time
+        self,
+        config: TrafficConfig,
+        seed: int,
+        clock: Callable[[], float] = time.time,
+        *,
+        trust_key: bytes | None = None,
     ) -> None:
         self.config = config
         self.seed = seed
+        self._trust_key = trust_key
         self.counts: Counter[str] = Counter()
         """Records by kind: `event`, `duplicate`, `malformed.<reason>`, `consent.<kind>`."""
         self.topics: Counter[str] = Counter()
@@ -335,6 +397,7 @@ class TrafficGenerator:
         )
         self._recent_tags: list[dict[str, Any]] = []
         self._last_ms = 0
+        self._last_link_ms = 0
         self.users = [self._new_user(i) for i in range(config.users)]
         by_platform: dict[str, list[SyntheticUser]] = {"ios": [], "android": []}
         for user in self.users:
@@ -382,6 +445,7 @@ class TrafficGenerator:
             group, host = rng.getrandbits(16), rng.randrange(1, 9999)
             ip = f"2001:db8:{group:x}::{host}"
         email = f"user{index}@example.com"
+        phone = f"1555{index:07d}"  # +1 555 is no North American area code
         return SyntheticUser(
             index=index,
             user_id=f"user-{index}",
@@ -391,6 +455,9 @@ class TrafficGenerator:
             settings=settings,
             email=email,
             email_sha256=_sha256(email),
+            phone_sha256=_sha256(phone),
+            session_id=f"sess-{rng.getrandbits(64):016x}",
+            click_ids=[f"clk-{rng.getrandbits(64):016x}" for _ in range(2)],
             cookie_id=f"ck-{rng.getrandbits(64):016x}",
             dnt=rng.random() < c.dnt_share,
             gpc=rng.random() < c.gpc_share,
@@ -412,6 +479,35 @@ class TrafficGenerator:
         for user in self._registered:
             if not user.deleted:
                 yield self._consent_record(user, "consent.bootstrap")
+
+    # -- identity ------------------------------------------------------------------
+
+    def identity_bootstrap(self) -> Iterator[Record]:
+        """The links of every user's match keys, registered with consent or not."""
+        for user in self.users:
+            if not user.deleted:
+                for key in self.match_keys(user):
+                    yield self._link(key, user.user_id, "identity.bootstrap")
+
+    def match_keys(self, user: SyntheticUser) -> list[str]:
+        """The match keys the platform knows of `user` (SPEC §4.2)."""
+        keys = [f"em:{user.email_sha256}", f"ph:{user.phone_sha256}", f"session:{user.session_id}"]
+        maid = advertising_id_key(user.advertising_id)
+        if maid is not None:
+            keys.append(f"maid:{maid}")
+        keys.extend(f"click:{click_id}" for click_id in user.click_ids)
+        return keys
+
+    def _link(self, key: str, user_id: str | None, kind: str) -> Record:
+        """A link of `key` to `user_id`, or (None) a tombstone that unlinks it."""
+        self.counts[kind] += 1
+        self.topics[IDENTITY_LINKS.name] += 1
+        if user_id is None:
+            return Record(IDENTITY_LINKS, key.encode(), None, kind)
+        now_ms = max(int(self._clock() * 1000), self._last_link_ms + 1)
+        self._last_link_ms = now_ms
+        document = {"match_key": key, "user_id": user_id, "linked_at": now_ms}
+        return Record(IDENTITY_LINKS, key.encode(), codec.dumps(document), kind)
 
     def consent_document(self, user: SyntheticUser) -> dict[str, Any]:
         """The user's full current consent as a `consent.changes` record, newly stamped."""
@@ -437,13 +533,13 @@ class TrafficGenerator:
             CONSENT_CHANGES, user.user_id.encode(), codec.dumps(self.consent_document(user)), kind
         )
 
-    def _churn_record(self) -> Record | None:
+    def _churn_records(self) -> list[Record]:
         rng = self._rng
         if not self._registered:
-            return None
+            return []
         user = self._registered[_below(rng, len(self._registered))]
         if user.deleted:
-            return None
+            return []
         kind = self._churn.pick(rng.random())
         if kind == "delete":
             user.deleted = True
@@ -452,9 +548,23 @@ class TrafficGenerator:
             self.counts["consent.delete"] += 1
             self.topics[CONSENT_CHANGES.name] += 1
             document = {"user_id": user.user_id, "changed_at": now_ms, "deleted": True}
-            return Record(
+            deletion = Record(
                 CONSENT_CHANGES, user.user_id.encode(), codec.dumps(document), "consent.delete"
             )
+            # Deleting an account unlinks its keys (SPEC §4.2).
+            unlinks = [self._link(key, None, "identity.unlink") for key in self.match_keys(user)]
+            return [deletion, *unlinks]
+        if kind == "move_email":
+            return self._move_email(user)
+        if kind == "unkeyed":  # a consent change must name its user: DLQ'd as missing_key
+            self.counts["malformed.missing_key"] += 1
+            self.topics[CONSENT_CHANGES.name] += 1
+            document = {**self.consent_document(user), "changed_at": 1}
+            return [Record(CONSENT_CHANGES, None, codec.dumps(document), "malformed.missing_key")]
+        if kind == "new_click":
+            click_id = f"clk-{rng.getrandbits(64):016x}"
+            user.click_ids = [*user.click_ids[-3:], click_id]
+            return [self._link(f"click:{click_id}", user.user_id, "identity.click")]
         if kind == "device":
             if user.platform == "ios":
                 user.att_status = "denied" if user.att_status == "authorized" else "authorized"
@@ -462,9 +572,28 @@ class TrafficGenerator:
             else:
                 user.ads_opt_out = not user.ads_opt_out
                 user.advertising_id = _ZERO_AD_ID if user.ads_opt_out else _uuid(rng)
-        else:
-            user.settings[_choice(rng, SETTINGS)] = kind == "regrant"
-        return self._consent_record(user, f"consent.{kind}")
+            links = []
+            maid = advertising_id_key(user.advertising_id)
+            if maid is not None:
+                links.append(self._link(f"maid:{maid}", user.user_id, "identity.maid"))
+            return [self._consent_record(user, "consent.device"), *links]
+        user.settings[_choice(rng, SETTINGS)] = kind == "regrant"
+        return [self._consent_record(user, f"consent.{kind}")]
+
+    def _move_email(self, user: SyntheticUser) -> list[Record]:
+        """`user`'s email address moves to another account; `user` gets a new one."""
+        others = [u for u in (self.users[_below(self._rng, len(self.users))],) if u is not user]
+        if not others or others[0].deleted:
+            return []
+        other = others[0]
+        moved = user.email_sha256
+        records = [self._link(f"em:{other.email_sha256}", None, "identity.unlink")]
+        other.email_sha256 = moved
+        records.append(self._link(f"em:{moved}", other.user_id, "identity.move_email"))
+        user.email = f"user{user.index}+{self._rng.getrandbits(32):08x}@example.com"
+        user.email_sha256 = _sha256(user.email)
+        records.append(self._link(f"em:{user.email_sha256}", user.user_id, "identity.email"))
+        return records
 
     # -- raw records ---------------------------------------------------------------
 
@@ -492,9 +621,7 @@ class TrafficGenerator:
             topics[record.topic.name] += 1
             append(record)
             if churn and rng.random() < churn:
-                change = self._churn_record()
-                if change is not None:
-                    append(change)
+                out.extend(self._churn_records())
         return out
 
     def _event(self, now: int) -> Record:
@@ -505,10 +632,8 @@ class TrafficGenerator:
             user = app_users[_below(rng, len(app_users))]
             event = self._app_event(user, now)
             topic = RAW_SDK
-            device_id: str | None = user.device_id
         else:
             user = self.users[_below(rng, len(self.users))]
-            device_id = None
             source = self._web_sources.pick(rng.random())
             if source == "widget":
                 event = self._widget_event(user, now)
@@ -516,14 +641,17 @@ class TrafficGenerator:
             else:
                 event = self._web_event(user, now, tag=source == "tag")
                 topic = RAW_TAG if source == "tag" else RAW_SDK
+        headers: tuple[tuple[str, bytes], ...] = ()
         if rng.random() < self.config.anonymous_share:
-            del event["user_id"]
-            key = f"anon:{device_id or user.cookie_id}".encode()
-        else:
-            key = user.user_id.encode()
+            _as_stranger(event, rng)
+        elif self._trust_key is not None and rng.random() < self.config.trusted_share:
+            event["user_id"] = user.user_id
+        value = codec.dumps(event)
+        if "user_id" in event and self._trust_key is not None:
+            headers = ((TRUST_HEADER, trust_signature(self._trust_key, value)),)
         if topic is RAW_TAG:
             self._remember_tag(event)
-        return Record(topic, key, codec.dumps(event), "event")
+        return Record(topic, event["event_id"].encode(), value, "event", headers)
 
     def _common(self, user: SyntheticUser, now: int, name: str) -> dict[str, Any]:
         rng = self._rng
@@ -532,7 +660,6 @@ class TrafficGenerator:
             "event_id": f"{rng.getrandbits(64):016x}",
             "event_name": name,
             "event_time": now - _below(rng, 30),
-            "user_id": user.user_id,
         }
         if rng.random() < c.opt_out_share:
             event["opt_out"] = True
@@ -585,8 +712,10 @@ class TrafficGenerator:
             "client_ip_address": user.ip,
             "client_user_agent": user.web_agent,
         }
-        if tag and rng.random() < 0.3:
-            user_data["click_id"] = f"clk-{rng.getrandbits(64):016x}"
+        if not tag:  # a server upload knows more of its customer than the page did
+            user_data["ph"] = [user.phone_sha256]
+        if tag and user.click_ids and rng.random() < self.config.click_share:
+            user_data["click_id"] = user.click_ids[_below(rng, len(user.click_ids))]
         event["user_data"] = user_data
         event["browser"] = self._browser(user)
         self._commerce(event, advertiser)
@@ -635,6 +764,7 @@ class TrafficGenerator:
         event["site_domain"] = f"blog{site}.example.org"
         event["page_url"] = f"https://blog{site}.example.org/posts/{_below(rng, 10_000)}"
         event["widget_type"] = _choice(rng, widget_types)
+        event["session_id"] = user.session_id
         event["browser"] = self._browser(user)
         event["client_ip_address"] = user.ip
         event["client_user_agent"] = user.web_agent
@@ -650,20 +780,18 @@ class TrafficGenerator:
     def _duplicate(self) -> Record:
         """A recent tag event again, as the advertiser's server uploads it (same event id)."""
         tag = self._recent_tags[_below(self._rng, len(self._recent_tags))]
-        event = {k: v for k, v in tag.items() if k != "user_data"}
+        event = {k: v for k, v in tag.items() if k not in ("user_data", "user_id")}
         user_data = dict(tag["user_data"])
         user_data.pop("click_id", None)
         event["user_data"] = user_data
-        user_id = event.get("user_id")
-        key = user_id if user_id else f"anon:{event['browser']['cookie_id']}"
-        return Record(RAW_SDK, key.encode(), codec.dumps(event), "duplicate")
+        return Record(RAW_SDK, event["event_id"].encode(), codec.dumps(event), "duplicate")
 
     def _malformed(self, now: int) -> Record:
         rng = self._rng
         reason = MALFORMED_KINDS[_below(rng, len(MALFORMED_KINDS))]
         user = self.users[_below(rng, len(self.users))]
         event = self._web_event(user, now, tag=True)
-        key: bytes | None = user.user_id.encode()
+        key = event["event_id"].encode()
         value: bytes
         if reason == "invalid_json":
             value = codec.dumps(event)[: 1 + _below(rng, 39)]
@@ -681,9 +809,7 @@ class TrafficGenerator:
         else:
             if reason == "too_old":
                 event["event_time"] = now - 8 * _DAY
-            elif reason == "in_future":
-                event["event_time"] = now + 2 * _HOUR
             else:
-                key = None
+                event["event_time"] = now + 2 * _HOUR
             value = codec.dumps(event)
         return Record(RAW_TAG, key, value, f"malformed.{reason}")

@@ -1,20 +1,21 @@
-"""The decision stage: dedup, the consent view, the policy, routing and aggregation.
+"""The decision stage: the consent view, the policy, routing and aggregation.
 
 Its table input is `consent.changes`, folded into the consent table (each user's state
-and the states before their recent changes); its stream inputs are the raw topics. For
-each raw record it parses with the core, deduplicates, looks up consent, decides, routes
-and aggregates, and returns the outputs. Every raw record yields exactly one audit or DLQ
-output; an unexpected exception becomes a `processing_error` DLQ output, never a loss.
-No Kafka and no metrics here: the engine reads, calls this stage and writes.
+and the states before their recent changes); its stream input is `by-subject`: events
+deduplicated and resolved by the stages before, keyed by their subject so that the
+decision runs where that subject's consent lives. For each it parses the raw event with
+the core, sets the resolved `user_id`, looks up consent as of the raw record's production
+and now, decides, routes and aggregates, and returns the outputs: exactly one audit
+record (or, on an unexpected exception, one `processing_error` DLQ record) per raw
+record, naming the raw record's origin. No Kafka and no metrics here: the engine reads,
+calls this stage and writes.
 """
 
 from __future__ import annotations
 
 import logging
-import traceback
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Final
 
 from pipeline import catalogue
@@ -26,21 +27,24 @@ from pipeline.core.deidentify import HOUR, Pseudonymizer
 from pipeline.core.parse import ParseLimits, Rejected, parse_consent_change, parse_event
 from pipeline.core.parse import processing_error as processing_error_reject
 from pipeline.core.policy import PolicyConfig, decide, strictest
-from pipeline.core.route import Output, audit_record, dlq_record, route, subject_key
+from pipeline.core.route import Output, audit_record, route
 from pipeline.runtime.reporting import BatchStats
-from pipeline.runtime.stage import InputRecord, Stage
+from pipeline.runtime.stage import Forward, InputRecord, Stage
 from pipeline.settings import Settings
+from pipeline.stages.errors import reject, where
+from pipeline.stages.hops import hop_name, hop_of, raw_origin, reject_hop, since
 from pipeline.state.tables import Table
 from schemas.consent import ConsentChange
 from schemas.events import Event
+from schemas.internal import Hop
 
 log = logging.getLogger(__name__)
 
 DECODED_CACHE_SIZE: Final = 16_384
 """Decoded consent states kept (about 2 KB each); a miss costs one ~10 µs decode."""
 NOT_SUBJECT_KEY: Final = Rejected("schema_violation", "key: not_subject_key")
-"""A record keyed by something else than its subject (SPEC §3) lands in the wrong
-partition, away from that subject's consent and dedup state: it cannot be decided."""
+"""A consent change keyed by something else than its user (SPEC §3) lands in another
+partition than that user's events: it cannot be applied."""
 
 
 @dataclass(frozen=True)
@@ -50,7 +54,6 @@ class DecisionConfig:
     policy: PolicyConfig
     pseudonymizer: Pseudonymizer
     limits: ParseLimits
-    dedup_window_s: int = 48 * 3600
     aggregate_k: int = 10
     aggregate_grace_s: int = 600
     history_keep_s: int = 24 * 3600
@@ -63,9 +66,10 @@ class DecisionStage(Stage):
 
     name = "decide"
     table_inputs = (catalogue.CONSENT_CHANGES,)
-    stream_inputs = (catalogue.RAW_TAG, catalogue.RAW_SDK, catalogue.RAW_WIDGET)
-    tables: tuple[TableName, ...] = ("consent", "dedup", "aggregates")
+    stream_inputs = (catalogue.BY_SUBJECT,)
+    tables: tuple[TableName, ...] = ("consent", "aggregates")
     outputs = catalogue.OUTPUTS
+    partitioned_by = catalogue.CONSENT_CHANGES
 
     def __init__(self, config: DecisionConfig) -> None:
         self.config = config
@@ -75,15 +79,14 @@ class DecisionStage(Stage):
 
     def bind(self, tables: Mapping[TableName, Table]) -> None:
         self.consent = tables["consent"]
-        self.dedup = tables["dedup"]
         self.aggregates = tables["aggregates"]
 
     def fold(self, record: InputRecord, now: float, stats: BatchStats) -> list[Output]:
         rejected = self.apply_consent(record, now, stats)
         return [] if rejected is None else [rejected]
 
-    def process(self, record: InputRecord, now: float, stats: BatchStats) -> list[Output]:
-        return self.process_event(record, now, stats)
+    def process(self, record: InputRecord, now: float, stats: BatchStats) -> list[Output | Forward]:
+        return list(self.process_event(record, now, stats))
 
     def tick(self, now: float, stats: BatchStats, *, sweep: bool) -> list[Output]:
         outputs = self.close_windows(now, stats)
@@ -95,7 +98,7 @@ class DecisionStage(Stage):
         up_to = int(now - self.config.aggregate_grace_s) // HOUR * HOUR
         return any(up_to > aggregator.closed_before for aggregator in self.aggregators.values())
 
-    def assigned(self, partitions: set[int]) -> None:
+    def assigned(self, partitions: set[int], partition_count: int) -> None:
         for partition in partitions:
             self.load_aggregator(partition)
 
@@ -140,10 +143,10 @@ class DecisionStage(Stage):
         try:
             change = parse_consent_change(record.value, now=now, key=record.key)
             if isinstance(change, Rejected):
-                return self._reject(record, change, stats)
+                return reject(record, change, stats, "consent")
             if record.key != change.user_id.encode():
                 # Under another key it sits in another partition's table: never applied.
-                return self._reject(record, NOT_SUBJECT_KEY, stats)
+                return reject(record, NOT_SUBJECT_KEY, stats, "consent")
             partition = record.origin.partition
             key = change.user_id.encode()
             state, _ = self._stored_state(partition, key)
@@ -153,7 +156,7 @@ class DecisionStage(Stage):
             self._remember(partition, key, state, acknowledged)
         except Exception as exc:  # an unexpected failure is an outcome, not a lost record
             log.warning("processing_error: %s at %s", type(exc).__name__, where(exc))
-            return self._reject(record, processing_error_reject(exc, "consent"), stats)
+            return reject(record, processing_error_reject(exc, "consent"), stats, "consent")
         stats.consent_changes += 1
         if is_revocation(change):
             stats.revocation_latencies.append(max(0.0, now - record.timestamp_ms / 1000))
@@ -208,34 +211,36 @@ class DecisionStage(Stage):
     # -- events -------------------------------------------------------------------
 
     def process_event(self, record: InputRecord, now: float, stats: BatchStats) -> list[Output]:
-        """The outputs of one raw record: its routed records and its audit, or one DLQ record."""
-        source = record.topic.source
-        assert source is not None
-        stats.events_in[source] += 1
+        """The outputs of one resolved event: its routed records and its audit (or a DLQ)."""
         try:
+            hop = hop_of(record)
+        except Exception as exc:
+            log.warning("unreadable hop header: %s", type(exc).__name__)
+            return [reject(record, processing_error_reject(exc, "decide"), stats, "internal")]
+        try:
+            stats.hop_latencies.append((hop_name(record.topic), since(record, now)))
+            # Bounds were checked at intake, when the raw record was read: re-checked
+            # against that moment, they give the same answer.
             event = parse_event(
-                source, record.value, now=now, key=record.key, limits=self.config.limits
+                hop.source, record.value, now=hop.produced_ms / 1000, limits=self.config.limits
             )
             if isinstance(event, Rejected):
-                return [self._reject(record, event, stats)]
-            if record.key != subject_key(event).encode():
-                # Consent and dedup state live with the subject key's partition.
-                return [self._reject(record, NOT_SUBJECT_KEY, stats)]
-            return self._decide(event, record, now, stats)
+                return [reject_hop(record, hop, event, stats)]
+            event = event.model_copy(update={"user_id": hop.user_id})
+            return self._decide(event, hop, record.origin.partition, now, stats)
         except Exception as exc:  # an unexpected failure is an outcome, not a lost record
             log.warning("processing_error: %s at %s", type(exc).__name__, where(exc))
-            stats.processing_errors[source] += 1
-            return [self._reject(record, processing_error_reject(exc, "process"), stats)]
+            stats.processing_errors[hop.source] += 1
+            return [reject_hop(record, hop, processing_error_reject(exc, "decide"), stats)]
 
     def _decide(
-        self, event: Event, record: InputRecord, now: float, stats: BatchStats
+        self, event: Event, hop: Hop, partition: int, now: float, stats: BatchStats
     ) -> list[Output]:
-        partition = record.origin.partition
-        duplicate = self._seen_before(event, record, now)
+        duplicate = hop.duplicate
         consent = None
         earlier: list[ConsentState | None] = []
         if event.user_id is not None:
-            consent, earlier = self._consent_for(partition, event.user_id, record.timestamp_ms)
+            consent, earlier = self._consent_for(partition, event.user_id, hop.produced_ms)
         decision = decide(event, consent, self.config.policy)
         for state in earlier:
             # A later re-grant never reopens an event produced while consent was withdrawn.
@@ -247,48 +252,20 @@ class DecisionStage(Stage):
             pseudonymizer=self.config.pseudonymizer,
             destinations=[output.destination for output in outputs],
             duplicate=duplicate,
-            origin=record.origin,
-            received_at=record.timestamp_ms / 1000,
+            origin=raw_origin(hop),
+            received_at=hop.produced_ms / 1000,
             decided_at=now,
+            identity=(hop.match or "none", hop.conflict),
         )
         outputs.append(audit)
         source = event.source
-        if duplicate:
-            stats.duplicates[source] += 1
-        else:
+        if not duplicate:
             for purpose, outcome in decision.outcomes().items():
                 stats.decisions[purpose, outcome] += 1
             stats.reasons.update(decision.reasons)
             self._aggregate(partition, outputs, stats)
         stats.event_ages.append((source, now - event.event_time))
         return outputs
-
-    def _seen_before(self, event: Event, record: InputRecord, now: float) -> bool:
-        """Whether another input already carried this (advertiser_id, event_id) in the window.
-
-        The dedup entry remembers where the event was first read, so a record re-read
-        after a crash is recognised as itself and processed again, not as a duplicate.
-        """
-        key = stored.dedup_key(event.advertiser_id, event.event_id)
-        partition = record.origin.partition
-        origin = record.origin
-        value = self.dedup.get(partition, key)
-        if value is not None:
-            entry = stored.decode_dedup(value)
-            if now - entry.seen_at < self.config.dedup_window_s:
-                return (entry.topic, entry.partition, entry.offset) != (
-                    origin.topic,
-                    origin.partition,
-                    origin.offset,
-                )
-        self.dedup.put(
-            partition,
-            key,
-            stored.encode_dedup(
-                stored.DedupEntry(origin.topic, origin.partition, origin.offset, now)
-            ),
-        )
-        return False
 
     def _aggregate(self, partition: int, outputs: list[Output], stats: BatchStats) -> None:
         aggregator = self.aggregators[partition]
@@ -336,17 +313,8 @@ class DecisionStage(Stage):
         return outputs
 
     def sweep(self, now: float) -> int:
-        """Delete dedup entries and consent histories past their windows; returns how many."""
+        """Delete consent histories past their window; returns how many."""
         expired = 0
-        for partition, store in self.dedup.stores.items():
-            for key in store.scan():
-                entry = store.get(key)
-                if (
-                    entry is not None
-                    and now - stored.decode_dedup(entry).seen_at >= self.config.dedup_window_s
-                ):
-                    self.dedup.put(partition, key, None)
-                    expired += 1
         keep_from_ms = (now - self.config.history_keep_s) * 1000
         for partition, store in self.consent.stores.items():
             for key in store.scan():
@@ -359,16 +327,6 @@ class DecisionStage(Stage):
                     self.consent.put(partition, key, None)
                     expired += 1
         return expired
-
-    def _reject(self, record: InputRecord, rejected: Rejected, stats: BatchStats) -> Output:
-        stats.dlq[record.topic.source or "consent", rejected.reason] += 1
-        return dlq_record(
-            rejected,
-            data=record.value,
-            key=record.key,
-            origin=record.origin,
-            received_at=record.timestamp_ms / 1000,
-        )
 
 
 def is_revocation(change: ConsentChange) -> bool:
@@ -390,13 +348,6 @@ def _cell_output_key(record: dict[str, object]) -> bytes:
     return f"{record['hour']}|{record['advertiser_id'] or ''}|{record['event_name']}".encode()
 
 
-def where(exc: BaseException) -> str:
-    """Where an exception was raised, as `file:line in function` frames: never its message,
-    which may quote a value."""
-    frames = traceback.extract_tb(exc.__traceback__)[-3:]
-    return " <- ".join(f"{Path(f.filename).name}:{f.lineno} in {f.name}" for f in reversed(frames))
-
-
 def decision_stage(settings: Settings) -> DecisionStage:
     """The decision stage as `settings` configure it.
 
@@ -407,8 +358,7 @@ def decision_stage(settings: Settings) -> DecisionStage:
         DecisionConfig(
             policy=settings.policy(),
             pseudonymizer=Pseudonymizer(settings.require_hmac_key(), settings.hmac_key_id),
-            limits=ParseLimits(max_bytes=settings.max_event_bytes),
-            dedup_window_s=settings.dedup_window_hours * 3600,
+            limits=ParseLimits(max_bytes=settings.max_event_bytes, require_key=False),
             aggregate_k=settings.aggregate_k,
             aggregate_grace_s=settings.aggregate_grace_seconds,
         )

@@ -119,10 +119,16 @@ class LoadSink:
             else:
                 partition = partitions[(murmur2(record.key) & 0x7FFFFFFF) % len(partitions)]
             batch, members = batches.get((topic, partition)) or (kafka.create_batch(), [])
-            if batch.append(key=record.key, value=record.value, timestamp=None) is None:
+            append = batch.append
+            if (
+                append(key=record.key, value=record.value, timestamp=None, headers=record.headers)
+                is None
+            ):
                 await self._send(topic, partition, batch, members)
                 batch, members = kafka.create_batch(), []
-                batch.append(key=record.key, value=record.value, timestamp=None)
+                batch.append(
+                    key=record.key, value=record.value, timestamp=None, headers=record.headers
+                )
             members.append(record)
             batches[topic, partition] = (batch, members)
         for (topic, partition), (batch, members) in batches.items():

@@ -78,7 +78,7 @@ def draw_pills(n: int, seed: int, canaries: CanarySet) -> list[Record]:
 
     # Not the load's own seed: a template must not share an event id with a canary event.
     rng = random.Random(seed ^ 0x5EED_F00D)
-    templates = [codec.loads(canaries.event(rng).value) for _ in range(24)]
+    templates = [codec.loads(canaries.event(rng).value or b"") for _ in range(24)]
     canary_values = canaries.all_values()
     leaf = (
         st.none()

@@ -1,4 +1,4 @@
-"""The synthetic traffic: valid SPEC shapes, subject keys, determinism, and the configured mix."""
+"""The synthetic traffic: valid SPEC shapes, identity links, determinism, the configured mix."""
 
 from __future__ import annotations
 
@@ -10,9 +10,16 @@ from typing import Any, Final
 import pytest
 
 from pipeline import catalogue
-from pipeline.core.parse import Rejected, parse_consent_change, parse_event
+from pipeline.core.identity import LinkRow, apply_link, match_keys
+from pipeline.core.parse import (
+    ParseLimits,
+    Rejected,
+    parse_consent_change,
+    parse_event,
+    parse_identity_link,
+)
 from pipeline.core.policy import EEA_GB_CH
-from pipeline.core.route import subject_key
+from pipeline.core.trust import TRUST_HEADER, is_trusted
 from pipeline.sim.traffic import (
     AGE_RANGES,
     REGION_COUNTRIES,
@@ -23,6 +30,7 @@ from pipeline.sim.traffic import (
 from schemas import codec
 
 NOW: Final = 1_750_000_000.0
+TRUST_KEY: Final = b"synthetic-trust-key-0123456789abcdef"
 EVENT_YEAR: Final = 2025
 N_RECORDS: Final = 20_000
 N_USERS: Final = 20_000
@@ -61,8 +69,29 @@ def clock() -> float:
 
 
 def generate(config: TrafficConfig, seed: int = 7) -> tuple[TrafficGenerator, list[Record]]:
-    generator = TrafficGenerator(config, seed=seed, clock=clock)
-    return generator, [*generator.consent_bootstrap(), *generator.records(N_RECORDS)]
+    generator = TrafficGenerator(config, seed=seed, clock=clock, trust_key=TRUST_KEY)
+    return generator, [
+        *generator.consent_bootstrap(),
+        *generator.identity_bootstrap(),
+        *generator.records(N_RECORDS),
+    ]
+
+
+def linked_keys(records: list[Record]) -> dict[str, LinkRow]:
+    """Every identity link of `records` folded in order, as the pipeline's table would be."""
+    rows: dict[str, LinkRow] = {}
+    for n, record in enumerate(records):
+        if record.topic is catalogue.IDENTITY_LINKS:
+            assert record.key is not None
+            key = record.key.decode()
+            link = None
+            if record.value is not None:
+                parsed = parse_identity_link(record.value, key=record.key)
+                assert not isinstance(parsed, Rejected), parsed
+                assert parsed.match_key == key
+                link = parsed
+            rows[key] = apply_link(rows.get(key), link, n)
+    return rows
 
 
 def share(part: float, whole: float) -> float:
@@ -89,10 +118,12 @@ def test_the_same_seed_gives_the_same_traffic_and_another_seed_other_traffic() -
 
 
 @CONFIGS
-def test_every_event_parses_and_is_keyed_by_its_subject(config: TrafficConfig) -> None:
+def test_every_event_parses_and_names_its_user_only_when_a_trusted_producer_signed_it(
+    config: TrafficConfig,
+) -> None:
     _, records = generate(config)
 
-    checked = 0
+    checked = signed = 0
     for record in records:
         if record.kind not in ("event", "duplicate"):
             continue
@@ -100,9 +131,13 @@ def test_every_event_parses_and_is_keyed_by_its_subject(config: TrafficConfig) -
         assert source is not None
         event = parse_event(source, record.value, now=NOW, key=record.key)
         assert not isinstance(event, Rejected), (event, record.value)
-        assert record.key == subject_key(event).encode()
+        assert record.key == event.event_id.encode()  # the producer's choice of key
+        trusted = is_trusted(TRUST_KEY, record.value, dict(record.headers).get(TRUST_HEADER))
+        assert trusted == (event.user_id is not None)
+        signed += trusted
         checked += 1
     assert checked > N_RECORDS * 0.8
+    assert 0 < signed < checked * 0.2
 
 
 @CONFIGS
@@ -114,7 +149,11 @@ def test_malformed_records_are_rejected_with_the_reason_they_are_named_after(
 
     reasons: Counter[str] = Counter()
     for record in malformed:
-        rejected = parse_event("tag", record.value, now=NOW, key=record.key)
+        rejected: object = (
+            parse_consent_change(record.value, now=NOW, key=record.key)
+            if record.topic is catalogue.CONSENT_CHANGES
+            else parse_event("tag", record.value, now=NOW, key=record.key)
+        )
         assert isinstance(rejected, Rejected)
         assert rejected.reason == record.kind.removeprefix("malformed.")
         reasons[rejected.reason] += 1
@@ -134,10 +173,10 @@ def test_a_duplicate_repeats_a_recent_tag_event_as_a_server_upload_on_the_same_k
     duplicates = 0
     for record in records:
         if record.topic is catalogue.RAW_TAG and record.kind == "event":
-            event = codec.loads(record.value)
+            event = codec.loads(record.value or b"")
             tags[event["advertiser_id"], event["event_id"]] = record
         elif record.kind == "duplicate":
-            event = codec.loads(record.value)
+            event = codec.loads(record.value or b"")
             original = tags[event["advertiser_id"], event["event_id"]]
             assert record.topic is catalogue.RAW_SDK
             assert record.key == original.key
@@ -150,7 +189,9 @@ def test_a_duplicate_repeats_a_recent_tag_event_as_a_server_upload_on_the_same_k
 def test_the_event_mix_matches_the_configuration(config: TrafficConfig) -> None:
     generator, records = generate(config)
     raw = [r for r in records if r.topic.source is not None]
-    events = [codec.loads(r.value) | {"_source": r.topic.source} for r in raw if r.kind == "event"]
+    events = [
+        codec.loads(r.value or b"") | {"_source": r.topic.source} for r in raw if r.kind == "event"
+    ]
     platforms: Counter[str] = Counter()
     web_sources: Counter[str] = Counter()
     for event in events:
@@ -160,8 +201,16 @@ def test_the_event_mix_matches_the_configuration(config: TrafficConfig) -> None:
         if platform == "web":
             web_sources[event["_source"]] += 1
     kinds = Counter(r.kind.split(".")[0] for r in raw)
-    churn = [r for r in records if r.kind.startswith("consent.") and r.kind != "consent.bootstrap"]
-    churn_kinds = Counter(r.kind.removeprefix("consent.") for r in churn)
+    # One record of each churn draw says what it was (a deletion also unlinks keys, an email
+    # move relinks three, a device change may link a new advertising id).
+    markers = {"identity.click": "new_click", "identity.move_email": "move_email"}
+    markers["malformed.missing_key"] = "unkeyed"
+    churn_kinds = Counter(
+        markers.get(r.kind, r.kind.removeprefix("consent."))
+        for r in records
+        if r.kind in markers or (r.kind.startswith("consent.") and r.kind != "consent.bootstrap")
+    )
+    links = linked_keys(records)
 
     tolerance = 0.02
     for name, expected in weights(config.platforms).items():
@@ -171,11 +220,21 @@ def test_the_event_mix_matches_the_configuration(config: TrafficConfig) -> None:
         assert got == pytest.approx(expected, abs=tolerance)
     assert share(kinds["duplicate"], len(raw)) == pytest.approx(config.duplicate_share, abs=0.01)
     assert share(kinds["malformed"], len(raw)) == pytest.approx(config.malformed_share, abs=0.01)
-    anonymous = sum(1 for e in events if "user_id" not in e)
-    assert share(anonymous, len(events)) == pytest.approx(config.anonymous_share, abs=tolerance)
-    assert share(len(churn), len(raw)) == pytest.approx(config.churn_per_event, rel=0.2)
+    strangers = sum(
+        1
+        for e in events
+        if "user_id" not in e
+        and not any(links.get(key, LinkRow(None, 0)).user_id for key in match_keys(_parsed(e)))
+    )
+    expected = config.anonymous_share
+    assert share(strangers, len(events)) == pytest.approx(expected, abs=tolerance + 0.02)
+    signed = sum(1 for e in events if "user_id" in e)
+    assert share(signed, len(events)) == pytest.approx(
+        config.trusted_share * (1 - config.anonymous_share), abs=tolerance
+    )
+    churn = sum(churn_kinds.values())
+    assert share(churn, len(raw)) == pytest.approx(config.churn_per_event, rel=0.2)
     assert generator.counts["event"] == len(events)
-    assert sum(churn_kinds.values()) == len(churn)
     assert set(churn_kinds) <= set(config.churn)
 
 
@@ -244,7 +303,11 @@ def test_consent_records_carry_the_full_consent_and_deletion_is_the_last_word() 
     last_changed: dict[bytes, int] = {}
     deleted: set[bytes] = set()
 
-    consent = [r for r in records if r.topic is catalogue.CONSENT_CHANGES]
+    consent = [
+        r
+        for r in records
+        if r.topic is catalogue.CONSENT_CHANGES and r.kind != "malformed.missing_key"
+    ]
     for record in consent:
         assert record.key is not None
         assert record.key not in deleted, "a record after a deletion would undo it in compaction"
@@ -257,7 +320,7 @@ def test_consent_records_carry_the_full_consent_and_deletion_is_the_last_word() 
             assert change.deleted
             deleted.add(record.key)
             continue
-        document = codec.loads(record.value)
+        document = codec.loads(record.value or b"")
         assert set(document["settings"]) == {
             "personalization",
             "ads_from_partner_info",
@@ -274,9 +337,12 @@ def test_a_revocation_turns_a_setting_off_and_a_regrant_turns_it_on() -> None:
     previous: dict[bytes | None, dict[str, Any]] = {}
     seen: defaultdict[str, int] = defaultdict(int)
     for record in records:
-        if record.topic is not catalogue.CONSENT_CHANGES or record.kind == "consent.delete":
+        if record.topic is not catalogue.CONSENT_CHANGES or record.kind in (
+            "consent.delete",
+            "malformed.missing_key",
+        ):
             continue
-        settings = codec.loads(record.value)["settings"]
+        settings = codec.loads(record.value or b"")["settings"]
         before = previous.get(record.key)
         if before is not None and record.kind in ("consent.revoke", "consent.regrant"):
             changed = {k: v for k, v in settings.items() if before[k] != v}
@@ -296,7 +362,7 @@ def test_the_data_is_synthetic_only() -> None:
     for record in records:
         if record.kind != "event":
             continue
-        event = codec.loads(record.value)
+        event = codec.loads(record.value or b"")
         user_data = event.get("user_data", {})
         ip = user_data.get("client_ip_address") or event.get("client_ip_address")
         assert any(ipaddress.ip_address(ip) in net for net in DOC_NETWORKS)
@@ -317,3 +383,44 @@ def test_the_data_is_synthetic_only() -> None:
 def test_an_invalid_override_is_refused(name: str, value: float) -> None:
     with pytest.raises(ValueError, match=r"\w"):
         TrafficConfig().override(name, value)
+
+
+def _parsed(document: dict[str, Any]) -> Any:
+    source = document.pop("_source")
+    event = parse_event(
+        source, codec.dumps(document), now=NOW, limits=ParseLimits(require_key=False)
+    )
+    document["_source"] = source
+    assert not isinstance(event, Rejected)
+    return event
+
+
+def test_the_links_name_each_user_by_every_key_they_have_now() -> None:
+    generator, records = generate(TrafficConfig(users=400, churn_per_event=0.2))
+
+    rows = linked_keys(records)
+
+    for user in generator.users:
+        for key in generator.match_keys(user):
+            row = rows.get(key)
+            assert (row.user_id if row else None) == (None if user.deleted else user.user_id)
+    kinds = Counter(r.kind for r in records if r.topic is catalogue.IDENTITY_LINKS)
+    assert {"identity.bootstrap", "identity.unlink", "identity.move_email"} <= set(kinds)
+
+
+def test_an_email_that_moved_resolves_to_its_new_owner_only() -> None:
+    generator, records = generate(
+        TrafficConfig(users=300, churn_per_event=0.3).override("churn.move_email", 5.0)
+    )
+    rows = linked_keys(records)
+    moves = [r for r in records if r.kind == "identity.move_email"]
+
+    assert moves
+    for record in moves:
+        assert record.key is not None
+        assert record.value is not None
+        owner = codec.loads(record.value)["user_id"]
+        row = rows[record.key.decode()]
+        current = next(u for u in generator.users if u.user_id == owner)
+        if f"em:{current.email_sha256}" == record.key.decode() and not current.deleted:
+            assert row.user_id == owner

@@ -1,4 +1,4 @@
-"""The decision stage over in-memory tables: ledger, dedup, consent, aggregates."""
+"""The decision stage over in-memory tables: the ledger, consent, aggregates, duplicates."""
 
 from __future__ import annotations
 
@@ -7,78 +7,54 @@ from typing import Any
 import pytest
 
 from pipeline import catalogue
-from pipeline.catalogue import Topic
-from pipeline.core.parse import ParseLimits
-from pipeline.core.policy import PolicyConfig
-from pipeline.core.route import Origin, Output
-from pipeline.runtime.reporting import BatchStats
-from pipeline.runtime.stage import InputRecord
 from pipeline.stages import decision
-from pipeline.stages.decision import DecisionConfig, DecisionStage
 from pipeline.state.stores import MemoryStore
 from pipeline.state.tables import Table
 from schemas import codec
-from tests.unit.factories import NOW, USER, pseudonymizer, tag_event
+from tests.unit.factories import NOW, USER, tag_event
+from tests.unit.stages.chain import Chain, audit_of, destinations
 
-PARTITION = 0
-
-
-def _processor(k: int = 3) -> DecisionStage:
-    tables = {
-        name: Table(name, f"{name}.log", lambda _t, _p: MemoryStore())
-        for name in DecisionStage.tables
-    }
-    for table in tables.values():
-        table.assign(PARTITION)
-    proc = DecisionStage(
-        DecisionConfig(
-            policy=PolicyConfig(),
-            pseudonymizer=pseudonymizer(),
-            limits=ParseLimits(),
-            aggregate_k=k,
-            aggregate_grace_s=0,
-        )
-    )
-    proc.bind(tables)
-    proc.assigned({PARTITION})
-    return proc
+PRODUCED_MS = (NOW - 30) * 1000
+"""When the raw events were produced: half a minute ago."""
+EMAIL_KEY = "em:" + "a" * 64
+US_ADULT: dict[str, Any] = {"profile": {"country": "US", "birth_year": 1980}}
 
 
-def _record(
-    value: bytes | None,
-    offset: int,
-    topic: Topic = catalogue.RAW_TAG,
-    key: bytes | None = USER.encode(),
-) -> InputRecord:
-    # Consent changes were acknowledged a minute before the events were produced.
-    produced_s = NOW - 60 if topic.source is None else NOW - 30
-    return InputRecord(topic, Origin(topic.name, PARTITION, offset), key, value, produced_s * 1000)
+def _known_user(chain: Chain, **settings: Any) -> None:
+    chain.link(EMAIL_KEY, USER, (NOW - 120) * 1000)
+    chain.consent(USER, (NOW - 60) * 1000, settings=settings, **US_ADULT)
 
 
-def _consent(offset: int, **settings: Any) -> InputRecord:
-    change = {
-        "user_id": USER,
-        "changed_at": 1_000 + offset,
-        "settings": settings,
-        "profile": {"country": "US", "birth_year": 1980},
-    }
-    return _record(codec.dumps(change), offset, catalogue.CONSENT_CHANGES, USER.encode())
-
-
-def _destinations(outputs: list[Output]) -> list[str]:
-    return sorted(o.destination for o in outputs)
+def _event(**fields: Any) -> dict[str, Any]:
+    return tag_event(user_id=None, user_data={"em": ["a" * 64]}, **fields)
 
 
 def test_every_raw_record_yields_one_audit_or_one_dlq_record() -> None:
-    proc, stats = _processor(), BatchStats()
-    proc.apply_consent(_consent(0), NOW, stats)
-    good = proc.process_event(_record(codec.dumps(tag_event()), 1), NOW, stats)
-    bad = proc.process_event(_record(b"{not json", 2), NOW, stats)
-    assert [o.destination for o in good].count("audit") == 1
-    assert "dlq" not in _destinations(good)
-    assert _destinations(bad) == ["dlq"]
+    chain = Chain()
+    _known_user(chain)
+
+    good = chain.raw("tag", _event(), PRODUCED_MS)
+    bad = chain.raw("tag", b"{not json", PRODUCED_MS)
+
+    assert destinations(good).count("audit") == 1
+    assert "dlq" not in destinations(good)
+    assert destinations(bad) == ["dlq"]
     assert bad[0].record["reason"] == "invalid_json"
-    assert bad[0].record["origin"] == {"topic": catalogue.RAW_TAG.name, "partition": 0, "offset": 2}
+    assert audit_of(good)["origin"]["topic"] == bad[0].record["origin"]["topic"]
+
+
+def test_the_audit_names_the_raw_origin_the_match_kind_and_no_key() -> None:
+    chain = Chain()
+    _known_user(chain)
+
+    outputs = chain.raw("tag", _event(), PRODUCED_MS, partition=2)
+
+    audit = audit_of(outputs)
+    assert audit["origin"] == {"topic": catalogue.RAW_TAG.name, "partition": 2, "offset": 0}
+    assert audit["identity"] == {"match": "em", "conflict": False}
+    assert audit["timings"]["received_at"] == PRODUCED_MS / 1000
+    assert "a" * 64 not in str(audit)
+    assert "personalization" in destinations(outputs)
 
 
 def test_an_unexpected_exception_becomes_a_processing_error_dlq_record(
@@ -88,64 +64,64 @@ def test_an_unexpected_exception_becomes_a_processing_error_dlq_record(
         raise RuntimeError("secret-user-value")
 
     monkeypatch.setattr(decision, "decide", broken)
-    proc, stats = _processor(), BatchStats()
-    outputs = proc.process_event(_record(codec.dumps(tag_event()), 7), NOW, stats)
-    assert _destinations(outputs) == ["dlq"]
+    chain = Chain()
+    outputs = chain.raw("tag", _event(), PRODUCED_MS)
+
+    assert destinations(outputs) == ["dlq"]
     record = outputs[0].record
     assert record["reason"] == "processing_error"
     assert "secret" not in record["detail"]
-    assert record["origin"]["offset"] == 7
-    assert stats.processing_errors["tag"] == 1
-
-
-def test_a_second_copy_is_a_duplicate_but_a_re_read_of_the_same_record_is_not() -> None:
-    proc, stats = _processor(), BatchStats()
-    proc.apply_consent(_consent(0), NOW, stats)
-    event = codec.dumps(tag_event())
-    first = proc.process_event(_record(event, 1), NOW, stats)
-    again = proc.process_event(_record(event, 1), NOW, stats)  # re-read after a crash
-    copy = proc.process_event(_record(event, 2, catalogue.RAW_SDK), NOW, stats)
-    assert "personalization" in _destinations(first)
-    assert _destinations(again) == _destinations(first)
-    assert _destinations(copy) == ["audit"]
-    assert copy[0].record["duplicate"] is True
-    assert stats.duplicates["sdk"] == 1
+    assert record["origin"]["topic"] == catalogue.RAW_TAG.name
+    assert chain.stats.processing_errors["tag"] == 1
 
 
 def test_consent_changes_govern_later_events_and_revocations_are_timed() -> None:
-    proc, stats = _processor(), BatchStats()
-    proc.apply_consent(_consent(0), NOW, stats)
-    proc.apply_consent(_consent(1, personalization=False), NOW, stats)
-    outputs = proc.process_event(_record(codec.dumps(tag_event()), 2), NOW, stats)
-    assert "personalization" not in _destinations(outputs)
-    assert stats.consent_changes == 2
-    assert len(stats.revocation_latencies) == 1
+    chain = Chain()
+    _known_user(chain)
+    chain.consent(USER, (NOW - 50) * 1000, settings={"personalization": False})
+
+    outputs = chain.raw("tag", _event(), PRODUCED_MS)
+
+    assert "personalization" not in destinations(outputs)
+    assert chain.stats.consent_changes == 2
+    assert len(chain.stats.revocation_latencies) == 1
+
+
+def test_a_regrant_after_the_event_was_produced_does_not_reopen_it() -> None:
+    chain = Chain()
+    _known_user(chain, personalization=False)
+    chain.consent(USER, PRODUCED_MS + 1000, settings={"personalization": True})
+
+    outputs = chain.raw("tag", _event(), PRODUCED_MS)
+
+    assert "personalization" not in destinations(outputs)
+    assert "account.personalization_off" in audit_of(outputs)["reasons"]
 
 
 def test_a_bad_consent_change_goes_to_the_dlq() -> None:
-    proc, stats = _processor(), BatchStats()
-    rejected = proc.apply_consent(
-        _record(b'{"user_id": 5}', 3, catalogue.CONSENT_CHANGES), NOW, stats
-    )
-    assert rejected is not None
+    chain = Chain()
+    chain.consent(USER, NOW * 1000, settings={"personalization": "yes"})
+
+    [rejected] = chain.outputs
     assert rejected.record["reason"] == "schema_violation"
-    assert stats.dlq["consent", "schema_violation"] == 1
+    assert chain.stats.dlq["consent", "schema_violation"] == 1
 
 
 def test_closed_hours_emit_cells_that_reach_k_and_persist_open_cells() -> None:
-    proc, stats = _processor(k=3), BatchStats()
+    chain = Chain(partitions=1, aggregate_k=3)
+    proc = chain.decision
     for i in range(3):
-        proc.process_event(_record(codec.dumps(tag_event(event_id=f"e{i}")), i), NOW, stats)
-    assert PARTITION not in proc.aggregates.staged  # cells are staged once per batch
+        chain.raw("tag", _event(event_id=f"e{i}"), PRODUCED_MS)
+    assert 0 not in proc.aggregates.staged  # cells are staged once per batch
     proc.store_cells()
-    staged = proc.aggregates.staged[PARTITION]
+    staged = proc.aggregates.staged[0]
     assert any(key.startswith(b"[") for key in staged)
-    proc.aggregates.commit({PARTITION: 1})
-    restored = _processor(k=3)
-    restored.aggregates.stores[PARTITION] = proc.aggregates.stores[PARTITION]
-    restored.load_aggregator(PARTITION)
-    assert len(restored.aggregators[PARTITION]) == 1
-    emitted = restored.close_windows(NOW + 2 * 3600, stats)
+    proc.aggregates.commit({0: 1})
+    restored = Chain(partitions=1, aggregate_k=3).decision
+    restored.aggregates.stores[0] = proc.aggregates.stores[0]
+    restored.load_aggregator(0)
+    assert len(restored.aggregators[0]) == 1
+    emitted = restored.close_windows(NOW + 2 * 3600, chain.stats)
     assert [o.destination for o in emitted] == ["aggregates"]
     assert emitted[0].record["count"] == 3
 
@@ -164,30 +140,34 @@ def test_staged_writes_are_visible_at_once_and_durable_only_on_commit() -> None:
     assert table.stores[0].checkpoint() == 42
 
 
-def test_a_record_keyed_by_another_subject_is_rejected_not_decided() -> None:
-    proc, stats = _processor(), BatchStats()
-    change = {"user_id": USER, "changed_at": 5, "settings": {"personalization": False}}
-    misplaced = proc.apply_consent(
-        _record(codec.dumps(change), 0, catalogue.CONSENT_CHANGES, b"someone-else"), NOW, stats
+def test_a_consent_change_keyed_by_another_user_is_rejected_not_applied() -> None:
+    chain = Chain()
+    _known_user(chain)
+    change = {"user_id": USER, "changed_at": NOW * 1000 - 40_000, "deleted": True}
+    record = chain._input(
+        chain.decision.table_inputs[0],
+        b"someone-else",
+        codec.dumps(change),
+        NOW * 1000 - 40_000,
+        0,
     )
-    assert misplaced is not None
+
+    [misplaced] = chain.decision.fold(record, NOW, chain.stats)
+
     assert misplaced.record["detail"] == "key: not_subject_key"
-    outputs = proc.process_event(
-        _record(codec.dumps(tag_event()), 1, key=b"someone-else"), NOW, stats
-    )
-    assert _destinations(outputs) == ["dlq"]
-    assert outputs[0].record["detail"] == "key: not_subject_key"
+    assert "personalization" in destinations(chain.raw("tag", _event(), PRODUCED_MS))
 
 
 def test_a_state_stored_without_its_acknowledgement_time_is_still_read() -> None:
-    proc, stats = _processor(), BatchStats()
-    proc.apply_consent(_consent(0), NOW, stats)
-    proc.consent.commit({PARTITION: 1})
-    store = proc.consent.stores[PARTITION]
+    chain = Chain(partitions=1)
+    _known_user(chain)
+    consent = chain.decision.consent
+    consent.commit({0: 1})
+    store = consent.stores[0]
     stamped = store.get(USER.encode())
     assert stamped is not None
     store.write({USER.encode(): stamped.partition(b":")[2]}, None)  # the older layout
-    fresh = _processor()
-    fresh.consent.stores[PARTITION] = store
-    outputs = fresh.process_event(_record(codec.dumps(tag_event()), 1), NOW, stats)
-    assert "personalization" in _destinations(outputs)
+
+    outputs = chain.raw("tag", _event(), PRODUCED_MS)
+
+    assert "personalization" in destinations(outputs)

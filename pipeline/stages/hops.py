@@ -1,0 +1,66 @@
+"""The `pipeline-hop` header: what a raw record's journey between the stages has learned."""
+
+from __future__ import annotations
+
+from pipeline import catalogue
+from pipeline.catalogue import Topic
+from pipeline.core.parse import Rejected
+from pipeline.core.route import Origin, Output
+from pipeline.runtime.reporting import BatchStats
+from pipeline.runtime.stage import Forward, InputRecord
+from pipeline.stages.errors import reject
+from schemas.internal import HOP_HEADER, Hop
+
+
+class MissingHop(ValueError):
+    """An internal record without a readable `pipeline-hop` header."""
+
+
+def hop_of(record: InputRecord) -> Hop:
+    """The hop header of an internal record.
+
+    Raises:
+        MissingHop: the record has none.
+        ValidationError: the header is not a `Hop`.
+    """
+    header = record.header(HOP_HEADER)
+    if header is None:
+        raise MissingHop("no pipeline-hop header")
+    return Hop.model_validate_json(header)
+
+
+def forward(topic: Topic, key: bytes, value: bytes | None, hop: Hop) -> Forward:
+    """The record that carries `value` on to `topic`, keyed by `key`, with `hop`."""
+    return Forward(topic, key, value, ((HOP_HEADER, hop.__pydantic_serializer__.to_json(hop)),))
+
+
+def hop_name(topic: Topic) -> str:
+    """The metric label of an internal topic: its name without the app id."""
+    return topic.name.rpartition(".")[2]
+
+
+def to_decision(hop: Hop, value: bytes | None, stats: BatchStats) -> Forward:
+    """The record for the decision stage, keyed by the event's subject (SPEC §3)."""
+    stats.resolutions[hop.match or "none"] += 1
+    if hop.user_id is None:
+        stats.unresolved[hop.source] += 1
+    stats.hops[hop_name(catalogue.BY_SUBJECT)] += 1
+    subject = hop.user_id if hop.user_id is not None else hop.anonymous_subject
+    return forward(catalogue.BY_SUBJECT, subject.encode(), value, hop)
+
+
+def raw_origin(hop: Hop) -> Origin:
+    """Where the raw record of a hop was read."""
+    return Origin(hop.origin.topic, hop.origin.partition, hop.origin.offset)
+
+
+def since(record: InputRecord, now: float) -> float:
+    """Seconds since the record was written (its append time), at `now`."""
+    return max(0.0, now - record.timestamp_ms / 1000)
+
+
+def reject_hop(record: InputRecord, hop: Hop, rejected: Rejected, stats: BatchStats) -> Output:
+    """The DLQ record of a raw record that failed on its way, naming the raw origin."""
+    return reject(
+        record, rejected, stats, hop.source, origin=raw_origin(hop), received_ms=hop.produced_ms
+    )

@@ -1,0 +1,99 @@
+"""Intake: raw records, partitioned any way, validated and sent on to deduplication.
+
+The first hop of every raw record (SPEC §3, §4.2). A record that cannot be parsed goes
+to the DLQ with its origin; a valid one is forwarded, value untouched, to the internal
+`by-event` topic keyed by (advertiser, event id), with a `pipeline-hop` header that
+carries its origin, the time Kafka appended it, its match keys in try order, the subject
+key it has if nobody is resolved, and its `user_id` when a trusted producer signed it
+(`pipeline.core.trust`); any other `user_id` is ignored and counted.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+
+from pipeline import catalogue
+from pipeline.catalogue import TableName
+from pipeline.core import stored
+from pipeline.core.identity import match_keys
+from pipeline.core.parse import ParseLimits, Rejected, parse_event, processing_error
+from pipeline.core.route import Output, subject_key
+from pipeline.core.trust import TRUST_HEADER, is_trusted
+from pipeline.runtime.reporting import BatchStats
+from pipeline.runtime.stage import Forward, InputRecord, Stage
+from pipeline.stages.errors import reject, where
+from pipeline.stages.hops import forward, hop_name
+from pipeline.state.tables import Table
+from schemas.internal import Hop
+from schemas.outputs import Origin
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class IntakeConfig:
+    """What intake needs: the parse limits and the key trusted producers sign with."""
+
+    limits: ParseLimits
+    trust_key: bytes | None
+
+
+class IntakeStage(Stage):
+    """Validates raw records and forwards them to deduplication."""
+
+    name = "intake"
+    table_inputs = ()
+    stream_inputs = (catalogue.RAW_TAG, catalogue.RAW_SDK, catalogue.RAW_WIDGET)
+    tables: tuple[TableName, ...] = ()
+    outputs = (catalogue.BY_EVENT, catalogue.DLQ)
+    partitioned_by = None
+
+    def __init__(self, config: IntakeConfig) -> None:
+        self.config = replace(config, limits=replace(config.limits, require_key=False))
+
+    def bind(self, tables: Mapping[TableName, Table]) -> None:
+        return None
+
+    def fold(self, record: InputRecord, now: float, stats: BatchStats) -> list[Output]:
+        raise NotImplementedError("intake has no table inputs")
+
+    def process(self, record: InputRecord, now: float, stats: BatchStats) -> list[Output | Forward]:
+        source = record.topic.source
+        assert source is not None
+        stats.events_in[source] += 1
+        try:
+            event = parse_event(source, record.value, now=now, limits=self.config.limits)
+            if isinstance(event, Rejected):
+                return [reject(record, event, stats, source)]
+            trusted = None
+            if event.user_id is not None:
+                if self._trusted(record):
+                    trusted = event.user_id
+                else:
+                    stats.untrusted_user_ids[source] += 1
+                event = event.model_copy(update={"user_id": None})
+            hop = Hop(
+                origin=Origin(
+                    topic=record.origin.topic,
+                    partition=record.origin.partition,
+                    offset=record.origin.offset,
+                ),
+                produced_ms=record.timestamp_ms,
+                source=source,
+                trusted_user_id=trusted,
+                keys=[] if trusted is not None else match_keys(event),
+                anonymous_subject=subject_key(event),
+            )
+            stats.hops[hop_name(catalogue.BY_EVENT)] += 1
+            key = stored.dedup_key(event.advertiser_id, event.event_id)
+            return [forward(catalogue.BY_EVENT, key, record.value, hop)]
+        except Exception as exc:  # an unexpected failure is an outcome, not a lost record
+            log.warning("processing_error: %s at %s", type(exc).__name__, where(exc))
+            stats.processing_errors[source] += 1
+            return [reject(record, processing_error(exc, "intake"), stats, source)]
+
+    def _trusted(self, record: InputRecord) -> bool:
+        key = self.config.trust_key
+        return key is not None and is_trusted(key, record.value, record.header(TRUST_HEADER))

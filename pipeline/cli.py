@@ -129,7 +129,7 @@ def _produce(args: argparse.Namespace) -> int:
     seed = args.seed if args.seed is not None else secrets.randbelow(2**31)
     console = Console(stderr=True)
     with console.status(f"building {config.users:,} synthetic users (seed {seed})"):
-        generator = TrafficGenerator(config, seed=seed)
+        generator = TrafficGenerator(config, seed=seed, trust_key=_trust_key(settings))
     gc.freeze()  # the population lives as long as the run: keep the GC from rescanning it
     limit = (
         f"{args.count:,} records"
@@ -259,6 +259,11 @@ def _contracts(args: argparse.Namespace) -> int:
     for path in write(root):
         print(f"wrote {path}")
     return 0
+
+
+def _trust_key(settings: Settings) -> bytes | None:
+    key = settings.trust_key
+    return None if key is None else key.get_secret_value().encode()
 
 
 def _positive(text: str) -> float:

@@ -17,6 +17,8 @@ REPO = Path(__file__).resolve().parents[1]
 KAFKA_SH = REPO / "deploy" / "local" / "kafka.sh"
 # The test broker listens on its own port and keeps its own data, apart from `make kafka-up`'s.
 TEST_KAFKA_PORT = os.environ.get("TEST_KAFKA_PORT", "19092")
+TRUST_KEY = b"integration-test-trust-key-0123456789abcdef"
+"""The trust key of the tests' workers: records signed with it name their user."""
 
 
 @pytest.fixture(scope="session")
@@ -62,6 +64,7 @@ def settings_factory(
             "data_dir": tmp_path / "state",
             "topic_partitions": 3,
             "hmac_key": "integration-test-hmac-key-0123456789abcdef",
+            "trust_key": TRUST_KEY.decode(),
             "hmac_key_id": "test-1",
             "poll_timeout_ms": 20,
         }

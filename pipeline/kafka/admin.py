@@ -144,5 +144,8 @@ async def check_copartitioned(settings: Settings) -> int:
     }
     if len(set(joined.values())) != 1:
         layout = ", ".join(f"{n}={c}" for n, c in joined.items())
-        raise TopicLayoutError(f"topics that must be co-partitioned are not: {layout}")
+        tables = f"{catalogue.CONSENT_CHANGES.name}, {catalogue.IDENTITY_LINKS.name}"
+        raise TopicLayoutError(
+            f"{tables}, the internal and changelog topics are not co-partitioned: {layout}"
+        )
     return next(iter(joined.values()))

@@ -75,10 +75,11 @@ class BatchWriter:
         batch = self._open.get(slot)
         if batch is None:
             batch = self._open[slot] = self._producer.create_batch()
-        if batch.append(key=key, value=value, timestamp=None, headers=headers) is None:
+        listed = list(headers) if headers else []  # aiokafka's record builder takes a list
+        if batch.append(key=key, value=value, timestamp=None, headers=listed) is None:
             await self._hand_over(slot)
             batch = self._open[slot] = self._producer.create_batch()
-            batch.append(key=key, value=value, timestamp=None, headers=headers)
+            batch.append(key=key, value=value, timestamp=None, headers=listed)
 
     async def flush(self) -> list[Sent]:
         """Hand over every open batch; returns everything sent since the writer was made."""

@@ -330,10 +330,18 @@ async def run_demo(settings: Settings, options: DemoOptions, console: Console) -
         say(f"created {len(created)} topics on {settings.kafka_bootstrap_servers}")
     env = dict(os.environ)
     if settings.hmac_key is None:
-        env["PIPELINE_HMAC_KEY"] = _dev_hmac_key(Path(".local/dev-hmac-key"))
+        env["PIPELINE_HMAC_KEY"] = _dev_key(Path(".local/dev-hmac-key"))
         say("using a development HMAC key from .local/dev-hmac-key (set PIPELINE_HMAC_KEY)")
+    if settings.trust_key is None:
+        trust_key = _dev_key(Path(".local/dev-trust-key"))
+        env["PIPELINE_TRUST_KEY"] = trust_key
+        say("using a development trust key from .local/dev-trust-key (set PIPELINE_TRUST_KEY)")
+    else:
+        trust_key = settings.trust_key.get_secret_value()
     seed = options.seed if options.seed is not None else secrets.randbelow(2**31)
-    generator = TrafficGenerator(TrafficConfig(users=options.users), seed=seed)
+    generator = TrafficGenerator(
+        TrafficConfig(users=options.users), seed=seed, trust_key=trust_key.encode()
+    )
     worker = await _Child.start("worker", env)
     collector = await _Child.start("collect", env)
     say(
@@ -446,7 +454,7 @@ async def _pause(event: asyncio.Event, seconds: float) -> None:
         await asyncio.wait_for(event.wait(), seconds)
 
 
-def _dev_hmac_key(path: Path) -> str:
+def _dev_key(path: Path) -> str:
     """A random key kept in `path`, created on first use; for local demos only."""
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -171,7 +171,7 @@ async def run_traffic(
     """
     if bootstrap:
         batch: list[Record] = []
-        for record in generator.consent_bootstrap():
+        for record in generator.bootstrap():
             batch.append(record)
             if len(batch) >= CHUNK * 5:
                 await write(batch)

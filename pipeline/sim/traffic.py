@@ -7,6 +7,7 @@ browser (DNT, GPC, the web opt-out cookie), one app device (iOS with an ATT stat
 Android with the ads opt-out), a widget session and the click ids of ads they clicked.
 It yields Kafka-ready `Record`s:
 
+- `bootstrap()`: both of these, consent first:
 - `consent_bootstrap()`: one full consent record per registered user;
 - `identity_bootstrap()`: the `identity.links` of every user's match keys (hashed email
   and phone, advertising id, widget session, click ids);
@@ -474,6 +475,11 @@ class TrafficGenerator:
 
     # -- consent -------------------------------------------------------------------
 
+    def bootstrap(self) -> Iterator[Record]:
+        """What the platform holds before traffic starts: every consent record, every link."""
+        yield from self.consent_bootstrap()
+        yield from self.identity_bootstrap()
+
     def consent_bootstrap(self) -> Iterator[Record]:
         """One full consent record for every registered user, in user order."""
         for user in self._registered:
@@ -556,11 +562,13 @@ class TrafficGenerator:
             return [deletion, *unlinks]
         if kind == "move_email":
             return self._move_email(user)
-        if kind == "unkeyed":  # a consent change must name its user: DLQ'd as missing_key
+        if kind == "unkeyed":
+            # A consent change must be keyed by its user. A compacted topic refuses a record
+            # without a key; an empty one gets through, and is DLQ'd as missing_key.
             self.counts["malformed.missing_key"] += 1
             self.topics[CONSENT_CHANGES.name] += 1
             document = {**self.consent_document(user), "changed_at": 1}
-            return [Record(CONSENT_CHANGES, None, codec.dumps(document), "malformed.missing_key")]
+            return [Record(CONSENT_CHANGES, b"", codec.dumps(document), "malformed.missing_key")]
         if kind == "new_click":
             click_id = f"clk-{rng.getrandbits(64):016x}"
             user.click_ids = [*user.click_ids[-3:], click_id]

@@ -121,13 +121,15 @@ class LoadSink:
             batch, members = batches.get((topic, partition)) or (kafka.create_batch(), [])
             append = batch.append
             if (
-                append(key=record.key, value=record.value, timestamp=None, headers=record.headers)
+                append(
+                    key=record.key, value=record.value, timestamp=None, headers=list(record.headers)
+                )
                 is None
             ):
                 await self._send(topic, partition, batch, members)
                 batch, members = kafka.create_batch(), []
                 batch.append(
-                    key=record.key, value=record.value, timestamp=None, headers=record.headers
+                    key=record.key, value=record.value, timestamp=None, headers=list(record.headers)
                 )
             members.append(record)
             batches[topic, partition] = (batch, members)

@@ -11,7 +11,9 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from pipeline.core.trust import TRUST_HEADER, trust_signature
 from schemas import codec
+from tests.conftest import TRUST_KEY
 
 
 @dataclass(frozen=True)
@@ -23,6 +25,7 @@ class Read:
     offset: int
     key: bytes | None
     value: bytes
+    headers: tuple[tuple[str, bytes], ...] = ()
 
     def json(self) -> Any:
         return codec.loads(self.value)
@@ -37,16 +40,36 @@ def subject_key(event: dict[str, Any]) -> bytes:
     return f"anon:{device or cookie or event['event_id']}".encode()
 
 
+Produced = (
+    tuple[str, bytes | None, bytes | None]
+    | tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]]]
+)
+"""(topic, key, value) or (topic, key, value, headers)."""
+
+
+def signed(topic: str, key: bytes | None, value: bytes) -> Produced:
+    """A record a trusted producer writes: its user_id counts (SPEC §4)."""
+    return (topic, key, value, [(TRUST_HEADER, trust_signature(TRUST_KEY, value))])
+
+
 async def produce(
-    bootstrap: str, records: Iterable[tuple[str, bytes | None, bytes | None]]
+    bootstrap: str, records: Iterable[Produced], *, partitioner: Any = None
 ) -> list[tuple[str, int, int]]:
-    """Write (topic, key, value) records in order, each acknowledged; returns their positions."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+    """Write records in order, each acknowledged; returns their positions.
+
+    Args:
+        partitioner: aiokafka's `partitioner` option (default: murmur2, as the Java client).
+    """
+    options: dict[str, Any] = {} if partitioner is None else {"partitioner": partitioner}
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, **options
+    )
     await producer.start()
     try:
         positions = []
-        for topic, key, value in records:
-            metadata = await (await producer.send(topic, value, key=key))
+        for topic, key, value, *rest in records:
+            headers = rest[0] if rest else None
+            metadata = await (await producer.send(topic, value, key=key, headers=headers))
             positions.append((topic, metadata.partition, metadata.offset))
         return positions
     finally:
@@ -54,9 +77,9 @@ async def produce(
 
 
 def produce_sync(
-    bootstrap: str, records: Iterable[tuple[str, bytes | None, bytes | None]]
+    bootstrap: str, records: Iterable[Produced], *, partitioner: Any = None
 ) -> list[tuple[str, int, int]]:
-    return asyncio.run(produce(bootstrap, list(records)))
+    return asyncio.run(produce(bootstrap, list(records), partitioner=partitioner))
 
 
 async def read_topics(
@@ -91,7 +114,8 @@ async def read_topics(
             batches = await consumer.getmany(timeout_ms=200)
             for tp, messages in batches.items():
                 got[tp.topic].extend(
-                    Read(tp.topic, tp.partition, m.offset, m.key, m.value or b"") for m in messages
+                    Read(tp.topic, tp.partition, m.offset, m.key, m.value or b"", tuple(m.headers))
+                    for m in messages
                 )
             if settle_until is None and done(got):
                 settle_until = time.monotonic() + settle_s

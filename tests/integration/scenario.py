@@ -15,7 +15,7 @@ from typing import Any
 
 from pipeline import catalogue
 from schemas import codec
-from tests.integration.kafka_io import subject_key
+from tests.integration.kafka_io import Produced, signed, subject_key
 from tests.unit.core.policy_cases import CASES, Case
 from tests.unit.factories import USER
 
@@ -78,12 +78,12 @@ def consent_records(topic: str, cases: list[LiveCase]) -> list[tuple[str, bytes,
     ]
 
 
-def event_records(prefix: str, cases: list[LiveCase]) -> list[tuple[str, bytes, bytes]]:
-    return [
-        (
-            prefix + catalogue.RAW[live.case.source].name,
-            subject_key(live.event),
-            codec.dumps(live.event),
-        )
-        for live in cases
-    ]
+def event_records(prefix: str, cases: list[LiveCase]) -> list[Produced]:
+    """Each case's event; one naming its user comes signed, as a trusted producer's."""
+    records: list[Produced] = []
+    for live in cases:
+        topic = prefix + catalogue.RAW[live.case.source].name
+        value = codec.dumps(live.event)
+        key = subject_key(live.event)
+        records.append(signed(topic, key, value) if live.user_id else (topic, key, value))
+    return records

@@ -16,6 +16,7 @@ from pipeline.contracts import JSON_DIR
 from pipeline.settings import Settings
 from pipeline.sim.traffic import TrafficConfig, TrafficGenerator
 from schemas import codec
+from tests.conftest import TRUST_KEY
 from tests.integration.conftest import WorkerProcess
 from tests.integration.kafka_io import Read, produce_sync, read_sync
 
@@ -58,11 +59,13 @@ def test_records_of_every_output_topic_match_their_json_schema(
         update={"aggregate_k": 2, "aggregate_grace_seconds": grace}
     )
     start_worker(settings).wait_ready()
-    generator = TrafficGenerator(TrafficConfig(users=200, malformed_share=0.05), seed=11)
-    records = [*generator.consent_bootstrap(), *generator.records(600)]
+    generator = TrafficGenerator(
+        TrafficConfig(users=200, malformed_share=0.05), seed=11, trust_key=TRUST_KEY
+    )
+    records = [*generator.bootstrap(), *generator.records(600)]
     produce_sync(
         settings.kafka_bootstrap_servers,
-        [(settings.topic(r.topic), r.key, r.value) for r in records],
+        [(settings.topic(r.topic), r.key, r.value, list(r.headers)) for r in records],
     )
     produce_sync(
         settings.kafka_bootstrap_servers,

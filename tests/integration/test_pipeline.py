@@ -25,7 +25,7 @@ from pipeline.kafka.admin import admin_client, create_topics
 from pipeline.settings import Settings
 from schemas import codec
 from tests.integration.conftest import WorkerProcess
-from tests.integration.kafka_io import Read, produce_sync, read_sync
+from tests.integration.kafka_io import Produced, Read, produce_sync, read_sync, signed
 from tests.integration.scenario import (
     IDENTIFIERS_IN_CASES,
     consent_records,
@@ -203,7 +203,7 @@ def test_a_revocation_acknowledged_before_an_event_governs_it(worker: WorkerProc
     rng = random.Random(20261122)
     users = [f"rev-{uuid.uuid4().hex[:6]}-{i}" for i in range(5)]
     base_ms = int(time.time() * 1000)
-    records: list[tuple[str, bytes, bytes]] = []
+    records: list[Produced] = []
     granted = dict.fromkeys(users, True)
     for n, user in enumerate(users):
         records.append(
@@ -221,10 +221,10 @@ def test_a_revocation_acknowledged_before_an_event_governs_it(worker: WorkerProc
             change = consent(user, base_ms + 10 + i, personalization=granted[user])
             records.append((consent_topic, user.encode(), codec.dumps(change)))
         event_id = f"{user}-e{i}"
-        records.append((raw_tag, user.encode(), codec.dumps(tag_event(event_id, user))))
+        records.append(signed(raw_tag, user.encode(), codec.dumps(tag_event(event_id, user))))
         if not granted[user]:
             revoked_before.add(event_id)
-    final_grants = []
+    final_grants: list[Produced] = []
     for n, user in enumerate(users):
         final_grants.append(
             (
@@ -233,7 +233,9 @@ def test_a_revocation_acknowledged_before_an_event_governs_it(worker: WorkerProc
                 codec.dumps(consent(user, base_ms + 5000 + n, personalization=True)),
             )
         )
-    after_final = [(raw_tag, u.encode(), codec.dumps(tag_event(f"{u}-final", u))) for u in users]
+    after_final = [
+        signed(raw_tag, u.encode(), codec.dumps(tag_event(f"{u}-final", u))) for u in users
+    ]
     produce_sync(bootstrap, records + final_grants)
     # A change in the same millisecond as an event may have come first: the worker then
     # applies the stricter state. Leave a tick between the final grants and the events.
@@ -282,10 +284,10 @@ def test_duplicates_are_audited_once_more_and_not_emitted_again(worker: WorkerPr
     produce_sync(
         bootstrap,
         [
-            (settings.topic(catalogue.RAW_TAG), user.encode(), codec.dumps(event)),
-            (settings.topic(catalogue.RAW_SDK), user.encode(), codec.dumps(server_copy)),
-            (settings.topic(catalogue.RAW_TAG), user.encode(), codec.dumps(event)),
-            (
+            signed(settings.topic(catalogue.RAW_TAG), user.encode(), codec.dumps(event)),
+            signed(settings.topic(catalogue.RAW_SDK), None, codec.dumps(server_copy)),
+            signed(settings.topic(catalogue.RAW_TAG), b"another-key", codec.dumps(event)),
+            signed(
                 settings.topic(catalogue.RAW_TAG),
                 user.encode(),
                 codec.dumps(tag_event("dup-2", user)),
@@ -314,12 +316,14 @@ def test_poison_pills_go_to_the_dlq_with_reasons_while_valid_events_flow(
     wrong_types = tag_event("pp-wrong", user)
     wrong_types["event_time"] = "yesterday"
     oversized = tag_event("pp-big", user, custom_data={"content_ids": ["x" * 100] * 1000})
-    pills = [
+    unkeyed = codec.dumps(consent(user, 2, personalization=True))
+    pills: list[Produced] = [
         (raw_tag, user.encode(), b'{"event_id": "pp-json", '),
         (raw_tag, user.encode(), b'{"event_id": "pp-\xff\xfe"}'),
         (raw_sdk, user.encode(), codec.dumps(wrong_types)),
         (raw_tag, user.encode(), codec.dumps(oversized)),
-        (raw_tag, None, codec.dumps(tag_event("pp-nokey", user))),
+        # A compacted topic refuses a record without a key; an empty key is the missing one.
+        (settings.topic(catalogue.CONSENT_CHANGES), b"", unkeyed),
         (
             raw_tag,
             user.encode(),
@@ -331,7 +335,9 @@ def test_poison_pills_go_to_the_dlq_with_reasons_while_valid_events_flow(
             codec.dumps(tag_event("pp-future", user, event_time=int(time.time()) + 7200)),
         ),
     ]
-    valid = [(raw_tag, user.encode(), codec.dumps(tag_event(f"pp-ok-{i}", user))) for i in range(5)]
+    valid: list[Produced] = [
+        signed(raw_tag, None, codec.dumps(tag_event(f"pp-ok-{i}", user))) for i in range(5)
+    ]
     mixed = [valid[0], *pills[:4], valid[1], valid[2], *pills[4:], valid[3], valid[4]]
     positions = produce_sync(bootstrap, mixed)
 
@@ -391,9 +397,9 @@ def test_a_restarted_worker_resumes_with_no_loss_and_no_duplicate_emission(
         ],
     )
 
-    def events(start: int, n: int) -> list[tuple[str, bytes, bytes]]:
+    def events(start: int, n: int) -> list[Produced]:
         return [
-            (
+            signed(
                 settings.topic(catalogue.RAW_TAG),
                 users[i % len(users)].encode(),
                 codec.dumps(tag_event(f"rs-{i}", users[i % len(users)])),
@@ -421,7 +427,7 @@ def test_a_restarted_worker_resumes_with_no_loss_and_no_duplicate_emission(
     assert out["dlq"] == []
 
 
-def test_the_worker_refuses_inputs_that_are_not_co_partitioned(
+def test_the_worker_refuses_tables_topics_that_are_not_co_partitioned(
     settings_factory: Callable[..., Settings],
 ) -> None:
     settings = settings_factory()
@@ -429,8 +435,8 @@ def test_the_worker_refuses_inputs_that_are_not_co_partitioned(
     lopsided = settings.model_copy(
         update={"topic_partitions": 2, "topic_prefix": settings.topic_prefix}
     )
-    sdk = settings.topic(catalogue.RAW_SDK)
-    asyncio.run(_recreate(lopsided, sdk))
+    links = settings.topic(catalogue.IDENTITY_LINKS)
+    asyncio.run(_recreate(lopsided, links))
     env = {**os.environ, **settings.to_env()}
     env.pop("KAFKA_BOOTSTRAP_SERVERS", None)
     result = subprocess.run(
@@ -443,8 +449,8 @@ def test_the_worker_refuses_inputs_that_are_not_co_partitioned(
     )
     assert result.returncode == 2
     assert "not co-partitioned" in result.stderr
-    assert f"{sdk}=2" in result.stderr
-    assert f"{settings.topic(catalogue.RAW_TAG)}=3" in result.stderr
+    assert f"{links}=2" in result.stderr
+    assert f"{settings.topic(catalogue.CONSENT_CHANGES)}=3" in result.stderr
 
 
 async def _recreate(settings: Settings, topic: str) -> None:

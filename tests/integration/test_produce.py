@@ -1,4 +1,4 @@
-"""`consent-pipeline produce` against the real broker: every record lands, keyed by subject."""
+"""`consent-pipeline produce` against the real broker: every record lands as written."""
 
 from __future__ import annotations
 
@@ -11,21 +11,23 @@ import pytest
 from aiokafka.partitioner import DefaultPartitioner
 
 from pipeline import catalogue
+from pipeline.core.trust import TRUST_HEADER, is_trusted
 from pipeline.settings import Settings
 from pipeline.sim.stream import produce
 from pipeline.sim.traffic import TrafficConfig, TrafficGenerator
-from tests.integration.kafka_io import Read, read_topics, subject_key
+from tests.conftest import TRUST_KEY
+from tests.integration.kafka_io import Read, read_topics
 
 pytestmark = pytest.mark.integration
 
 TOPICS = catalogue.INPUTS
 
 
-async def test_produce_writes_every_generated_record_keyed_by_its_subject(
+async def test_produce_writes_every_generated_record_with_its_key_and_signature(
     pipeline_settings: Settings,
 ) -> None:
     config = TrafficConfig(users=40, malformed_share=0.0, churn_per_event=0.05)
-    generator = TrafficGenerator(config, seed=5)
+    generator = TrafficGenerator(config, seed=5, trust_key=TRUST_KEY)
 
     report = await produce(pipeline_settings, generator, count=300)
 
@@ -39,16 +41,27 @@ async def test_produce_writes_every_generated_record_keyed_by_its_subject(
 
     got = await read_topics(pipeline_settings.kafka_bootstrap_servers, names, enough, 30)
     assert Counter({t.name: len(got[pipeline_settings.topic(t)]) for t in TOPICS}) == report.topics
-    for topic in TOPICS[:3]:
+    signed = 0
+    for topic in catalogue.RAW.values():
         for record in got[pipeline_settings.topic(topic)]:
-            assert record.key == subject_key(record.json())
+            event = record.json()
+            assert record.key == event["event_id"].encode()
+            trusted = is_trusted(TRUST_KEY, record.value, dict(record.headers).get(TRUST_HEADER))
+            assert trusted == ("user_id" in event)
+            signed += trusted
+    assert signed > 0
+    unkeyed = 0
     for record in got[pipeline_settings.topic(catalogue.CONSENT_CHANGES)]:
-        assert record.key == record.json()["user_id"].encode()
+        unkeyed += record.key == b""  # the churn's deliberately unkeyed changes
+        assert record.key in (b"", record.json()["user_id"].encode())
+    assert unkeyed == report.counts["malformed.missing_key"]
+    for record in got[pipeline_settings.topic(catalogue.IDENTITY_LINKS)]:
+        assert not record.value or record.key == record.json()["match_key"].encode()
     partitions = list(range(pipeline_settings.topic_partitions))
     for records in got.values():
         for record in records:
             expected_partition = DefaultPartitioner()(record.key, partitions, partitions)
-            assert record.partition == expected_partition, "co-partitioned like any client"
+            assert record.partition == expected_partition, "partitioned like any client"
 
 
 def test_the_produce_command_stops_after_count_and_prints_a_summary(

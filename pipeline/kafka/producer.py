@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaProducer, TopicPartition
@@ -122,7 +122,13 @@ class Producer:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.stop()
 
-    async def send(self, topic: str, value: bytes | None, key: bytes | None) -> Any:
+    async def send(
+        self,
+        topic: str,
+        value: bytes | None,
+        key: bytes | None,
+        headers: Sequence[tuple[str, bytes]] = (),
+    ) -> Any:
         """Queue one record, partitioned by its key; returns the delivery future.
 
         Raises:
@@ -130,7 +136,7 @@ class Producer:
                 topic, no metadata in time).
         """
         try:
-            return await self.kafka.send(topic, value, key=key)
+            return await self.kafka.send(topic, value, key=key, headers=list(headers) or None)
         except (KafkaError, OSError) as exc:
             raise KafkaUnavailable(f"cannot queue a record ({type(exc).__name__})") from exc
 

@@ -208,12 +208,18 @@ class Engine(Service):
         now = time.time()
         monotonic = time.monotonic()
         sweep = monotonic - self._last_sweep >= SWEEP_INTERVAL_S
-        if not batch and not sweep and not any(stage.due(now) for stage in self.stages):
+        markers = await self._past_markers()
+        if (
+            not batch
+            and not sweep
+            and not markers
+            and not any(stage.due(now) for stage in self.stages)
+        ):
             self._report_lag(monotonic)
             return
         starts = {tp: records[0].offset for tp, records in batch.items() if records}
         try:
-            await self._transaction(batch, now, sweep, starts)
+            await self._transaction(batch, now, sweep, starts, markers)
         except ProducerFenced:
             log.error("another worker took over this worker's transactional id; stopping")
             self._stopping = True
@@ -232,17 +238,22 @@ class Engine(Service):
         self._report_lag(monotonic)
 
     async def _transaction(
-        self, batch: Batch, now: float, sweep: bool, starts: dict[TopicPartition, int]
+        self,
+        batch: Batch,
+        now: float,
+        sweep: bool,
+        starts: dict[TopicPartition, int],
+        markers: dict[TopicPartition, int],
     ) -> None:
         stats = BatchStats()
         outputs: list[Output | Forward] = []
-        offsets: dict[TopicPartition, int] = {}
+        offsets: dict[TopicPartition, int] = dict(markers)
         streams: list[tuple[Stage, InputRecord]] = []
         waiting: dict[Stage, set[int]] = {}
         for tp, records in batch.items():
             if not records:
                 continue
-            offsets[tp] = records[-1].offset + 1
+            offsets[tp] = max(offsets.get(tp, 0), records[-1].offset + 1)
             stage, topic, is_table = self._inputs[tp.topic]
             if is_table:
                 for record in records:
@@ -317,6 +328,25 @@ class Engine(Service):
             on_record=fold,
         )
         self.metrics.barrier_wait_seconds.observe(waited)
+
+    async def _past_markers(self) -> dict[TopicPartition, int]:
+        """Positions of input partitions that moved past what this worker committed.
+
+        Transactional producers (the stages, for the internal topics; any producer of an
+        input that uses transactions) write a commit marker after a transaction's records,
+        at an offset of its own: committed at its last record + 1, a partition would stay
+        one record behind for good (and its lag with it). The consumer's position skips
+        the markers it read and never passes a record it has not returned, so committing
+        it where it is ahead loses nothing.
+        """
+        consumer = self.consumer
+        assert consumer is not None
+        ahead: dict[TopicPartition, int] = {}
+        for tp, committed in self._next.items():
+            position = await consumer.position(tp)
+            if position > committed:
+                ahead[tp] = position
+        return ahead
 
     def _fold(
         self, stage: Stage, record: InputRecord, now: float, stats: BatchStats

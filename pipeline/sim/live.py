@@ -26,6 +26,15 @@ STREAMS: Final = tuple(
 )
 """Each output topic: its name, its short label and what it carries."""
 PURPOSES: Final = ("personalization", "ads", "measurement", "partner_sharing")
+MATCHES: Final = (
+    ("provided", "user id signed by a trusted producer"),
+    ("session", "the platform's widget session"),
+    ("click", "a click id of an ad clicked"),
+    ("em", "a hashed email"),
+    ("ph", "a hashed phone"),
+    ("maid", "an advertising id"),
+    ("none", "nobody: anonymous"),
+)
 ALLOWING: Final = frozenset({"allow", "identified"})
 
 
@@ -42,6 +51,10 @@ class WorkerMetrics:
     consent_changes: float = 0.0
     consent_users: float = 0.0
     lag: Mapping[str, float] = field(default_factory=dict)
+    resolutions: Mapping[str, float] = field(default_factory=dict)
+    """Events by identity match: provided, session, click, em, ph, maid, none."""
+    identity_conflicts: float = 0.0
+    identity_links: float = 0.0
 
     @property
     def total_in(self) -> float:
@@ -62,7 +75,8 @@ def parse_metrics(text: str, topic_prefix: str = "") -> WorkerMetrics:
     reasons: defaultdict[str, float] = defaultdict(float)
     dlq: defaultdict[tuple[str, str], float] = defaultdict(float)
     lag: defaultdict[str, float] = defaultdict(float)
-    duplicates = consent_changes = consent_users = 0.0
+    resolutions: defaultdict[str, float] = defaultdict(float)
+    duplicates = consent_changes = consent_users = conflicts = links = 0.0
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             name, labels, value = sample.name, sample.labels, sample.value
@@ -85,6 +99,12 @@ def parse_metrics(text: str, topic_prefix: str = "") -> WorkerMetrics:
             elif name == "pipeline_consumer_lag_messages":
                 topic = labels.get("topic", "")
                 lag[topic.removeprefix(topic_prefix)] += value
+            elif name == "pipeline_identity_resolutions_total":
+                resolutions[labels.get("match", "")] += value
+            elif name == "pipeline_identity_conflicts_total":
+                conflicts += value
+            elif name == "pipeline_identity_links_total":
+                links += value
     return WorkerMetrics(
         events_in=dict(events_in),
         events_out=dict(events_out),
@@ -95,6 +115,9 @@ def parse_metrics(text: str, topic_prefix: str = "") -> WorkerMetrics:
         consent_changes=consent_changes,
         consent_users=consent_users,
         lag=dict(lag),
+        resolutions=dict(resolutions),
+        identity_conflicts=conflicts,
+        identity_links=links,
     )
 
 
@@ -166,6 +189,31 @@ def _inputs(frame: Frame) -> Table:
         _n(consent),
         _rate(frame, consent, previous.consent_changes if previous else None),
     )
+    links = worker.identity_links if worker else 0.0
+    table.add_row(
+        "identity links",
+        _n(frame.feed.produced["identity"]),
+        "",
+        _n(links),
+        _rate(frame, links, previous.identity_links if previous else None),
+    )
+    return table
+
+
+def _identities(frame: Frame) -> Table:
+    table = Table(title="identity: how events found their subject", title_justify="left")
+    table.add_column("match")
+    table.add_column("events", justify="right")
+    table.add_column("share", justify="right")
+    table.add_column("what", style="dim")
+    resolutions = frame.worker.resolutions if frame.worker else {}
+    total = sum(resolutions.values())
+    for match, what in MATCHES:
+        value = resolutions.get(match, 0.0)
+        share = f"{value / total:.0%}" if total else ""
+        table.add_row(match, _n(value), share, what)
+    conflicts = frame.worker.identity_conflicts if frame.worker else 0.0
+    table.add_row("conflicts", _n(conflicts), "", "two keys linked to different users")
     return table
 
 
@@ -266,7 +314,7 @@ WIDE: Final = 150
 def render(frame: Frame, *, width: int = WIDE, reasons: int = 12) -> RenderableType:
     """One frame of the live view; two columns of tables when `width` allows."""
     left = Group(_inputs(frame), _outputs(frame), _purposes(frame))
-    right = Group(_reasons(frame, reasons), _dlq(frame), _lag(frame))
+    right = Group(_identities(frame), _reasons(frame, reasons), _dlq(frame), _lag(frame))
     if width < WIDE:
         return Group(_header(frame), left, right)
     grid = Table.grid(padding=(0, 2))
@@ -288,8 +336,10 @@ def plain_line(frame: Frame) -> str:
     )
     top = sorted(worker.reasons.items(), key=lambda kv: -kv[1])[:3]
     reasons = ",".join(f"{r}={v:.0f}" for r, v in top) or "-"
+    matches = " ".join(f"{m}={worker.resolutions.get(m, 0):.0f}" for m, _ in MATCHES)
     return (
-        f"{line} | consumed {consumed} | out {outputs} | top reasons {reasons}"
+        f"{line} | consumed {consumed} | out {outputs} | identity {matches}"
+        f" | top reasons {reasons}"
         f" | dlq={sum(worker.dlq.values()):.0f} dup={worker.duplicates:.0f}"
         f" lag={worker.total_lag:.0f}"
     )

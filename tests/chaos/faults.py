@@ -339,11 +339,12 @@ class LocalBroker:
 
 
 class LagProbe:
-    """How many input records the group has not committed yet (raw topics and consent)."""
+    """How many records the group has not committed yet: inputs and the hops between stages."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.topics = [settings.topic(topic) for topic in catalogue.INPUTS]
+        topics = (*catalogue.INPUTS, *catalogue.INTERNAL)
+        self.topics = [settings.topic(topic) for topic in topics]
 
     async def lag(self) -> int | None:
         """Records behind, or None while the cluster or the group cannot be asked."""

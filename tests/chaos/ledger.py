@@ -23,6 +23,16 @@ never personal data):
   the account rules restated independently here) must be denied in the event's audit
   and never emitted identified. A change the pipeline sent to the DLQ is left out (and
   counted): it never governed anything.
+- `identity.as_of_production` (§4.2): every audit names the subject the ledger resolves on
+  its own (`tests.chaos.identity`): the user a trusted producer signed, else the first
+  match key whose link, folded from `identity.links` up to the moment the raw record was
+  produced, names someone. An email moved to another account before an event therefore
+  never attributes the event to its former owner.
+- `decisions.match_replay`: an event whose subject's consent and whose keys' links did not
+  change after it was produced is decided exactly as the policy core decides it under
+  the state of that moment, whatever partition or partitioner its record came through.
+- `hops.exactly_once`: each raw record that was not DLQ'd at intake appears exactly once
+  on each internal topic between the stages, and its audit's record is among them.
 """
 
 from __future__ import annotations
@@ -39,10 +49,13 @@ from pipeline.core.consent import ConsentState, apply_change
 from pipeline.core.deidentify import Pseudonymizer
 from pipeline.core.parse import ParseLimits, Rejected, parse_consent_change, parse_event
 from pipeline.core.policy import Decision, PolicyConfig, decide
+from pipeline.core.trust import TRUST_HEADER, is_trusted
 from pipeline.settings import Settings
 from schemas import codec
 from schemas.consent import ConsentChange
 from schemas.events import Event
+from schemas.internal import HOP_HEADER
+from tests.chaos.identity import Links, Unclear
 from tests.chaos.load import Acknowledged
 from tests.chaos.pii import PiiScanner
 from tests.chaos.readback import Message, read_topic
@@ -64,7 +77,10 @@ DESTINATION_BITS: Final[Mapping[str, int]] = MappingProxyType(
     }
 )
 CONSENT_TOPIC: Final = catalogue.CONSENT_CHANGES.name
+IDENTITY_TOPIC: Final = catalogue.IDENTITY_LINKS.name
+TABLE_TOPICS: Final = (CONSENT_TOPIC, IDENTITY_TOPIC)
 RAW_TOPICS: Final = tuple(topic.name for topic in catalogue.RAW.values())
+HOP_TOPICS: Final = (catalogue.BY_EVENT, catalogue.BY_SUBJECT)
 IDENTIFIED_TOPICS: Final[Mapping[str, str]] = MappingProxyType(
     {
         topic.name: topic.destination
@@ -97,6 +113,7 @@ class Invariant:
 class _Audit:
     position: Position
     identity: Identity
+    """(advertiser, event id, user_key): whom the outputs of this event name."""
     duplicate: bool
     denied: int
     destinations: int
@@ -162,7 +179,18 @@ class LedgerChecker:
         self.scanner = scanner
         self.policy: PolicyConfig = settings.policy()
         self.pseudonymizer = Pseudonymizer(settings.require_hmac_key(), settings.hmac_key_id)
-        self.limits = limits or ParseLimits(max_bytes=settings.max_event_bytes)
+        self.limits = limits or ParseLimits(max_bytes=settings.max_event_bytes, require_key=False)
+        key = settings.trust_key
+        self.trust_key = None if key is None else key.get_secret_value().encode()
+        self.links = Links()
+        self.identity_in_dlq: set[tuple[int, int]] = set()
+        self.expected_subject: dict[Position, str] = {}
+        """The user_key (first 16 hex digits) the ledger's own resolution gives each event."""
+        self.unclear_subjects = 0
+        self.replayed: dict[Position, int] = {}
+        """The purposes the replay denies, for events decided under an unchanged state."""
+        self.hops: dict[str, Counter[Position]] = {t.name: Counter() for t in HOP_TOPICS}
+        self._hop_names = {settings.topic(t): t.name for t in HOP_TOPICS}
         self.offsets = _Offsets()
         self.inputs: Counter[str] = Counter()
         self.dlq: Counter[str] = Counter()
@@ -182,6 +210,11 @@ class LedgerChecker:
 
     # -- inputs -------------------------------------------------------------------
 
+    def add_identity(self, msg: Message) -> None:
+        self.inputs[IDENTITY_TOPIC] += 1
+        self.offsets.input(IDENTITY_TOPIC, msg.partition, msg.offset)
+        self.links.add(msg)
+
     def add_consent(self, msg: Message) -> None:
         self.inputs[CONSENT_TOPIC] += 1
         self.offsets.input(CONSENT_TOPIC, msg.partition, msg.offset)
@@ -197,6 +230,7 @@ class LedgerChecker:
         if self._histories_built:
             return
         self._histories_built = True
+        self.links.build(self.identity_in_dlq)
         rejected = self.consent_in_dlq
         for timestamp, partition, offset, change in sorted(self._changes, key=lambda c: c[:3]):
             if (partition, offset) in rejected:
@@ -214,24 +248,37 @@ class LedgerChecker:
         topic = self._logical(msg.topic)
         self.inputs[topic] += 1
         self.offsets.input(topic, msg.partition, msg.offset)
-        key = msg.key.decode("utf-8", "replace") if msg.key else None
-        history = self.histories.get(key) if key is not None else None
+        position = (topic, msg.partition, msg.offset)
+        source = catalogue.by_name(topic).source
+        assert source is not None
+        event = parse_event(source, msg.value, now=msg.timestamp / 1000, limits=self.limits)
+        if isinstance(event, Rejected):
+            return
+        trusted = None
+        if event.user_id is not None:
+            key = self.trust_key
+            if key is not None and is_trusted(key, msg.value, msg.header(TRUST_HEADER)):
+                trusted = event.user_id
+            event = event.model_copy(update={"user_id": None})
+        expected = self.links.expected(event, msg.timestamp, trusted)
+        if isinstance(expected, Unclear):
+            self.unclear_subjects += 1
+            return
+        self.expected_subject[position] = self.pseudonymizer.user_key(expected.subject_key)[:16]
+        if expected.user is None:
+            return
+        event = event.model_copy(update={"user_id": expected.user})
+        history = self.histories.get(expected.user)
+        before = upto = 0
+        if history is not None:
+            before = bisect.bisect_left(history.timestamps, msg.timestamp)
+            upto = bisect.bisect_right(history.timestamps, msg.timestamp)
+        unchanged = history is None or before == len(history.timestamps)
+        if unchanged and not self.links.changed_after(expected.keys, msg.timestamp):
+            state = None if history is None else history.states[-1]
+            self.replayed[position] = decision_bits(decide(event, state, self.policy))
         if history is None or not history.withdrawals:
             return
-        event = parse_event(
-            topic.split(".", 1)[1],  # type: ignore[arg-type]
-            msg.value,
-            now=msg.timestamp / 1000,
-            key=msg.key,
-            limits=self.limits,
-        )
-        if isinstance(event, Rejected) or event.user_id is None:
-            return
-        history = self.histories.get(event.user_id)
-        if history is None:
-            return
-        before = bisect.bisect_left(history.timestamps, msg.timestamp)
-        upto = bisect.bisect_right(history.timestamps, msg.timestamp)
         states = history.states[before : upto + 1]
         denied = -1
         for state in states:
@@ -240,7 +287,18 @@ class LedgerChecker:
             )
         if any(withdraws(change) for change in history.changes[:before]):
             self.after_withdrawal += 1
-        self.must_deny[topic, msg.partition, msg.offset] = denied
+        self.must_deny[position] = denied
+
+    def add_hop(self, msg: Message) -> None:
+        """A record on an internal topic: counted by the raw record it carries."""
+        topic = self._hop_names.get(msg.topic, msg.topic)
+        try:
+            origin = codec.loads(msg.header(HOP_HEADER) or b"")["origin"]
+            position = (self._logical(origin["topic"]), origin["partition"], origin["offset"])
+        except (codec.DecodeError, KeyError, TypeError):
+            self.unreadable[topic] += 1
+            return
+        self.hops[topic][position] += 1
 
     # -- outputs ------------------------------------------------------------------
 
@@ -284,6 +342,8 @@ class LedgerChecker:
         self._account(position, "dlq")
         if position[0] == CONSENT_TOPIC:
             self.consent_in_dlq.add((position[1], position[2]))
+        elif position[0] == IDENTITY_TOPIC:
+            self.identity_in_dlq.add((position[1], position[2]))
 
     def add_identified(self, msg: Message) -> None:
         logical = self._logical(msg.topic)
@@ -337,9 +397,7 @@ class LedgerChecker:
 
     def _account(self, position: Position, kind: str) -> None:
         topic, partition, offset = position
-        if topic not in (*RAW_TOPICS, CONSENT_TOPIC) or (
-            topic == CONSENT_TOPIC and kind == "audit"
-        ):
+        if topic not in (*RAW_TOPICS, *TABLE_TOPICS) or (topic in TABLE_TOPICS and kind == "audit"):
             self.phantom.append(f"{kind} origin {topic}/{partition}@{offset}")
             return
         self.offsets.account(topic, partition, offset)
@@ -353,6 +411,9 @@ class LedgerChecker:
             self._outputs(),
             self._no_leak(),
             self._revocations(),
+            self._identities(),
+            self._replay(),
+            self._hops(),
         ]
 
     def _ledger(self) -> Invariant:
@@ -367,7 +428,7 @@ class LedgerChecker:
             for offset in range(max(len(present), len(accounted))):
                 p = present[offset] if offset < len(present) else 0
                 a = accounted[offset] if offset < len(accounted) else 0
-                if topic == CONSENT_TOPIC:
+                if topic in TABLE_TOPICS:
                     bad = a > 1 or (a and not p)
                     duplicated += a > 1
                     phantom += bool(a and not p)
@@ -379,8 +440,9 @@ class LedgerChecker:
                 if bad and len(examples) < MAX_EXAMPLES:
                     examples.append(f"{topic}/{partition}@{offset}: {a} audit+dlq records")
         counts = {
-            "raw_inputs": sum(n for t, n in self.inputs.items() if t != CONSENT_TOPIC),
+            "raw_inputs": sum(n for t, n in self.inputs.items() if t not in TABLE_TOPICS),
             "consent_inputs": self.inputs[CONSENT_TOPIC],
+            "identity_inputs": self.inputs[IDENTITY_TOPIC],
             "audit_records": len(self.audits),
             "dlq_records": sum(self.dlq.values()),
             "lost": lost,
@@ -423,16 +485,19 @@ class LedgerChecker:
         owners = self._owners()
         examples: list[str] = []
         new_twice = across_partitions = 0
-        for identity, audits in owners.items():
-            if len(audits) > 1:
+        by_event: dict[tuple[str, str], list[_Audit]] = {}
+        for audit in self.audits:
+            if not audit.duplicate:  # deduplication is by (advertiser, event id), SPEC §7.4
+                advertiser, event_id, _ = audit.identity
+                by_event.setdefault((advertiser, event_id), []).append(audit)
+        for (_, event_id), copies in by_event.items():
+            if len(copies) > 1:
                 new_twice += 1
-                partitions = sorted({a.position[1] for a in audits})
+                partitions = sorted({a.position[1] for a in copies})
                 if len(partitions) > 1:
                     across_partitions += 1
-                where = ", ".join(_where(a.position) for a in audits)
-                _example(
-                    examples, f"event {identity[1]} audited as new {len(audits)} times: {where}"
-                )
+                where = ", ".join(_where(a.position) for a in copies)
+                _example(examples, f"event {event_id} audited as new {len(copies)} times: {where}")
         twice = unaudited = missing = duplicate_emitted = 0
         expected: Counter[tuple[str, Identity]] = Counter()
         for identity, audits in owners.items():
@@ -563,6 +628,67 @@ class LedgerChecker:
         }
         return Invariant("revocation_barrier", audit_allows + emitted == 0, counts, examples)
 
+    def _identities(self) -> Invariant:
+        checked = mismatched = unexpected = 0
+        examples: list[str] = []
+        for audit in self.audits:
+            expected = self.expected_subject.get(audit.position)
+            if expected is None:
+                continue
+            checked += 1
+            if audit.identity[2][:16] != expected:
+                mismatched += 1
+                _example(examples, f"event {audit.identity[1]} at {_where(audit.position)}")
+        for position in self.expected_subject:
+            if not self.offsets.count(position[:2], position[2], accounted=True):
+                unexpected += 1
+        counts = {
+            "links_folded": self.links.links,
+            "identity_links_in_dlq": len(self.identity_in_dlq),
+            "audits_checked": checked,
+            "subjects_unclear_skipped": self.unclear_subjects,
+            "audits_naming_another_subject": mismatched,
+            "events_unaccounted": unexpected,
+        }
+        return Invariant("identity.as_of_production", mismatched == 0, counts, examples)
+
+    def _replay(self) -> Invariant:
+        checked = mismatched = 0
+        examples: list[str] = []
+        for audit in self.audits:
+            expected = self.replayed.get(audit.position)
+            if expected is None or audit.duplicate:
+                continue
+            checked += 1
+            if expected != audit.denied:
+                mismatched += 1
+                _example(examples, f"event {audit.identity[1]} at {_where(audit.position)}")
+        counts = {"events_replayed": checked, "decided_otherwise": mismatched}
+        return Invariant(
+            "decisions.match_replay", mismatched == 0 and checked > 0, counts, examples
+        )
+
+    def _hops(self) -> Invariant:
+        examples: list[str] = []
+        counts: dict[str, int] = {}
+        failures = 0
+        audited = {audit.position for audit in self.audits}
+        for topic, positions in self.hops.items():
+            name = topic.rpartition(".")[2]
+            twice = sum(1 for n in positions.values() if n > 1)
+            counts[f"{name}.records"] = sum(positions.values())
+            counts[f"{name}.carried_twice"] = twice
+            failures += twice
+            if twice:
+                _example(
+                    examples, f"a raw record carried {max(positions.values())} times on {name}"
+                )
+        decided = self.hops[catalogue.BY_SUBJECT.name]
+        missing = sum(1 for position in audited if position not in decided)
+        counts["audits_without_their_hop"] = missing
+        failures += missing
+        return Invariant("hops.exactly_once", failures == 0, counts, examples)
+
 
 def withdraws(change: ConsentChange) -> bool:
     """Whether a change takes something away: a setting off, deletion, a device opt-out."""
@@ -663,6 +789,7 @@ async def check(
     checker = LedgerChecker(settings, scanner=scanner)
     topic = settings.topic
     await read_topic(settings, topic(catalogue.CONSENT_CHANGES), checker.add_consent)
+    await read_topic(settings, topic(catalogue.IDENTITY_LINKS), checker.add_identity)
     await read_topic(settings, topic(catalogue.DLQ), checker.add_dlq)
     for raw in catalogue.RAW.values():
         await read_topic(settings, topic(raw), checker.add_raw)
@@ -672,4 +799,6 @@ async def check(
     await read_topic(settings, topic(catalogue.MEASUREMENT), checker.add_measurement)
     await read_topic(settings, topic(catalogue.DEIDENTIFIED), checker.add_deidentified)
     await read_topic(settings, topic(catalogue.AGGREGATES), checker.add_aggregate)
+    for hop in HOP_TOPICS:
+        await read_topic(settings, topic(hop), checker.add_hop)
     return checker.invariants(acknowledged)

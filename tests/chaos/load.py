@@ -14,6 +14,7 @@ import contextlib
 import logging
 import random
 import time
+import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -78,8 +79,12 @@ class LoadSink:
         seed: int = 0,
         max_in_flight: int = 64,
         give_up_after_s: float = 300.0,
+        raw_partitioner: str = "murmur2",
     ) -> None:
+        """`raw_partitioner`: `crc32` writes the raw topics as librdkafka's default
+        partitioner does (CRC32 of the key), the others always with murmur2."""
         self.settings = settings
+        self.raw_partitioner = raw_partitioner
         self.acknowledged = Acknowledged()
         self._rng = random.Random(seed)
         self._max_in_flight = max_in_flight
@@ -116,6 +121,8 @@ class LoadSink:
                 partitions = self._partitions[topic] = await self._partitions_of(kafka, topic)
             if record.key is None:
                 partition = partitions[int(self._rng.random() * len(partitions))]
+            elif self.raw_partitioner == "crc32" and record.topic.source is not None:
+                partition = partitions[zlib.crc32(record.key) % len(partitions)]
             else:
                 partition = partitions[(murmur2(record.key) & 0x7FFFFFFF) % len(partitions)]
             batch, members = batches.get((topic, partition)) or (kafka.create_batch(), [])
@@ -298,9 +305,10 @@ class LoadPlan:
     def chunks(self) -> Iterator[list[Record]]:
         rng = random.Random(self.seed)
         if self.bootstrap:
-            first = list(self.generator.consent_bootstrap())
+            first = list(self.generator.bootstrap())
             if self.canaries is not None:
                 first.extend(self.canaries.consent_records())
+                first.extend(self.canaries.link_records())
             for start in range(0, len(first), CHUNK * 10):
                 yield first[start : start + CHUNK * 10]
         carry = {"canary": 0.0, "pill": 0.0}

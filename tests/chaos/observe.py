@@ -20,6 +20,7 @@ from pipeline import catalogue
 from pipeline.core.policy import Reason
 from pipeline.runtime.canary import CHECKED
 from pipeline.settings import Settings
+from schemas.identity import IdentityMatch
 from schemas.outputs import DlqReason
 from tests.chaos.ledger import Invariant
 
@@ -28,10 +29,12 @@ NUMERIC_LABELS: Final = frozenset({"le", "quantile"})
 
 def closed_label_sets(settings: Settings) -> dict[str, frozenset[str]]:
     """Every label name a worker may use, with every value it may take."""
-    entries = (*catalogue.INPUTS, *catalogue.OUTPUTS)
+    entries = (*catalogue.INPUTS, *catalogue.OUTPUTS, *catalogue.INTERNAL)
     topics = [topic.name for topic in entries]
     return {
-        "source": frozenset({"tag", "sdk", "widget", "consent"}),
+        "source": frozenset({"tag", "sdk", "widget", "consent", "identity", "internal"}),
+        "hop": frozenset(topic.name.rpartition(".")[2] for topic in catalogue.INTERNAL),
+        "match": frozenset(get_args(IdentityMatch)),
         "purpose": frozenset({"personalization", "ads", "measurement", "partner_sharing"}),
         "outcome": frozenset({"allow", "deny", "identified", "deidentified"}),
         "reason": frozenset({r.value for r in Reason} | set(get_args(DlqReason))),

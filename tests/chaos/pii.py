@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Final
 
-from pipeline.catalogue import CONSENT_CHANGES, RAW
+from pipeline.catalogue import CONSENT_CHANGES, IDENTITY_LINKS, RAW
+from pipeline.core.trust import TRUST_HEADER, trust_signature
 from pipeline.sim.traffic import Record
 from schemas import codec
 from schemas.events import Source
@@ -106,8 +107,9 @@ class CanaryUser:
 class CanarySet:
     """A few canary users, their consent records and their events."""
 
-    def __init__(self, run: str, users: int = 12) -> None:
+    def __init__(self, run: str, users: int = 12, *, trust_key: bytes | None = None) -> None:
         self.run = run
+        self.trust_key = trust_key
         self.users = [
             CanaryUser(
                 user_id=f"cnry-{run}-u{i}",
@@ -158,6 +160,20 @@ class CanarySet:
             records.append(
                 Record(CONSENT_CHANGES, user.user_id.encode(), codec.dumps(document), "canary")
             )
+        return records
+
+    def link_records(self) -> list[Record]:
+        """Each canary user's email, click id and advertising id, linked to them."""
+        now_ms = int(time.time() * 1000)
+        records = []
+        for user in self.users:
+            for key in (
+                f"em:{_sha256(user.email)}",
+                f"click:{user.click_id}",
+                f"maid:{_sha256(user.advertising_id)}",
+            ):
+                link = {"match_key": key, "user_id": user.user_id, "linked_at": now_ms}
+                records.append(Record(IDENTITY_LINKS, key.encode(), codec.dumps(link), "canary"))
         return records
 
     def event(self, rng: random.Random) -> Record:
@@ -216,7 +232,14 @@ class CanarySet:
                 client_user_agent="Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Firefox/128.0",
             )
         self.events_written[source] += 1
-        return Record(RAW[source], user.user_id.encode(), codec.dumps(event), "canary")
+        # Half come from a trusted producer that names the user; the rest are resolved.
+        if self.trust_key is None or rng.random() < 0.5:
+            del event["user_id"]
+            value = codec.dumps(event)
+            return Record(RAW[source], event["event_id"].encode(), value, "canary")
+        value = codec.dumps(event)
+        headers = ((TRUST_HEADER, trust_signature(self.trust_key, value)),)
+        return Record(RAW[source], user.cookie_id.encode(), value, "canary", headers)
 
 
 @dataclass

@@ -23,6 +23,11 @@ class Message:
     timestamp: int
     key: bytes | None
     value: bytes | None
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+    def header(self, name: str) -> bytes | None:
+        """The value of the first header called `name`, if any."""
+        return next((value for key, value in self.headers if key == name), None)
 
 
 async def read_topic(
@@ -70,7 +75,17 @@ async def read_topic(
             batches = await consumer.getmany(*pending, timeout_ms=500, max_records=20_000)
             for tp, records in batches.items():
                 for r in records:
-                    handle(Message(topic, tp.partition, r.offset, r.timestamp, r.key, r.value))
+                    handle(
+                        Message(
+                            topic,
+                            tp.partition,
+                            r.offset,
+                            r.timestamp,
+                            r.key,
+                            r.value,
+                            tuple(r.headers),
+                        )
+                    )
                 count += len(records)
             for tp in list(pending):
                 if await consumer.position(tp) >= ends[tp]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import random
 import secrets
@@ -28,6 +29,7 @@ from pydantic import SecretStr
 
 from pipeline import catalogue
 from pipeline.catalogue import Topic
+from pipeline.core.trust import TRUST_HEADER, trust_signature
 from pipeline.kafka.admin import admin_client, changelog_specs, create_topics, topic_specs
 from pipeline.kafka.producer import Producer
 from pipeline.settings import Settings
@@ -40,11 +42,23 @@ from tests.chaos.load import LoadPlan, LoadSink, LoadStats, drive
 from tests.chaos.observe import MetricsCheck
 from tests.chaos.pii import CanarySet, PiiScanner
 from tests.chaos.pills import draw_pills
+from tests.chaos.readback import Message, read_topic
 from tests.chaos.state import changelog_table, compare, replay_consent, rocksdb_table
 
 log = logging.getLogger(__name__)
 
 SCRAPE_EVERY_S: Final = 5.0
+RESOLVE_MIX: Final[Mapping[str, float]] = MappingProxyType(
+    {
+        "trusted_share": 0.0,
+        "click_share": 0.9,
+        "web_sources.sdk": 0.4,
+        "churn_per_event": 0.05,
+        "churn.move_email": 0.3,
+        "churn.new_click": 0.3,
+    }
+)
+"""Traffic that resolves through several keys, with links changing under it."""
 RACE_MIX: Final[Mapping[str, float]] = MappingProxyType(
     {
         "churn_per_event": 0.25,
@@ -125,6 +139,7 @@ class Harness:
         seed: int,
         broker: LocalBroker | None = None,
         keep: bool = False,
+        raw_partitioner: str = "murmur2",
     ) -> None:
         run = secrets.token_hex(4)
         self.name = name
@@ -132,7 +147,8 @@ class Harness:
         self.seed = seed
         self.rng = random.Random(seed)
         self.keep = keep
-        self.canaries = CanarySet(run)
+        self.trust_key = secrets.token_hex(32).encode()
+        self.canaries = CanarySet(run, trust_key=self.trust_key)
         self.settings = base.model_copy(
             update={
                 "app_id": f"chaos-{name}-{run}",
@@ -140,6 +156,7 @@ class Harness:
                 "pii_canaries": self.canaries.all_values(),
                 "hmac_key": SecretStr(secrets.token_hex(32)),
                 "hmac_key_id": "chaos-1",
+                "trust_key": SecretStr(self.trust_key.decode()),
             }
         )
         self.root = root / f"{name}-{run}"
@@ -148,7 +165,7 @@ class Harness:
         if broker is not None:
             broker.faults = self.faults
         self.pool = WorkerPool(self.settings, self.root, self.faults)
-        self.sink = LoadSink(self.settings, seed=seed)
+        self.sink = LoadSink(self.settings, seed=seed, raw_partitioner=raw_partitioner)
         self.stats = LoadStats()
         self.metrics = MetricsCheck(self.settings)
         self.lag = LagProbe(self.settings)
@@ -157,6 +174,12 @@ class Harness:
         self.extra_load: dict[str, Any] = {}
         self._watch: asyncio.Task[None] | None = None
         self._progressed = asyncio.Event()
+        self.misplaced: set[tuple[str, int, int]] = set()
+        """Table-input records sent to a wrong partition on purpose."""
+
+    def signed(self, value: bytes) -> tuple[tuple[str, bytes], ...]:
+        """The headers of a trusted producer's record: its user_id counts."""
+        return ((TRUST_HEADER, trust_signature(self.trust_key, value)),)
 
     # -- set-up and tear-down -----------------------------------------------------
 
@@ -216,7 +239,7 @@ class Harness:
         config = TrafficConfig(users=users)
         for name, value in (mix or {}).items():
             config = config.override(name, value)
-        return TrafficGenerator(config, self.seed + seed_offset)
+        return TrafficGenerator(config, self.seed + seed_offset, trust_key=self.trust_key)
 
     def plan(
         self,
@@ -340,6 +363,8 @@ class Harness:
         self.invariants.extend(
             await ledger.check(self.settings, acknowledged=self.sink.acknowledged, scanner=scanner)
         )
+        if self.misplaced:
+            self.invariants.append(await self._partition_guarded())
         for worker in self.pool.workers.values():
             for _, log_bytes in worker.log_texts():
                 for line in log_bytes.splitlines():
@@ -366,6 +391,25 @@ class Harness:
                 f"revocation latency: median within {p50:g}s (`pipeline_revocation_latency_seconds`"
                 " of each worker's last scrape; changes queued behind a backlog count too)"
             )
+
+    async def _partition_guarded(self) -> Invariant:
+        """Every table-input record sent to a wrong partition is in the DLQ as such."""
+        rejected: dict[tuple[str, int, int], str] = {}
+
+        def keep(msg: Message) -> None:
+            record = codec.loads(msg.value or b"{}")
+            origin = record.get("origin") or {}
+            position = (origin.get("topic"), origin.get("partition"), origin.get("offset"))
+            rejected[position] = record.get("reason", "")  # type: ignore[index]
+
+        await read_topic(self.settings, self.settings.topic(catalogue.DLQ), keep)
+        missing = [p for p in self.misplaced if rejected.get(p) != "wrong_partition"]
+        return Invariant(
+            "partition.guarded",
+            not missing,
+            {"misplaced_records": len(self.misplaced), "not_dlqd_as_wrong_partition": len(missing)},
+            [f"{t}/{p}@{o}" for t, p, o in missing[:5]],
+        )
 
     def load_summary(self) -> dict[str, Any]:
         acknowledged = self.sink.acknowledged
@@ -509,7 +553,8 @@ async def miskeyed_probes(h: Harness, pairs: int) -> None:
     async with Producer(h.settings, client_id="chaos-mk") as producer:
 
         async def send(topic: Topic, key: str, value: bytes, kind: str) -> None:
-            await (await producer.send(h.settings.topic(topic), value, key.encode()))
+            headers = h.signed(value) if topic.source is not None else ()
+            await (await producer.send(h.settings.topic(topic), value, key.encode(), headers))
             h.stats.kinds[kind] += 1
             if topic.source is not None:
                 h.stats.written += 1
@@ -572,7 +617,10 @@ async def revocation_probes(h: Harness, rounds: int) -> None:
                     else:
                         topic = catalogue.CONSENT_CHANGES
                         value = _probe_consent(user, step, round_, rounds)
-                    await (await producer.send(h.settings.topic(topic), value, user.encode()))
+                    headers = h.signed(value) if topic.source is not None else ()
+                    await (
+                        await producer.send(h.settings.topic(topic), value, user.encode(), headers)
+                    )
                     sent += 1
                     if step == "event":
                         h.stats.written += 1
@@ -581,6 +629,163 @@ async def revocation_probes(h: Harness, rounds: int) -> None:
                         h.stats.kinds[f"probe.{step}"] += 1
             await asyncio.sleep(0.05)
     h.extra_load["probe_records"] = sent
+
+
+async def resolve_kill9(h: Harness) -> None:
+    generator = h.generator(mix=RESOLVE_MIX)
+    await h.start_workers(2)
+    load = h.start_load(h.plan(h.size.events, generator=generator))
+
+    async def fault(name: str) -> None:
+        await h.pool.restart(name, signal.SIGKILL, pause_s=h.rng.uniform(0.5, 3.0))
+
+    await h.periodic_faults(load, fault)
+    await load
+    await h.settle()
+
+
+async def identity_race(h: Harness) -> None:
+    generator = h.generator(users=500, mix={**RESOLVE_MIX, "churn_per_event": 0.2})
+    await h.start_workers(2)
+    load = h.start_load(h.plan(h.size.events, generator=generator))
+    probes = asyncio.create_task(identity_probes(h, rounds=max(4, h.size.events // 2500)))
+    await h.wait_progress(0.5, load)
+    await h.pool.restart("w1", signal.SIGKILL, pause_s=1.0)
+    await load
+    await probes
+    await wrong_partition_probes(h, n=6)
+    await h.settle()
+
+
+async def crc32_partitioner(h: Harness) -> None:
+    await h.start_workers(2)
+    load = h.start_load(h.plan(h.size.events, generator=h.generator(mix=RESOLVE_MIX)))
+    await load
+    await resend_copies(h, share=0.1)
+    await h.settle()
+
+
+async def identity_probes(h: Harness, rounds: int) -> None:
+    """Acknowledged link moves and unlinks followed at once by events naming only the key.
+
+    Per round and probe key: link it to one user, an event; move it to another user,
+    three events; unlink it (a tombstone, or `deleted: true` on odd rounds), an event.
+    Each record waits for its acknowledgement before the next is sent. The ledger's
+    `identity.as_of_production` holds every event to the link of its moment: none after
+    the move names the former user, none after the unlink names anyone.
+    """
+    sent = 0
+    run = h.canaries.run
+    links, tag, consent = catalogue.IDENTITY_LINKS, catalogue.RAW_TAG, catalogue.CONSENT_CHANGES
+    async with Producer(h.settings, client_id="chaos-identity-probe") as producer:
+
+        async def send(topic: Topic, key: bytes, value: bytes | None) -> None:
+            await (await producer.send(h.settings.topic(topic), value, key))
+
+        users = [f"idp-{run}-{i}" for i in range(6)]
+        for user in users:
+            await send(consent, user.encode(), _probe_consent(user, "grant", 0, 2))
+        for round_ in range(rounds):
+            for i in range(3):
+                key = f"em:{hashlib.sha256(f'idp-{run}-{round_}-{i}'.encode()).hexdigest()}"
+                former, new = users[2 * i], users[2 * i + 1]
+                steps: list[tuple[Topic, bytes | None]] = [
+                    (links, _probe_link(key, former, 1)),
+                    (tag, None),
+                    (links, _probe_link(key, new, 2)),
+                    (tag, None),
+                    (tag, None),
+                    (tag, None),
+                    (links, _probe_unlink(key, 3) if round_ % 2 else None),
+                    (tag, None),
+                ]
+                for topic, value in steps:
+                    if topic is tag:
+                        event = _probe_key_event(key, f"{run}-{round_}-{i}-{sent}")
+                        await send(tag, event[0], event[1])
+                        h.stats.written += 1
+                        h.stats.kinds["probe.identity_event"] += 1
+                    else:
+                        await send(topic, key.encode(), value)
+                        h.stats.kinds["probe.identity_link"] += 1
+                    sent += 1
+            await asyncio.sleep(0.05)
+    h.extra_load["identity_probe_records"] = sent
+
+
+async def wrong_partition_probes(h: Harness, n: int) -> None:
+    """Links and consent changes sent to another partition than murmur2 of their key.
+
+    They cannot be joined: each must reach the DLQ as `wrong_partition`, and none may
+    govern anything (the ledger leaves DLQ'd table inputs out of its histories).
+    """
+    partitions = h.settings.topic_partitions
+    run = h.canaries.run
+    sent: set[tuple[str, int, int]] = set()
+    async with Producer(h.settings, client_id="chaos-misplaced") as producer:
+        for i in range(n):
+            user = f"wp-{run}-{i}"
+            key = f"click:wp-{run}-{i}"
+            for topic, record_key, value in (
+                (catalogue.CONSENT_CHANGES, user.encode(), _probe_consent(user, "grant", 0, 2)),
+                (catalogue.IDENTITY_LINKS, key.encode(), _probe_link(key, user, 1)),
+            ):
+                right = (murmur2(record_key) & 0x7FFFFFFF) % partitions
+                name = h.settings.topic(topic)
+                metadata = await (
+                    await producer.kafka.send(
+                        name, value, key=record_key, partition=(right + 1) % partitions
+                    )
+                )
+                sent.add((name, metadata.partition, metadata.offset))
+    h.stats.kinds["probe.wrong_partition"] += len(sent)
+    h.misplaced = sent
+
+
+async def resend_copies(h: Harness, share: float) -> None:
+    """Re-send a share of the raw records already written, by another producer: murmur2,
+    other keys. Each lands wherever that producer put it; every one is a duplicate."""
+    run = h.canaries.run
+    copies = 0
+    async with Producer(h.settings, client_id="chaos-resend") as producer:
+        for raw in catalogue.RAW.values():
+            picked: list[Message] = []
+
+            def pick(msg: Message, picked: list[Message] = picked) -> None:
+                if msg.value and h.rng.random() < share:
+                    picked.append(msg)
+
+            await read_topic(h.settings, h.settings.topic(raw), pick)
+            for n, msg in enumerate(picked):
+                key = f"resent-{run}-{n}".encode()
+                await producer.send(h.settings.topic(raw), msg.value, key, msg.headers)
+                copies += 1
+        await producer.flush()
+    h.stats.written += copies
+    h.stats.kinds["copy.resent"] += copies
+    h.extra_load["resent_copies"] = copies
+
+
+def _probe_link(key: str, user: str, linked_at: int) -> bytes:
+    return codec.dumps({"match_key": key, "user_id": user, "linked_at": linked_at})
+
+
+def _probe_unlink(key: str, linked_at: int) -> bytes:
+    return codec.dumps({"match_key": key, "deleted": True, "linked_at": linked_at})
+
+
+def _probe_key_event(key: str, event_id: str) -> tuple[bytes, bytes]:
+    """An event naming its person by `key` (an email hash) only, and its record key."""
+    event: dict[str, Any] = {
+        "event_id": f"idp-{event_id}",
+        "event_name": "add_to_cart",
+        "event_time": int(time.time()) - 1,
+        "action_source": "web",
+        "advertiser_id": "adv-probe",
+        "user_data": {"em": [key.partition(":")[2]]},
+        "custom_data": {"currency": "USD", "value": 1.0},
+    }
+    return str(event["event_id"]).encode(), codec.dumps(event)
 
 
 def _probe_consent(user: str, step: str, round_: int, rounds: int) -> bytes:
@@ -627,6 +832,7 @@ class Scenario:
     short: Size
     store: str = "rocksdb"
     needs_broker: bool = False
+    raw_partitioner: str = "murmur2"
 
 
 def _size(
@@ -692,6 +898,28 @@ SCENARIOS: Final = (
         short=_size(15_000, 1500, (0, 0), 180),
     ),
     Scenario(
+        "resolve-kill9",
+        "kill -9 a worker every 5-20 s while events resolve through several keys",
+        resolve_kill9,
+        full=_size(200_000, 2000, (5, 20), 1200),
+        short=_size(10_000, 1000, (6, 12), 180),
+    ),
+    Scenario(
+        "identity-race",
+        "links moved and unlinked under acknowledged probes, a kill -9, misplaced links",
+        identity_race,
+        full=_size(50_000, 1000, (0, 0), 600),
+        short=_size(6_000, 800, (0, 0), 180),
+    ),
+    Scenario(
+        "crc32-partitioner",
+        "raw records partitioned by librdkafka's CRC32, and copies re-sent with murmur2",
+        crc32_partitioner,
+        full=_size(100_000, 2500, (0, 0), 600),
+        short=_size(10_000, 1500, (0, 0), 180),
+        raw_partitioner="crc32",
+    ),
+    Scenario(
         "pii-canaries",
         "canary identifiers at 2% of the traffic, 1k users then 10k users",
         pii_canaries,
@@ -721,7 +949,16 @@ async def run_scenario(
             events, size.rate, size.fault_interval, size.settle_timeout_s, size.fault_points
         )
     settings = base.model_copy(update={"store": scenario.store})
-    harness = Harness(scenario.name, settings, root, size=size, seed=seed, broker=broker, keep=keep)
+    harness = Harness(
+        scenario.name,
+        settings,
+        root,
+        size=size,
+        seed=seed,
+        broker=broker,
+        keep=keep,
+        raw_partitioner=scenario.raw_partitioner,
+    )
     result = ScenarioResult(scenario.name, scenario.title, size)
     started = time.monotonic()
     try:

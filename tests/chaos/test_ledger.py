@@ -1,5 +1,7 @@
 """The fault-injection suite's checkers catch what they must: lost, doubled and leaked records,
-outputs after a revocation, canaries where SPEC forbids them, unbounded metric labels."""
+outputs after a revocation, events named after a key's former owner, decisions the replay
+does not give, records carried twice between the stages, canaries where SPEC forbids them,
+unbounded metric labels."""
 
 from __future__ import annotations
 
@@ -15,22 +17,34 @@ from pipeline.core.deidentify import Pseudonymizer
 from pipeline.core.parse import Rejected, parse_consent_change, parse_event
 from pipeline.core.policy import decide
 from pipeline.core.route import Origin, audit_record, dlq_record, route
+from pipeline.core.trust import TRUST_HEADER, trust_signature
 from pipeline.settings import Settings
 from schemas import codec
+from schemas.internal import HOP_HEADER
 from tests.chaos.ledger import Invariant, LedgerChecker
 from tests.chaos.load import Acknowledged
-from tests.chaos.observe import MetricsCheck, median_bucket
+from tests.chaos.observe import MetricsCheck, closed_label_sets, median_bucket
 from tests.chaos.pii import CanarySet, PiiScanner
 from tests.chaos.readback import Message
 
 NOW_MS = 1_700_000_000_000
 USERS = ("user-1", "user-2")
+TRUST_KEY = b"unit-test-trust-key-0123456789abcdef"
 
 
 def settings() -> Settings:
     return Settings.model_validate(
-        {"hmac_key": "unit-test-hmac-key-0123456789abcdef", "hmac_key_id": "t", "topic_prefix": ""}
+        {
+            "hmac_key": "unit-test-hmac-key-0123456789abcdef",
+            "hmac_key_id": "t",
+            "topic_prefix": "",
+            "trust_key": TRUST_KEY.decode(),
+        }
     )
+
+
+def signature(value: bytes) -> tuple[tuple[str, bytes], ...]:
+    return ((TRUST_HEADER, trust_signature(TRUST_KEY, value)),)
 
 
 def consent(user: str, at_ms: int, *, personalization: bool = True) -> bytes:
@@ -68,12 +82,16 @@ class World:
     """Inputs and the outputs a correct pipeline writes for them, as read-back messages."""
 
     consent: list[Message] = field(default_factory=list)
+    links: list[Message] = field(default_factory=list)
     raw: list[Message] = field(default_factory=list)
     outputs: dict[str, list[Message]] = field(default_factory=dict)
+    hops: list[Message] = field(default_factory=list)
 
     def feed(self, checker: LedgerChecker) -> list[Invariant]:
         for msg in self.consent:
             checker.add_consent(msg)
+        for msg in self.links:
+            checker.add_identity(msg)
         for msg in self.outputs.get("dlq", []):
             checker.add_dlq(msg)
         for msg in self.raw:
@@ -91,15 +109,41 @@ class World:
         for topic, messages in self.outputs.items():
             for msg in messages if topic != "dlq" else []:
                 handlers[topic](msg)
+        for msg in self.hops:
+            checker.add_hop(msg)
         return checker.invariants(Acknowledged())
+
+    def hop(self, origin: Origin) -> None:
+        """The records a correct pipeline carries a raw record in between its stages."""
+        header = codec.dumps(
+            {
+                "origin": {
+                    "topic": origin.topic,
+                    "partition": origin.partition,
+                    "offset": origin.offset,
+                }
+            }
+        )
+        for topic in (catalogue.BY_EVENT, catalogue.BY_SUBJECT):
+            self.hops.append(
+                Message(topic.name, 0, len(self.hops), NOW_MS, b"k", b"{}", ((HOP_HEADER, header),))
+            )
 
     def output(self, topic: str, key: bytes | None, record: dict[str, Any]) -> None:
         messages = self.outputs.setdefault(topic, [])
         messages.append(Message(topic, 0, len(messages), NOW_MS, key, codec.dumps(record)))
 
 
-def simulate(consents: list[tuple[str, bytes, int]], events: list[tuple[bytes, int]]) -> World:
-    """A correct pipeline: each event decided under the consent appended before it."""
+def simulate(
+    consents: list[tuple[str, bytes, int]],
+    events: list[tuple[bytes, int]],
+    links: list[tuple[str, str, int]] = (),  # type: ignore[assignment]
+) -> World:
+    """A correct pipeline: each event decided under the consent appended before it.
+
+    Events that carry a `user_id` come signed by a trusted producer; the others name
+    their person by an email hash, which `links` ((key, user, appended at)) resolve.
+    """
     s = settings()
     pseudonymizer = Pseudonymizer(s.require_hmac_key(), s.hmac_key_id)
     world = World()
@@ -107,16 +151,14 @@ def simulate(consents: list[tuple[str, bytes, int]], events: list[tuple[bytes, i
         world.consent.append(
             Message(catalogue.CONSENT_CHANGES.name, 0, offset, ts, user.encode(), value)
         )
+    for offset, (key, user, ts) in enumerate(links):
+        link = codec.dumps({"match_key": key, "user_id": user, "linked_at": ts})
+        world.links.append(
+            Message(catalogue.IDENTITY_LINKS.name, 0, offset, ts, key.encode(), link)
+        )
     for offset, (value, ts) in enumerate(events):
         parsed = parse_event("tag", value, now=ts / 1000, key=b"k")
-        msg = Message(
-            catalogue.RAW_TAG.name,
-            0,
-            offset,
-            ts,
-            b"" if isinstance(parsed, Rejected) else b"k",
-            value,
-        )
+        msg = Message(catalogue.RAW_TAG.name, 0, offset, ts, b"k", value, signature(value))
         if isinstance(parsed, Rejected):
             msg = replace(msg, key=None)
             world.raw.append(msg)
@@ -129,15 +171,20 @@ def simulate(consents: list[tuple[str, bytes, int]], events: list[tuple[bytes, i
             )
             world.output("dlq", out.key, out.record)
             continue
-        assert parsed.user_id is not None
-        msg = replace(msg, key=parsed.user_id.encode())
+        if parsed.user_id is None:  # resolved by the link of its email, as of production
+            owners = [u for k, u, at in links if k == f"em:{parsed.user_data.em[0]}" and at < ts]  # type: ignore[union-attr]
+            parsed = parsed.model_copy(update={"user_id": owners[-1] if owners else None})
         world.raw.append(msg)
+        world.hop(Origin(catalogue.RAW_TAG.name, 0, offset))
         state: ConsentState | None = None
         for other in world.consent:
             change = parse_consent_change(other.value, key=other.key)
             assert not isinstance(change, Rejected)
             if change.user_id == parsed.user_id and other.timestamp < ts:
                 state = apply_change(state, change)
+        match = "none" if parsed.user_id is None else "provided"
+        if parsed.user_id is not None and "user_id" not in codec.loads(value):
+            match = "em"
         decision = decide(parsed, state, s.policy())
         outputs = route(parsed, decision, state, pseudonymizer)
         for out in outputs:
@@ -151,6 +198,7 @@ def simulate(consents: list[tuple[str, bytes, int]], events: list[tuple[bytes, i
             origin=Origin(catalogue.RAW_TAG.name, 0, offset),
             received_at=ts / 1000,
             decided_at=ts / 1000,
+            identity=(match, False),  # type: ignore[arg-type]
         )
         world.output(catalogue.AUDIT.name, audit.key, audit.record)
     return world
@@ -286,7 +334,7 @@ def test_canaries_are_found_only_where_forbidden() -> None:
 def test_canary_events_carry_every_identifier_kind_between_them() -> None:
     import random
 
-    canaries = CanarySet("unit02", users=3)
+    canaries = CanarySet("unit02", users=3, trust_key=TRUST_KEY)
     rng = random.Random(1)
     blob = b" ".join(canaries.event(rng).value or b"" for _ in range(60))
     found = {
@@ -315,7 +363,8 @@ def test_metric_labels_outside_closed_sets_fail_and_series_are_bounded() -> None
     )
     check.add("end:w0", good)
     assert check.invariant().passed
-    assert check.bound() == 4 + 4 * 4
+    sets = closed_label_sets(settings())
+    assert check.bound() == len(sets["source"]) + len(sets["purpose"]) * len(sets["outcome"])
     check.add("end:w1", good + 'pipeline_events_in_total{source="user-77"} 1.0\n')
     result = check.invariant()
     assert not result.passed
@@ -360,3 +409,68 @@ def test_a_consent_change_the_pipeline_rejected_governs_nothing(revocation_world
     barrier = verdicts(world)["revocation_barrier"]
     assert barrier.counts["consent_changes_in_dlq"] == 1
     assert barrier.counts["events_after_a_withdrawal"] == 0
+
+
+EMAIL = "e" * 64
+
+
+def unnamed(event_id: str) -> bytes:
+    """An event naming its person by an email hash only."""
+    document = codec.loads(event(event_id, "nobody"))
+    del document["user_id"]
+    document["user_data"] = {"em": [EMAIL]}
+    return codec.dumps(document)
+
+
+@pytest.fixture
+def moved_world() -> World:
+    """The email belongs to user-1, then moves to user-2; an event before and after."""
+    return simulate(
+        [(u, consent(u, 1), NOW_MS - 20_000) for u in USERS],
+        [(unnamed("before"), NOW_MS - 8_000), (unnamed("after"), NOW_MS - 1_000)],
+        [(f"em:{EMAIL}", "user-1", NOW_MS - 10_000), (f"em:{EMAIL}", "user-2", NOW_MS - 5_000)],
+    )
+
+
+def test_events_resolved_as_of_their_production_pass(moved_world: World) -> None:
+    results = verdicts(moved_world)
+
+    assert all(i.passed for i in results.values()), results
+    assert results["identity.as_of_production"].counts["audits_checked"] == 2
+    assert results["decisions.match_replay"].counts["events_replayed"] >= 1
+
+
+def test_an_event_named_after_the_former_owner_of_a_key_fails(moved_world: World) -> None:
+    pseudonymizer = Pseudonymizer(settings().require_hmac_key(), "t")
+    audits = moved_world.outputs[catalogue.AUDIT.name]
+    index = next(i for i, m in enumerate(audits) if b'"after"' in (m.value or b""))
+    record = codec.loads(audits[index].value or b"")
+    record["user_key"] = pseudonymizer.user_key("user-1")
+    audits[index] = replace(audits[index], value=codec.dumps(record))
+
+    identity = verdicts(moved_world)["identity.as_of_production"]
+
+    assert not identity.passed
+    assert identity.counts["audits_naming_another_subject"] == 1
+
+
+def test_a_decision_the_replay_does_not_give_fails(revocation_world: World) -> None:
+    audits = revocation_world.outputs[catalogue.AUDIT.name]
+    index = next(i for i, m in enumerate(audits) if b'"e4"' in (m.value or b""))
+    record = codec.loads(audits[index].value or b"")
+    record["outcomes"]["partner_sharing"] = "deny"
+    audits[index] = replace(audits[index], value=codec.dumps(record))
+
+    replay = verdicts(revocation_world)["decisions.match_replay"]
+
+    assert not replay.passed
+    assert replay.counts["decided_otherwise"] == 1
+
+
+def test_a_raw_record_carried_twice_between_stages_fails(revocation_world: World) -> None:
+    revocation_world.hops.append(revocation_world.hops[0])
+
+    hops = verdicts(revocation_world)["hops.exactly_once"]
+
+    assert not hops.passed
+    assert hops.counts["by-event.carried_twice"] == 1

@@ -24,7 +24,15 @@ from tests.conftest import REPO, TEST_KAFKA_PORT
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
-SHORT = ("worker-kill9", "broker-kill9", "poison-pills", "pii-canaries", "consent-race")
+SHORT = (
+    "worker-kill9",
+    "broker-kill9",
+    "poison-pills",
+    "pii-canaries",
+    "consent-race",
+    "identity-race",
+    "crc32-partitioner",
+)
 CHAOS_PORT = int(os.environ.get("TEST_CHAOS_KAFKA_PORT", str(int(TEST_KAFKA_PORT) + 100)))
 
 

@@ -32,6 +32,11 @@ def worker_metrics_text() -> str:
     metrics.consent_table_entries.set(5)
     metrics.consumer_lag.labels("demo." + catalogue.RAW_TAG.name, "0").set(3)
     metrics.consumer_lag.labels("demo." + catalogue.RAW_TAG.name, "1").set(4)
+    metrics.identity_resolutions.labels("em").inc(9)
+    metrics.identity_resolutions.labels("none").inc(4)
+    metrics.identity_resolutions.labels("provided").inc(1)
+    metrics.identity_conflicts.inc(2)
+    metrics.identity_links.inc(30)
     return generate_latest(metrics.registry).decode()
 
 
@@ -54,6 +59,8 @@ def test_parse_metrics_reads_the_counters_the_view_shows() -> None:
     assert worker.consent_changes == 7
     assert worker.consent_users == 5
     assert worker.lag == {catalogue.RAW_TAG.name: 7}
+    assert worker.resolutions == {"em": 9, "none": 4, "provided": 1}
+    assert (worker.identity_conflicts, worker.identity_links) == (2, 30)
 
 
 def rendered(renderable: object, width: int) -> str:
@@ -73,6 +80,9 @@ def test_the_view_shows_inputs_outputs_reasons_dlq_and_lag_at_any_width() -> Non
             "invalid_json",
             catalogue.RAW_TAG.name,
             "ads",
+            "identity links",
+            "a hashed email",
+            "conflicts",
         ):
             assert expected in text
 
@@ -85,6 +95,7 @@ def test_the_plain_line_says_the_same_in_one_line() -> None:
     assert "consumed tag=10 sdk=5" in line
     assert "dlq=1" in line
     assert "lag=7" in line
+    assert "identity provided=1 session=0 click=0 em=9 ph=0 maid=0 none=4" in line
     no_worker = Frame(elapsed_s=1.0, feed=Feed(), worker=None, status="starting the worker")
     assert "no metrics yet" in plain_line(no_worker)
 

@@ -127,7 +127,9 @@ class FakeKafka:
     async def flush(self) -> None:
         pass
 
-    async def send(self, topic: str, value: bytes, key: bytes | None = None) -> Any:
+    async def send(
+        self, topic: str, value: bytes, key: bytes | None = None, headers: Any = None
+    ) -> Any:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self.sent.append((topic, key, value))
         self.futures.append(future)

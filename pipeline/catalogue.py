@@ -21,13 +21,15 @@ from typing import Final, Literal, TypeAlias
 from pydantic import BaseModel
 
 from pipeline.core.route import Destination
+from schemas.audience import AudienceMember
 from schemas.consent import ConsentChange
-from schemas.events import SdkEvent, Source, TagEvent, WidgetEvent
+from schemas.events import RecordSource, SdkEvent, Source, TagEvent, WidgetEvent
 from schemas.identity import IdentityLink
 from schemas.internal import Hop
 from schemas.outputs import (
     ActivityRecord,
     AggregateRecord,
+    AudienceRecord,
     AuditRecord,
     DeidentifiedRecord,
     DlqRecord,
@@ -60,7 +62,7 @@ class Topic:
     and for internal topics, which carry a raw record's value unchanged."""
     retention: Retention
     """Which retention setting applies (`compacted`: kept per key, never by age)."""
-    source: Source | None = None
+    source: RecordSource | None = None
     """For raw input topics: which collector's records it carries."""
     destination: Destination | None = None
     """For output topics: the routing destination that writes it."""
@@ -75,7 +77,7 @@ class Topic:
         return self.retention == "compacted"
 
 
-def _raw(source: Source, model: type[BaseModel], summary: str) -> Topic:
+def _raw(source: RecordSource, model: type[BaseModel], summary: str) -> Topic:
     return Topic(
         name=f"raw.{source}",
         role="input",
@@ -112,6 +114,11 @@ def _output(
 RAW_TAG: Final = _raw("tag", TagEvent, "Tag and web Conversions-API events (SPEC §4).")
 RAW_SDK: Final = _raw("sdk", SdkEvent, "App SDK and server Conversions-API events (SPEC §4).")
 RAW_WIDGET: Final = _raw("widget", WidgetEvent, "Save button and widget events (SPEC §4).")
+RAW_AUDIENCE: Final = _raw(
+    "audience",
+    AudienceMember,
+    "Advertisers' customer-list changes, one record per list member (SPEC §4.3, S6).",
+)
 CONSENT_CHANGES: Final = Topic(
     name="consent.changes",
     role="input",
@@ -164,6 +171,13 @@ AGGREGATES: Final = _output(
     AggregateRecord,
     "Hourly k-anonymous counts over de-identified events (S12 'combined').",
     "hour|advertiser|event",
+)
+AUDIENCES: Final = _output(
+    "audiences",
+    "activity.audiences",
+    AudienceRecord,
+    "Customer-list memberships that consent allows, and their withdrawal (S6, SPEC §7.5).",
+    "user_id",
 )
 AUDIT: Final = _output(
     "audit",
@@ -228,12 +242,16 @@ BY_SUBJECT: Final = _internal(
     "for the decision.",
 )
 
-INPUTS: Final = (RAW_TAG, RAW_SDK, RAW_WIDGET, CONSENT_CHANGES, IDENTITY_LINKS)
+INPUTS: Final = (RAW_TAG, RAW_SDK, RAW_WIDGET, RAW_AUDIENCE, CONSENT_CHANGES, IDENTITY_LINKS)
 INTERNAL: Final = (BY_EVENT, BY_MATCH_KEY, BY_SUBJECT)
-RAW: Final[Mapping[Source, Topic]] = MappingProxyType(
+RAW: Final[Mapping[RecordSource, Topic]] = MappingProxyType(
     {topic.source: topic for topic in INPUTS if topic.source is not None}
 )
-"""The raw input topic of each source."""
+"""The raw input topic of each source (customer lists included)."""
+RAW_EVENTS: Final[Mapping[Source, Topic]] = MappingProxyType(
+    {"tag": RAW_TAG, "sdk": RAW_SDK, "widget": RAW_WIDGET}
+)
+"""The raw input topic of each event source."""
 OUTPUTS: Final = (
     PERSONALIZATION,
     ADS,
@@ -241,6 +259,7 @@ OUTPUTS: Final = (
     PARTNER_SHARE,
     DEIDENTIFIED,
     AGGREGATES,
+    AUDIENCES,
     AUDIT,
     DLQ,
 )
@@ -249,13 +268,14 @@ BY_DESTINATION: Final[Mapping[Destination, Topic]] = MappingProxyType(
 )
 """The output topic of each routing destination."""
 
-TableName: TypeAlias = Literal["consent", "dedup", "aggregates", "identity"]
+TableName: TypeAlias = Literal["consent", "dedup", "aggregates", "identity", "memberships"]
 TABLES: Final[Mapping[TableName, str]] = MappingProxyType(
     {
         "consent": "Each user's consent state and recent-change history (decision stage).",
         "dedup": "Where each (advertiser, event id) was first read, for 48 h (dedup stage).",
         "aggregates": "Open hourly aggregation cells (decision stage).",
         "identity": "Each match key's linked user and its recent changes (identity stage).",
+        "memberships": "Each user's customer-list memberships and their state (decision stage).",
     }
 )
 """The worker's changelogged tables."""

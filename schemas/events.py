@@ -30,6 +30,9 @@ from pydantic import (
 from schemas import normalize
 
 Source: TypeAlias = Literal["tag", "sdk", "widget"]
+"""Where an event comes from: the raw topic of each collector."""
+RecordSource: TypeAlias = Literal["tag", "sdk", "widget", "audience"]
+"""Where a raw record comes from: an event's source, or an advertiser's customer list."""
 ActionSource: TypeAlias = Literal["web", "app_ios", "app_android", "offline"]
 Surface: TypeAlias = Literal["off_platform", "on_platform"]
 AttStatus: TypeAlias = Literal["authorized", "denied", "restricted", "not_determined"]

@@ -11,7 +11,7 @@ from typing import Final
 
 from pydantic import BaseModel
 
-from schemas.events import Source
+from schemas.events import RecordSource
 from schemas.identity import IdentityMatch, MatchKey, MatchKind
 from schemas.outputs import OUTPUT_CONFIG, Origin
 
@@ -36,7 +36,10 @@ class Hop(BaseModel):
     """Where the raw record was read: every audit or DLQ record names it."""
     produced_ms: int
     """When Kafka appended the raw record (unix ms): the barriers' reference time."""
-    source: Source
+    source: RecordSource
+    dedup_key: str
+    """What deduplication compares: the advertiser and event id; for a customer-list
+    record, the advertiser and its member id (the same member of the same upload)."""
     duplicate: bool = False
     """Set by deduplication: another record carried this (advertiser, event id) first."""
     trusted_user_id: str | None = None

@@ -11,7 +11,8 @@ from typing import Literal, TypeAlias
 
 from pydantic import BaseModel, ConfigDict
 
-from schemas.events import ActionSource, Source, Surface
+from schemas.audience import Operation
+from schemas.events import ActionSource, RecordSource, Source, Surface
 from schemas.identity import IdentityMatch
 
 DlqReason: TypeAlias = Literal[
@@ -177,6 +178,46 @@ class Identity(BaseModel):
     """Another match key of the event was linked to another user (the first one won)."""
 
 
+MembershipOutcome: TypeAlias = Literal[
+    "added", "denied", "unmatched", "removed", "already_withdrawn", "not_a_member", "duplicate"
+]
+
+
+class Membership(BaseModel):
+    """What a customer-list record did (SPEC §4.3): the audience, the change, its outcome.
+
+    `added`: allowed and emitted; `denied`: the member's consent excludes it, kept
+    suppressed (a later grant adds it); `unmatched`: no match key named anyone; `removed`:
+    the advertiser's remove, emitted; `already_withdrawn`: removed by the advertiser after
+    consent had withdrawn it (nothing emitted twice); `not_a_member`: a remove of nothing;
+    `duplicate`: a copy of a record already applied.
+    """
+
+    model_config = OUTPUT_CONFIG
+
+    audience_id: str
+    operation: Operation
+    outcome: MembershipOutcome
+
+
+class AudienceRecord(BaseModel):
+    """An `activity.audiences` record: a membership consent allows, or its withdrawal (S6).
+
+    `reason` is null for the advertiser's own changes, `consent.revoked` when a consent
+    change withdrew the membership, `consent.granted` when one restored it.
+    """
+
+    model_config = OUTPUT_CONFIG
+
+    advertiser_id: str
+    audience_id: str
+    user_id: str
+    operation: Operation
+    reason: Literal["consent.revoked", "consent.granted"] | None
+    policy_version: str
+    consent_version: int | None
+
+
 class AuditRecord(BaseModel):
     """A `decisions.audit` record: why each purpose was decided as it was; no raw PII.
 
@@ -188,7 +229,8 @@ class AuditRecord(BaseModel):
     policy_version: str
     consent_version: int | None
     event_id: str
-    source: Source
+    """The event's id; for a customer-list record, its deterministic member id."""
+    source: RecordSource
     advertiser_id: str | None
     key_id: str
     user_key: str
@@ -197,6 +239,8 @@ class AuditRecord(BaseModel):
     duplicate: bool
     raw_pii_hashed: bool
     identity: Identity
+    membership: Membership | None = None
+    """For customer-list records only."""
     destinations: list[str]
     origin: Origin | None
     timings: Timings

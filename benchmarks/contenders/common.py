@@ -61,7 +61,9 @@ class ContenderArgs:
 
     def raw_topics(self) -> dict[str, Source]:
         """Full raw topic names and the source each carries."""
-        return {f"{self.prefix}{topic.name}": source for source, topic in catalogue.RAW.items()}
+        return {
+            f"{self.prefix}{topic.name}": source for source, topic in catalogue.RAW_EVENTS.items()
+        }
 
     @property
     def consent_topic(self) -> str:

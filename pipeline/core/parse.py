@@ -6,6 +6,7 @@ never the value, so it can be logged, counted and written to the DLQ safely.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
 from schemas import codec, normalize
+from schemas.audience import AudienceMember
 from schemas.consent import ConsentChange
 from schemas.events import EVENT_MODELS, Event, SdkEvent, Source, TagEvent
 from schemas.identity import IdentityLink
@@ -100,6 +102,19 @@ def parse_consent_change(
         if now is not None and change.changed_at > (now + limits.max_future_s) * 1000:
             return Rejected("in_future", "changed_at: in_future")
         return change
+    except Exception as exc:
+        return processing_error(exc, "parse")
+
+
+def parse_audience_member(
+    data: bytes | None, *, limits: ParseLimits = DEFAULT_LIMITS
+) -> AudienceMember | Rejected:
+    """Validate one `raw.audience` record (any key), or say why it cannot be processed."""
+    try:
+        checked = _check_envelope(data, None, dataclasses.replace(limits, require_key=False))
+        if isinstance(checked, Rejected):
+            return checked
+        return _validate(AudienceMember, checked)
     except Exception as exc:
         return processing_error(exc, "parse")
 

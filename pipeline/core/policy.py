@@ -33,7 +33,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from types import MappingProxyType
-from typing import Final, TypeVar
+from typing import Final, NamedTuple, TypeVar
 
 from pipeline.core.consent import ConsentState, DeviceState, Stamped
 from pipeline.core.errors import PolicyConfigError
@@ -242,17 +242,37 @@ def strictest(first: Decision, second: Decision) -> Decision:
     )
 
 
+class EffectiveSettings(NamedTuple):
+    """A user's three account settings as they apply: as set, else the region default."""
+
+    personalization: bool
+    ads_from_partner_info: bool
+    partner_sharing: bool
+
+
+def effective_settings(consent: ConsentState) -> EffectiveSettings:
+    """The settings that apply: a setting never set is off in EEA/GB/CH (opt-in), on
+    elsewhere, and off when the country is unknown (fail closed)."""
+    country = _value(consent.country)
+    default = country is not None and country not in EEA_GB_CH
+    return EffectiveSettings(
+        _setting(consent.personalization, default),
+        _setting(consent.ads_from_partner_info, default),
+        _setting(consent.partner_sharing, default),
+    )
+
+
 def _account_rules(
     event: Event, consent: ConsentState, config: PolicyConfig, reasons: set[Reason]
 ) -> None:
-    country = _value(consent.country)
-    default = country is not None and country not in EEA_GB_CH
-    if not _setting(consent.personalization, default):
+    settings = effective_settings(consent)
+    if not settings.personalization:
         reasons.add(Reason.ACCOUNT_PERSONALIZATION_OFF)
-    if not isinstance(event, WidgetEvent) and not _setting(consent.ads_from_partner_info, default):
+    if not isinstance(event, WidgetEvent) and not settings.ads_from_partner_info:
         reasons.add(Reason.ACCOUNT_PARTNER_ADS_OFF)
-    if not _setting(consent.partner_sharing, default):
+    if not settings.partner_sharing:
         reasons.add(Reason.ACCOUNT_SHARING_OFF)
+    country = _value(consent.country)
 
     birth_year = _value(consent.birth_year)
     if birth_year is None:

@@ -18,6 +18,7 @@ import base64
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple, TypeAlias
 
+from pipeline.core.audience import Change, MembershipDecision, member_id
 from pipeline.core.consent import ConsentState
 from pipeline.core.deidentify import (
     Pseudonymizer,
@@ -28,8 +29,10 @@ from pipeline.core.deidentify import (
 )
 from pipeline.core.parse import Rejected
 from pipeline.core.policy import Decision
+from schemas.audience import AudienceMember
 from schemas.events import Event, SdkEvent, WidgetEvent
 from schemas.identity import IdentityMatch
+from schemas.outputs import MembershipOutcome
 
 Destination: TypeAlias = Literal[
     "personalization",
@@ -38,6 +41,7 @@ Destination: TypeAlias = Literal[
     "partner_share",
     "deidentified",
     "aggregates",
+    "audiences",
     "audit",
     "dlq",
 ]
@@ -237,6 +241,7 @@ def audit_record(
             named another user; by default the event's own `user_id` (`provided`) or none.
     """
     match, conflict = identity or ("provided" if event.user_id is not None else "none", False)
+    membership = None
     user_key = pseudonymizer.user_key(subject_key(event))
     record = {
         "policy_version": decision.policy_version,
@@ -251,10 +256,80 @@ def audit_record(
         "duplicate": duplicate,
         "raw_pii_hashed": event.raw_pii_hashed,
         "identity": {"match": match, "conflict": conflict},
+        "membership": membership,
         "destinations": list(destinations),
         "origin": _origin(origin),
         "timings": {
             "event_time": event.event_time,
+            "received_at": received_at,
+            "decided_at": decided_at,
+        },
+    }
+    return Output("audit", user_key.encode(), record)
+
+
+def audience_record(change: Change, user_id: str, decision: MembershipDecision) -> Output:
+    """An `activity.audiences` record: a membership change to emit, keyed by the user id."""
+    record = {
+        "advertiser_id": change.advertiser_id,
+        "audience_id": change.audience_id,
+        "user_id": user_id,
+        "operation": change.operation,
+        "reason": change.reason,
+        "policy_version": decision.policy_version,
+        "consent_version": decision.consent_version,
+    }
+    return Output("audiences", user_id.encode(), record)
+
+
+def membership_audit_record(
+    member: AudienceMember,
+    decision: MembershipDecision,
+    *,
+    subject: str,
+    outcome: MembershipOutcome,
+    emitted: bool,
+    pseudonymizer: Pseudonymizer,
+    duplicate: bool,
+    identity: tuple[IdentityMatch, bool],
+    origin: Origin | None,
+    received_at: float | None,
+    decided_at: float,
+) -> Output:
+    """The `decisions.audit` record of a customer-list record, keyed by its `user_key`.
+
+    Its outcomes say whether the membership was allowed (as ads and personalization);
+    nothing of a list is measured or shared with partners.
+    """
+    user_key = pseudonymizer.user_key(subject)
+    allowed = "allow" if decision.allowed else "deny"
+    record = {
+        "policy_version": decision.policy_version,
+        "consent_version": decision.consent_version,
+        "event_id": member_id(member),
+        "source": "audience",
+        "advertiser_id": member.advertiser_id,
+        "key_id": pseudonymizer.key_id,
+        "user_key": user_key,
+        "outcomes": {
+            "personalization": allowed,
+            "ads": allowed,
+            "measurement": "deidentified",
+            "partner_sharing": "deny",
+        },
+        "reasons": list(decision.reasons),
+        "duplicate": duplicate,
+        "raw_pii_hashed": False,
+        "identity": {"match": identity[0], "conflict": identity[1]},
+        "membership": {
+            "audience_id": member.audience_id,
+            "operation": member.operation,
+            "outcome": outcome,
+        },
+        "destinations": ["audiences"] if emitted else [],
+        "origin": _origin(origin),
+        "timings": {
+            "event_time": member.uploaded_at // 1000,
             "received_at": received_at,
             "decided_at": decided_at,
         },

@@ -15,6 +15,8 @@ bytes. Nothing but this module builds or parses them:
   is a cell key as a JSON list, value `[count, value_sum]`.
 - identity table: key `<match key>`, value `[user_id or null, linked_at, complete_from_ms,
   [[acknowledged ms, user before or null], ...]]`.
+- memberships table: key `<user id>`, value `[[advertiser id, audience id, state], ...]`,
+  the state `active`, `suppressed` or `restricted`.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from __future__ import annotations
 from typing import Final, NamedTuple
 
 from pipeline.core.aggregate import Cell, CellKey, cell_key_from_list
+from pipeline.core.audience import Memberships
 from pipeline.core.consent import ConsentState, History, Snapshot
 from pipeline.core.errors import ConsentStateError
 from pipeline.core.identity import LinkRow
@@ -213,3 +216,31 @@ def decode_link_row(data: bytes) -> LinkRow:
         )
     except (codec.DecodeError, TypeError, ValueError):
         raise ValueError("stored identity row is malformed") from None
+
+
+# -- memberships --------------------------------------------------------------------
+
+_STATES: Final = frozenset({"active", "suppressed", "restricted"})
+
+
+def encode_memberships(memberships: Memberships) -> bytes:
+    """A user's customer-list memberships."""
+    return codec.dumps([[a, b, state] for (a, b), state in sorted(memberships.states.items())])
+
+
+def decode_memberships(data: bytes) -> Memberships:
+    """A user's memberships from `encode_memberships` bytes.
+
+    Raises:
+        ValueError: `data` is not a row this version wrote.
+    """
+    try:
+        rows = codec.loads(data)
+        states = {}
+        for advertiser, audience, state in rows:
+            if state not in _STATES or type(advertiser) is not str or type(audience) is not str:
+                raise ValueError("unexpected value")
+            states[advertiser, audience] = state
+        return Memberships(states)
+    except (codec.DecodeError, TypeError, ValueError):
+        raise ValueError("stored memberships are malformed") from None

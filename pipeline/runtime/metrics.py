@@ -145,6 +145,18 @@ class Metrics:
             ["topic"],
             registry=registry,
         )
+        self.memberships = Counter(
+            "pipeline_memberships_total",
+            "Customer-list records by membership outcome (added, denied, unmatched, ...).",
+            ["outcome"],
+            registry=registry,
+        )
+        self.membership_changes = Counter(
+            "pipeline_membership_changes_total",
+            "Memberships withdrawn (consent.revoked) or restored (consent.granted) by consent.",
+            ["reason"],
+            registry=registry,
+        )
         self.pii_canary_hits = Counter(
             "pipeline_pii_canary_hits_total",
             "Records written with a seeded PII canary where no identifier may appear.",

@@ -44,6 +44,10 @@ class BatchStats:
     links_applied: int = 0
     wrong_partition: Counter[str] = field(default_factory=Counter)
     """Table-input records on another partition than murmur2 of their key, by topic."""
+    memberships: Counter[str] = field(default_factory=Counter)
+    """Customer-list records by membership outcome (`added`, `denied`, ...)."""
+    membership_changes: Counter[str] = field(default_factory=Counter)
+    """Memberships withdrawn or restored by consent changes, by reason."""
 
 
 def report(
@@ -100,3 +104,7 @@ def report(
         m.identity_links.inc(stats.links_applied)
     for topic, n in stats.wrong_partition.items():
         m.wrong_partition.labels(topic).inc(n)
+    for outcome, n in stats.memberships.items():
+        m.memberships.labels(outcome).inc(n)
+    for reason, n in stats.membership_changes.items():
+        m.membership_changes.labels(reason).inc(n)

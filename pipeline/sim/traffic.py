@@ -11,9 +11,10 @@ It yields Kafka-ready `Record`s:
 - `consent_bootstrap()`: one full consent record per registered user;
 - `identity_bootstrap()`: the `identity.links` of every user's match keys (hashed email
   and phone, advertising id, widget session, click ids);
-- `records(n)`: `n` raw records (events, tag/server duplicates, malformed records) and,
-  interleaved, the churn they caused: consent revocations, re-grants, device changes and
-  deletions (whose keys are unlinked), emails moving to another account, new ad clicks.
+- `records(n)`: `n` raw records (events, tag/server duplicates, malformed records,
+  customer-list members added to advertisers' audiences) and, interleaved, the churn they
+  caused: consent revocations, re-grants, device changes and deletions (whose keys are
+  unlinked), emails moving to another account, new ad clicks, list members removed.
 
 Raw events look like the advertisers' integrations send them: without a `user_id`,
 naming the person by match keys only, and keyed by their event id (the producer's
@@ -40,6 +41,7 @@ from typing import Any, Final, NamedTuple
 from pipeline.catalogue import (
     CONSENT_CHANGES,
     IDENTITY_LINKS,
+    RAW_AUDIENCE,
     RAW_SDK,
     RAW_TAG,
     RAW_WIDGET,
@@ -189,6 +191,11 @@ class TrafficConfig:
     """Events from a trusted producer that names the user (and signs the record)."""
     click_share: float = 0.3
     """Tag events that carry the click id of an ad the user clicked."""
+    list_share: float = 0.02
+    """Raw records that are customer-list uploads: an advertiser adds a member to one of
+    its audiences (SPEC §4.3), by hashed email and phone."""
+    unmatched_member_share: float = 0.15
+    """List members the platform does not know (no key links to anyone)."""
     on_platform_share: float = 0.30
     """Share of checkouts initiated on the platform itself (SPEC S8)."""
     opt_out_share: float = 0.01
@@ -209,10 +216,12 @@ class TrafficConfig:
             move_email=0.05,
             new_click=0.08,
             unkeyed=0.02,
+            list_remove=0.05,
         )
     )
     """Churn per kind: consent changes, identity changes (an email moving to another
-    account, a new ad click's click id), and consent changes sent without a key."""
+    account, a new ad click's click id), consent changes sent without a key, and an
+    advertiser removing a member from one of its audiences."""
 
     def __post_init__(self) -> None:
         if self.users < 1 or self.advertisers < 1:
@@ -224,8 +233,8 @@ class TrafficConfig:
                     raise ValueError(f"{f.name} must be between 0 and 1")
             elif isinstance(value, Mapping):
                 self._check_weights(f.name, value)
-        if self.duplicate_share + self.malformed_share > 1.0:
-            raise ValueError("duplicate_share + malformed_share must be at most 1")
+        if self.duplicate_share + self.malformed_share + self.list_share > 1.0:
+            raise ValueError("duplicate_share + malformed_share + list_share must be at most 1")
 
     @staticmethod
     def _check_weights(name: str, weights: Mapping[str, float]) -> None:
@@ -399,6 +408,8 @@ class TrafficGenerator:
         self._recent_tags: list[dict[str, Any]] = []
         self._last_ms = 0
         self._last_link_ms = 0
+        self._last_list_ms = 0
+        self._list_members: list[tuple[int, str, dict[str, list[str]]]] = []
         self.users = [self._new_user(i) for i in range(config.users)]
         by_platform: dict[str, list[SyntheticUser]] = {"ios": [], "android": []}
         for user in self.users:
@@ -562,6 +573,8 @@ class TrafficGenerator:
             return [deletion, *unlinks]
         if kind == "move_email":
             return self._move_email(user)
+        if kind == "list_remove":
+            return self._list_remove()
         if kind == "unkeyed":
             # A consent change must be keyed by its user. A compacted topic refuses a record
             # without a key; an empty one gets through, and is DLQ'd as missing_key.
@@ -612,6 +625,7 @@ class TrafficGenerator:
         now = int(self._clock())
         dup_bound = c.duplicate_share
         malformed_bound = dup_bound + c.malformed_share
+        list_bound = malformed_bound + c.list_share
         churn = c.churn_per_event
         out: list[Record] = []
         append = out.append
@@ -623,6 +637,8 @@ class TrafficGenerator:
                 record = self._duplicate()
             elif u < malformed_bound:
                 record = self._malformed(now)
+            elif u < list_bound:
+                record = self._list_member()
             else:
                 record = self._event(now)
             counts[record.kind] += 1
@@ -777,6 +793,52 @@ class TrafficGenerator:
         event["client_ip_address"] = user.ip
         event["client_user_agent"] = user.web_agent
         return event
+
+    def _list_member(self) -> Record:
+        """An advertiser adds a member to one of its audiences (a customer-list upload)."""
+        rng = self._rng
+        advertiser = _below(rng, self.config.advertisers)
+        audience = f"aud-{advertiser}-{_below(rng, 2)}"
+        if rng.random() < self.config.unmatched_member_share:
+            keys = {"em": [f"{rng.getrandbits(256):064x}"]}
+        else:
+            user = self.users[_below(rng, len(self.users))]
+            keys = {"em": [user.email_sha256], "ph": [user.phone_sha256]}
+            members = self._list_members
+            if len(members) < 4096:
+                members.append((advertiser, audience, keys))
+            else:
+                members[_below(rng, len(members))] = (advertiser, audience, keys)
+        return self._member_record(advertiser, audience, "add", keys, "audience.add")
+
+    def _list_remove(self) -> list[Record]:
+        """An advertiser removes a member it added earlier."""
+        if not self._list_members:
+            return []
+        index = _below(self._rng, len(self._list_members))
+        advertiser, audience, keys = self._list_members.pop(index)
+        self.topics[RAW_AUDIENCE.name] += 1
+        self.counts["audience.remove"] += 1
+        return [self._member_record(advertiser, audience, "remove", keys, "audience.remove")]
+
+    def _member_record(
+        self,
+        advertiser: int,
+        audience: str,
+        operation: str,
+        keys: dict[str, list[str]],
+        kind: str,
+    ) -> Record:
+        now_ms = max(int(self._clock() * 1000), self._last_list_ms + 1)
+        self._last_list_ms = now_ms
+        document = {
+            "advertiser_id": f"adv-{advertiser}",
+            "audience_id": audience,
+            "operation": operation,
+            "match_keys": keys,
+            "uploaded_at": now_ms,
+        }
+        return Record(RAW_AUDIENCE, f"adv-{advertiser}".encode(), codec.dumps(document), kind)
 
     def _remember_tag(self, event: dict[str, Any]) -> None:
         recent = self._recent_tags

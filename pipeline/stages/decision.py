@@ -22,12 +22,30 @@ from pipeline import catalogue
 from pipeline.catalogue import TableName
 from pipeline.core import stored
 from pipeline.core.aggregate import Cell, CellKey, HourlyAggregator
+from pipeline.core.audience import (
+    MembershipDecision,
+    Memberships,
+    allows_memberships,
+    decide_membership,
+)
 from pipeline.core.consent import ConsentState, History, apply_change, remember, states_as_of
 from pipeline.core.deidentify import HOUR, Pseudonymizer
-from pipeline.core.parse import ParseLimits, Rejected, parse_consent_change, parse_event
+from pipeline.core.parse import (
+    ParseLimits,
+    Rejected,
+    parse_audience_member,
+    parse_consent_change,
+    parse_event,
+)
 from pipeline.core.parse import processing_error as processing_error_reject
 from pipeline.core.policy import PolicyConfig, decide, strictest
-from pipeline.core.route import Output, audit_record, route
+from pipeline.core.route import (
+    Output,
+    audience_record,
+    audit_record,
+    membership_audit_record,
+    route,
+)
 from pipeline.runtime.reporting import BatchStats
 from pipeline.runtime.stage import Forward, InputRecord, Stage
 from pipeline.settings import Settings
@@ -37,6 +55,7 @@ from pipeline.state.tables import Table
 from schemas.consent import ConsentChange
 from schemas.events import Event
 from schemas.internal import Hop
+from schemas.outputs import MembershipOutcome
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +86,7 @@ class DecisionStage(Stage):
     name = "decide"
     table_inputs = (catalogue.CONSENT_CHANGES,)
     stream_inputs = (catalogue.BY_SUBJECT,)
-    tables: tuple[TableName, ...] = ("consent", "aggregates")
+    tables: tuple[TableName, ...] = ("consent", "aggregates", "memberships")
     outputs = catalogue.OUTPUTS
     partitioned_by = catalogue.CONSENT_CHANGES
 
@@ -80,10 +99,10 @@ class DecisionStage(Stage):
     def bind(self, tables: Mapping[TableName, Table]) -> None:
         self.consent = tables["consent"]
         self.aggregates = tables["aggregates"]
+        self.memberships = tables["memberships"]
 
     def fold(self, record: InputRecord, now: float, stats: BatchStats) -> list[Output]:
-        rejected = self.apply_consent(record, now, stats)
-        return [] if rejected is None else [rejected]
+        return self.apply_consent(record, now, stats)
 
     def process(self, record: InputRecord, now: float, stats: BatchStats) -> list[Output | Forward]:
         return list(self.process_event(record, now, stats))
@@ -138,15 +157,16 @@ class DecisionStage(Stage):
 
     # -- consent ------------------------------------------------------------------
 
-    def apply_consent(self, record: InputRecord, now: float, stats: BatchStats) -> Output | None:
-        """Fold a consent change into the table; the DLQ output if it cannot be applied."""
+    def apply_consent(self, record: InputRecord, now: float, stats: BatchStats) -> list[Output]:
+        """Fold a consent change into the table, and make the user's customer-list
+        memberships follow it; the DLQ output if it cannot be applied."""
         try:
             change = parse_consent_change(record.value, now=now, key=record.key)
             if isinstance(change, Rejected):
-                return reject(record, change, stats, "consent")
+                return [reject(record, change, stats, "consent")]
             if record.key != change.user_id.encode():
                 # Under another key it sits in another partition's table: never applied.
-                return reject(record, NOT_SUBJECT_KEY, stats, "consent")
+                return [reject(record, NOT_SUBJECT_KEY, stats, "consent")]
             partition = record.origin.partition
             key = change.user_id.encode()
             state, _ = self._stored_state(partition, key)
@@ -154,13 +174,40 @@ class DecisionStage(Stage):
             acknowledged = record.timestamp_ms
             self.consent.put(partition, key, stored.encode_consent_row(updated, acknowledged))
             self._remember(partition, key, state, acknowledged)
+            outputs = self._follow_consent(partition, updated, stats)
         except Exception as exc:  # an unexpected failure is an outcome, not a lost record
             log.warning("processing_error: %s at %s", type(exc).__name__, where(exc))
-            return reject(record, processing_error_reject(exc, "consent"), stats, "consent")
+            return [reject(record, processing_error_reject(exc, "consent"), stats, "consent")]
         stats.consent_changes += 1
         if is_revocation(change):
             stats.revocation_latencies.append(max(0.0, now - record.timestamp_ms / 1000))
-        return None
+        return outputs
+
+    def _follow_consent(
+        self, partition: int, consent: ConsentState, stats: BatchStats
+    ) -> list[Output]:
+        """Withdraw or restore the user's memberships, in the consent change's transaction."""
+        key = consent.user_id.encode()
+        value = self.memberships.get(partition, key)
+        if value is None:
+            return []
+        memberships = stored.decode_memberships(value)
+        allowed = allows_memberships(consent)
+        changes = list(memberships.follow_consent(allowed, deleted=consent.deleted))
+        if not changes and not consent.deleted:
+            return []
+        self._store_memberships(partition, key, memberships)
+        decision = MembershipDecision(
+            allowed, (), self.config.policy.policy_version, consent.version
+        )
+        for change in changes:
+            if change.reason is not None:
+                stats.membership_changes[change.reason] += 1
+        return [audience_record(change, consent.user_id, decision) for change in changes]
+
+    def _store_memberships(self, partition: int, key: bytes, memberships: Memberships) -> None:
+        value = stored.encode_memberships(memberships) if len(memberships) else None
+        self.memberships.put(partition, key, value)
 
     def _remember(
         self, partition: int, key: bytes, before: ConsentState | None, acknowledged_ms: int
@@ -217,6 +264,8 @@ class DecisionStage(Stage):
         except Exception as exc:
             log.warning("unreadable hop header: %s", type(exc).__name__)
             return [reject(record, processing_error_reject(exc, "decide"), stats, "internal")]
+        if hop.source == "audience":
+            return self.process_member(record, hop, now, stats)
         try:
             stats.hop_latencies.append((hop_name(record.topic), since(record, now)))
             # Bounds were checked at intake, when the raw record was read: re-checked
@@ -266,6 +315,58 @@ class DecisionStage(Stage):
             self._aggregate(partition, outputs, stats)
         stats.event_ages.append((source, now - event.event_time))
         return outputs
+
+    def process_member(
+        self, record: InputRecord, hop: Hop, now: float, stats: BatchStats
+    ) -> list[Output]:
+        """A customer-list record: the membership its consent allows, and its audit."""
+        try:
+            stats.hop_latencies.append((hop_name(record.topic), since(record, now)))
+            member = parse_audience_member(record.value, limits=self.config.limits)
+            if isinstance(member, Rejected):
+                return [reject_hop(record, hop, member, stats)]
+            partition = record.origin.partition
+            user = hop.user_id
+            consent = None
+            if user is not None:
+                consent, _ = self._stored_state(partition, user.encode())
+            # Memberships are state, not uses of a moment: the consent of now governs them,
+            # and every later change moves them (`_follow_consent`).
+            decision = decide_membership(member, user, consent, self.config.policy)
+            outputs: list[Output] = []
+            if hop.duplicate:
+                outcome: MembershipOutcome = "duplicate"
+            elif user is None:
+                outcome = "unmatched"
+            else:
+                key = user.encode()
+                value = self.memberships.get(partition, key)
+                memberships = Memberships() if value is None else stored.decode_memberships(value)
+                outcome, change = memberships.apply(member, decision)
+                self._store_memberships(partition, key, memberships)
+                if change is not None:
+                    outputs.append(audience_record(change, user, decision))
+            stats.memberships[outcome] += 1
+            outputs.append(
+                membership_audit_record(
+                    member,
+                    decision,
+                    subject=user or hop.anonymous_subject,
+                    outcome=outcome,
+                    emitted=bool(outputs),
+                    pseudonymizer=self.config.pseudonymizer,
+                    duplicate=hop.duplicate,
+                    identity=(hop.match or "none", hop.conflict),
+                    origin=raw_origin(hop),
+                    received_at=hop.produced_ms / 1000,
+                    decided_at=now,
+                )
+            )
+            return outputs
+        except Exception as exc:  # an unexpected failure is an outcome, not a lost record
+            log.warning("processing_error: %s at %s", type(exc).__name__, where(exc))
+            stats.processing_errors[hop.source] += 1
+            return [reject_hop(record, hop, processing_error_reject(exc, "decide"), stats)]
 
     def _aggregate(self, partition: int, outputs: list[Output], stats: BatchStats) -> None:
         aggregator = self.aggregators[partition]

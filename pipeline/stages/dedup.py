@@ -2,8 +2,11 @@
 
 Records arrive on `by-event`, keyed by (advertiser, event id), so the copies of one event
 are on one partition whatever topic, partition and partitioner they came through (SPEC
-§7.4). The first copy within the window is new; later ones are marked `duplicate` and
-still travel on, so the decision audits them (and emits nothing for them). The dedup
+§7.4). Customer-list records are keyed by their membership (advertiser, audience, member
+keys) instead, so an add and a later remove of one membership keep their order; they are
+deduplicated by the member id of their upload. The first copy within the window is new;
+later ones are marked `duplicate` and still travel on, so the decision audits them (and
+emits nothing for them). The dedup
 entry remembers where the first copy was read: a record read again after an aborted
 batch is itself, not a copy. Then each record goes on to resolution: straight to the
 decision when a trusted producer named its user or it has no match keys, else to the
@@ -76,7 +79,7 @@ class DedupStage(Stage):
             return [reject_hop(record, hop, processing_error(exc, "dedup"), stats)]
 
     def _seen_before(self, record: InputRecord, hop: Hop, now: float) -> bool:
-        key = record.key or b""
+        key = hop.dedup_key.encode()
         partition = record.origin.partition
         origin = hop.origin
         value = self.dedup.get(partition, key)

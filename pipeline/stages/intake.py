@@ -1,5 +1,8 @@
 """Intake: raw records, partitioned any way, validated and sent on to deduplication.
 
+Events and customer-list records (`raw.audience`) alike: a list record is resolved by the
+match keys of its member and deduplicated by a deterministic member id.
+
 The first hop of every raw record (SPEC §3, §4.2). A record that cannot be parsed goes
 to the DLQ with its origin; a valid one is forwarded, value untouched, to the internal
 `by-event` topic keyed by (advertiser, event id), with a `pipeline-hop` header that
@@ -17,8 +20,15 @@ from dataclasses import dataclass, replace
 from pipeline import catalogue
 from pipeline.catalogue import TableName
 from pipeline.core import stored
+from pipeline.core.audience import member_id, member_keys
 from pipeline.core.identity import match_keys
-from pipeline.core.parse import ParseLimits, Rejected, parse_event, processing_error
+from pipeline.core.parse import (
+    ParseLimits,
+    Rejected,
+    parse_audience_member,
+    parse_event,
+    processing_error,
+)
 from pipeline.core.route import Output, subject_key
 from pipeline.core.trust import TRUST_HEADER, is_trusted
 from pipeline.runtime.reporting import BatchStats
@@ -45,7 +55,12 @@ class IntakeStage(Stage):
 
     name = "intake"
     table_inputs = ()
-    stream_inputs = (catalogue.RAW_TAG, catalogue.RAW_SDK, catalogue.RAW_WIDGET)
+    stream_inputs = (
+        catalogue.RAW_TAG,
+        catalogue.RAW_SDK,
+        catalogue.RAW_WIDGET,
+        catalogue.RAW_AUDIENCE,
+    )
     tables: tuple[TableName, ...] = ()
     outputs = (catalogue.BY_EVENT, catalogue.DLQ)
     partitioned_by = None
@@ -64,6 +79,8 @@ class IntakeStage(Stage):
         assert source is not None
         stats.events_in[source] += 1
         try:
+            if source == "audience":
+                return [self._member(record, stats)]
             event = parse_event(source, record.value, now=now, limits=self.config.limits)
             if isinstance(event, Rejected):
                 return [reject(record, event, stats, source)]
@@ -74,26 +91,48 @@ class IntakeStage(Stage):
                 else:
                     stats.untrusted_user_ids[source] += 1
                 event = event.model_copy(update={"user_id": None})
+            key = stored.dedup_key(event.advertiser_id, event.event_id)
             hop = Hop(
-                origin=Origin(
-                    topic=record.origin.topic,
-                    partition=record.origin.partition,
-                    offset=record.origin.offset,
-                ),
+                origin=_origin(record),
                 produced_ms=record.timestamp_ms,
                 source=source,
+                dedup_key=key.decode(),
                 trusted_user_id=trusted,
                 keys=[] if trusted is not None else match_keys(event),
                 anonymous_subject=subject_key(event),
             )
             stats.hops[hop_name(catalogue.BY_EVENT)] += 1
-            key = stored.dedup_key(event.advertiser_id, event.event_id)
             return [forward(catalogue.BY_EVENT, key, record.value, hop)]
         except Exception as exc:  # an unexpected failure is an outcome, not a lost record
             log.warning("processing_error: %s at %s", type(exc).__name__, where(exc))
             stats.processing_errors[source] += 1
             return [reject(record, processing_error(exc, "intake"), stats, source)]
 
+    def _member(self, record: InputRecord, stats: BatchStats) -> Output | Forward:
+        """A customer-list record: forwarded like an event, its keys from the list."""
+        member = parse_audience_member(record.value, limits=self.config.limits)
+        if isinstance(member, Rejected):
+            return reject(record, member, stats, "audience")
+        identifier = member_id(member)
+        keys = member_keys(member)
+        hop = Hop(
+            origin=_origin(record),
+            produced_ms=record.timestamp_ms,
+            source="audience",
+            dedup_key=stored.dedup_key(member.advertiser_id, identifier).decode(),
+            keys=keys,
+            anonymous_subject=f"anon:{identifier}",
+        )
+        stats.hops[hop_name(catalogue.BY_EVENT)] += 1
+        membership = "\x1f".join([member.advertiser_id, member.audience_id, *sorted(keys)])
+        return forward(catalogue.BY_EVENT, membership.encode(), record.value, hop)
+
     def _trusted(self, record: InputRecord) -> bool:
         key = self.config.trust_key
         return key is not None and is_trusted(key, record.value, record.header(TRUST_HEADER))
+
+
+def _origin(record: InputRecord) -> Origin:
+    return Origin(
+        topic=record.origin.topic, partition=record.origin.partition, offset=record.origin.offset
+    )

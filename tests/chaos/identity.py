@@ -99,6 +99,14 @@ class Links:
                 return True
         return False
 
+    def resolve(self, keys: list[str], produced_ms: int) -> str | Unclear | None:
+        """The user the first of `keys` with a live link names, as of `produced_ms`."""
+        for key in keys:
+            user = self.user_at(key, produced_ms)
+            if user is not None:
+                return user
+        return None
+
     def expected(self, event: Event, produced_ms: int, trusted: str | None) -> Expected | Unclear:
         """The subject of `event`, produced at `produced_ms`; `trusted`: a signed user id."""
         keys = event_keys(event)

@@ -33,6 +33,10 @@ never personal data):
   the state of that moment, whatever partition or partitioner its record came through.
 - `hops.exactly_once`: each raw record that was not DLQ'd at intake appears exactly once
   on each internal topic between the stages, and its audit's record is among them.
+- `memberships.follow_consent` (§4.3, §7.5): replaying the advertisers' list records (each
+  resolved as of its production, copies ignored) and every user's final consent gives
+  exactly the memberships `activity.audiences` leaves active; and every `add` it emitted
+  was allowed by the consent state it names (so nothing is re-added without a re-grant).
 """
 
 from __future__ import annotations
@@ -45,13 +49,21 @@ from types import MappingProxyType
 from typing import Any, Final
 
 from pipeline import catalogue
+from pipeline.core.audience import allows_memberships, member_id, member_keys
 from pipeline.core.consent import ConsentState, apply_change
 from pipeline.core.deidentify import Pseudonymizer
-from pipeline.core.parse import ParseLimits, Rejected, parse_consent_change, parse_event
+from pipeline.core.parse import (
+    ParseLimits,
+    Rejected,
+    parse_audience_member,
+    parse_consent_change,
+    parse_event,
+)
 from pipeline.core.policy import Decision, PolicyConfig, decide
 from pipeline.core.trust import TRUST_HEADER, is_trusted
 from pipeline.settings import Settings
 from schemas import codec
+from schemas.audience import AudienceMember
 from schemas.consent import ConsentChange
 from schemas.events import Event
 from schemas.internal import HOP_HEADER
@@ -190,6 +202,8 @@ class LedgerChecker:
         self.replayed: dict[Position, int] = {}
         """The purposes the replay denies, for events decided under an unchanged state."""
         self.hops: dict[str, Counter[Position]] = {t.name: Counter() for t in HOP_TOPICS}
+        self.members: list[tuple[int, int, int, AudienceMember, str | Unclear | None]] = []
+        self.audience_records: list[tuple[int, int, dict[str, Any]]] = []
         self._hop_names = {settings.topic(t): t.name for t in HOP_TOPICS}
         self.offsets = _Offsets()
         self.inputs: Counter[str] = Counter()
@@ -251,6 +265,9 @@ class LedgerChecker:
         position = (topic, msg.partition, msg.offset)
         source = catalogue.by_name(topic).source
         assert source is not None
+        if source == "audience":
+            self._add_member(msg, position)
+            return
         event = parse_event(source, msg.value, now=msg.timestamp / 1000, limits=self.limits)
         if isinstance(event, Rejected):
             return
@@ -288,6 +305,23 @@ class LedgerChecker:
         if any(withdraws(change) for change in history.changes[:before]):
             self.after_withdrawal += 1
         self.must_deny[position] = denied
+
+    def _add_member(self, msg: Message, position: Position) -> None:
+        member = parse_audience_member(msg.value, limits=self.limits)
+        if isinstance(member, Rejected):
+            return
+        user = self.links.resolve(member_keys(member), msg.timestamp)
+        self.members.append((msg.timestamp, msg.partition, msg.offset, member, user))
+        if not isinstance(user, Unclear):
+            subject = user if user is not None else f"anon:{member_id(member)}"
+            self.expected_subject[position] = self.pseudonymizer.user_key(subject)[:16]
+
+    def add_audience(self, msg: Message) -> None:
+        self.outputs[catalogue.AUDIENCES.name] += 1
+        try:
+            self.audience_records.append((msg.partition, msg.offset, codec.loads(msg.value or b"")))
+        except codec.DecodeError:
+            self.unreadable[catalogue.AUDIENCES.name] += 1
 
     def add_hop(self, msg: Message) -> None:
         """A record on an internal topic: counted by the raw record it carries."""
@@ -414,6 +448,7 @@ class LedgerChecker:
             self._identities(),
             self._replay(),
             self._hops(),
+            self._memberships(),
         ]
 
     def _ledger(self) -> Invariant:
@@ -689,6 +724,64 @@ class LedgerChecker:
         failures += missing
         return Invariant("hops.exactly_once", failures == 0, counts, examples)
 
+    def _memberships(self) -> Invariant:
+        examples: list[str] = []
+        unclear_users: set[str] = set()
+        expected: dict[tuple[str, str, str], bool] = {}
+        """(user, advertiser, audience) -> whether the advertiser's last change added it."""
+        seen: set[str] = set()
+        for _, _, _, member, user in sorted(self.members, key=lambda m: m[:3]):
+            if isinstance(user, Unclear):
+                unclear_users.update(member_keys(member))
+                continue
+            identifier = member_id(member)
+            if identifier in seen or user is None:
+                continue  # a copy (deduplicated), or nobody to be a member
+            seen.add(identifier)
+            key = (user, member.advertiser_id, member.audience_id)
+            expected[key] = member.operation == "add" and member.opt_out_type is None
+        active: dict[tuple[str, str, str], bool] = {}
+        unjustified = 0
+        for _, _, record in sorted(self.audience_records, key=lambda r: r[:2]):
+            key = (record["user_id"], record["advertiser_id"], record["audience_id"])
+            active[key] = record["operation"] == "add"
+            if record["operation"] == "add" and not self._allows(record):
+                unjustified += 1
+                _example(examples, f"an add for audience {record['audience_id']} consent denies")
+        leaked = missing = 0
+        for key in set(expected) | set(active):
+            history = self.histories.get(key[0])
+            final = history.states[-1] if history is not None else None
+            want = expected.get(key, False) and allows_memberships(final)
+            have = active.get(key, False)
+            if have and not want:
+                leaked += 1
+                _example(examples, f"audience {key[2]}: a membership consent excludes is active")
+            elif want and not have:
+                missing += 1
+                _example(examples, f"audience {key[2]}: an allowed membership is not active")
+        counts = {
+            "list_records": len(self.members),
+            "audience_records": len(self.audience_records),
+            "memberships_expected": sum(
+                1 for key, added in expected.items() if added and key in active
+            ),
+            "active_but_excluded": leaked,
+            "allowed_but_not_active": missing,
+            "adds_their_consent_denies": unjustified,
+        }
+        passed = leaked == missing == unjustified == 0
+        return Invariant("memberships.follow_consent", passed, counts, examples)
+
+    def _allows(self, record: dict[str, Any]) -> bool:
+        """Whether the consent state an emitted membership names allows memberships."""
+        history = self.histories.get(record["user_id"])
+        version = record.get("consent_version")
+        if history is None or version is None:
+            return False
+        states = [s for s in history.states if s is not None and s.version == version]
+        return bool(states) and allows_memberships(states[-1])
+
 
 def withdraws(change: ConsentChange) -> bool:
     """Whether a change takes something away: a setting off, deletion, a device opt-out."""
@@ -799,6 +892,7 @@ async def check(
     await read_topic(settings, topic(catalogue.MEASUREMENT), checker.add_measurement)
     await read_topic(settings, topic(catalogue.DEIDENTIFIED), checker.add_deidentified)
     await read_topic(settings, topic(catalogue.AGGREGATES), checker.add_aggregate)
+    await read_topic(settings, topic(catalogue.AUDIENCES), checker.add_audience)
     for hop in HOP_TOPICS:
         await read_topic(settings, topic(hop), checker.add_hop)
     return checker.invariants(acknowledged)

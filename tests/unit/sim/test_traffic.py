@@ -129,6 +129,7 @@ def test_every_event_parses_and_names_its_user_only_when_a_trusted_producer_sign
             continue
         source = record.topic.source
         assert source is not None
+        assert source != "audience"
         event = parse_event(source, record.value, now=NOW, key=record.key)
         assert not isinstance(event, Rejected), (event, record.value)
         assert record.key == event.event_id.encode()  # the producer's choice of key

@@ -132,7 +132,7 @@ def test_beacon_defaults_fill_in_what_a_minimal_pixel_leaves_out() -> None:
     [
         ({"event_id": "b-2"}, "advertiser_id: missing"),
         ({**QUERY, "event_time": "yesterday"}, "event_time: int_type"),
-        ({**QUERY, "value": "lots"}, "custom_data.value: float_type"),
+        ({**QUERY, "value": "lots"}, "custom_data.value: value_error"),
         ({**QUERY, "opt_out": "maybe"}, "opt_out: bool_type"),
         ({**QUERY, "event_name": "purchase"}, "event_name: literal_error"),
     ],

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaProducer, TopicPartition
@@ -122,15 +122,26 @@ class Producer:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.stop()
 
-    async def send(self, topic: str, value: bytes | None, key: bytes | None) -> Any:
+    async def send(
+        self,
+        topic: str,
+        value: bytes | None,
+        key: bytes | None,
+        headers: Sequence[tuple[str, bytes]] | None = None,
+    ) -> Any:
         """Queue one record, partitioned by its key; returns the delivery future.
+
+        Args:
+            headers: Kafka record headers (name, value), e.g. the trust signature.
 
         Raises:
             KafkaUnavailable: not started, or Kafka refused the record at once (unknown
                 topic, no metadata in time).
         """
         try:
-            return await self.kafka.send(topic, value, key=key)
+            return await self.kafka.send(
+                topic, value, key=key, headers=list(headers) if headers else None
+            )
         except (KafkaError, OSError) as exc:
             raise KafkaUnavailable(f"cannot queue a record ({type(exc).__name__})") from exc
 

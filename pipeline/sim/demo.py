@@ -232,9 +232,12 @@ class _Feeder:
 def beacon_request(
     event: dict[str, Any], optout_cookie: str
 ) -> tuple[dict[str, str], dict[str, str]]:
-    """The query parameters and headers a browser's pixel would send for a tag event."""
+    """The query parameters and headers a browser's pixel would send for a tag event.
+
+    A pixel carries no token, so it cannot name a user: only anonymous events go this way.
+    """
     query: dict[str, str] = {}
-    for name in ("event_id", "event_name", "event_time", "advertiser_id", "user_id"):
+    for name in ("event_id", "event_name", "event_time", "advertiser_id"):
         if name in event:
             query[name] = str(event[name])
     for name in ("event_source_url", "opt_out_type", "surface"):

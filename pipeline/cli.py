@@ -206,6 +206,9 @@ def _collect(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
+    # aiokafka's debug log prints produce requests, record values included: the
+    # collector's records hold addresses and hashed contact points.
+    logging.getLogger("aiokafka").setLevel(max(logging.INFO, logging.root.level))
 
     async def run() -> None:
         stop = asyncio.Event()

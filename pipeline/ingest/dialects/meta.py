@@ -226,7 +226,7 @@ def map_event(raw: object, index: int, pixel_id: str, advertiser_id: str) -> Map
                 "i2 for iOS or a2 for Android"
             )
         action_source = platform
-    elif source in OFFLINE_SOURCES:
+    elif isinstance(source, str) and source in OFFLINE_SOURCES:
         action_source = "offline"
     else:
         return Invalid(f"{at}.action_source is not a documented action source")

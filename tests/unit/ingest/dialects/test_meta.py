@@ -351,6 +351,7 @@ def test_a_missing_event_id_is_derived_from_pixel_name_time_and_user_data() -> N
         ({"event_time": True}, "data[0].event_time must be a unix time in seconds"),
         ({"user_data": None}, "data[0].user_data is required"),
         ({"action_source": "web"}, "data[0].action_source is not a documented action source"),
+        ({"action_source": []}, "data[0].action_source is not a documented action source"),
         ({"event_id": 12}, "data[0].event_id must be a string"),
         ({"opt_out": "yes"}, "data[0].opt_out must be a boolean"),
         ({"data_processing_options": [1]}, "data[0].data_processing_options must be"),

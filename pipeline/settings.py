@@ -196,6 +196,12 @@ class Settings(BaseSettings):
             policy_version=self.policy_version,
         )
 
+    @field_validator("trust_key", mode="before")
+    @classmethod
+    def _empty_trust_key_is_unset(cls, value: object) -> object:
+        # Compose and Kubernetes pass an unset optional secret as an empty variable.
+        return None if value == "" else value
+
     @field_validator("hmac_key", "trust_key")
     @classmethod
     def _key_is_long_enough(cls, value: SecretStr | None) -> SecretStr | None:

@@ -7,6 +7,7 @@ import asyncio
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
@@ -15,6 +16,7 @@ from pipeline.errors import ConfigError, PipelineError
 from pipeline.settings import Settings
 
 if TYPE_CHECKING:
+    from pipeline.ingest.registry import IdKind
     from pipeline.sim.stream import ProduceReport
     from pipeline.sim.traffic import TrafficConfig
 
@@ -204,6 +206,9 @@ def _collect(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
+    # aiokafka's debug log prints produce requests, record values included: the
+    # collector's records hold addresses and hashed contact points.
+    logging.getLogger("aiokafka").setLevel(max(logging.INFO, logging.root.level))
 
     async def run() -> None:
         stop = asyncio.Event()
@@ -240,8 +245,6 @@ def _decide(args: argparse.Namespace) -> int:
 
 
 def _contracts(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from pipeline.contracts import drift, write
 
     root = Path(args.root)
@@ -264,6 +267,70 @@ def _contracts(args: argparse.Namespace) -> int:
 def _trust_key(settings: Settings) -> bytes | None:
     key = settings.trust_key
     return None if key is None else key.get_secret_value().encode()
+
+
+def _registry_path(args: argparse.Namespace) -> Path:
+    path: Path | None = args.file or _settings().advertisers_file
+    if path is None:
+        raise SystemExit(
+            "consent-pipeline: set PIPELINE_ADVERTISERS_FILE or pass --file (the registry YAML)"
+        )
+    return path
+
+
+def _advertisers_add(args: argparse.Namespace) -> int:
+    import time
+
+    from pipeline.ingest.registry import Registry, load_registry, new_token, save_registry
+
+    path = _registry_path(args)
+    registry = load_registry(path) if path.exists() else Registry()
+    token = new_token()
+    ids: dict[IdKind, list[str]] = {
+        "ad_account": args.ad_account,
+        "pixel": args.pixel,
+        "tag": args.tag,
+        "audience": args.audience,
+    }
+    updated, token_id = registry.with_new_token(
+        args.advertiser_id,
+        token,
+        ids=ids,
+        trusted=args.trusted,
+        now=int(time.time()),
+    )
+    save_registry(path, updated)
+    print(token)
+    kind = "trusted token" if args.trusted else "token"
+    print(
+        f"added a {kind} ({token_id}) for {args.advertiser_id} to {path}; the token is shown "
+        "once, above: keep it secret",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _advertisers_list(args: argparse.Namespace) -> int:
+    from pipeline.ingest.registry import describe, load_registry
+
+    path = _registry_path(args)
+    registry = load_registry(path)
+    for line in describe(registry):
+        print(line)
+    if not registry.advertisers:
+        print(f"no advertisers in {path}", file=sys.stderr)
+    return 0
+
+
+def _advertisers_revoke(args: argparse.Namespace) -> int:
+    from pipeline.ingest.registry import load_registry, save_registry
+
+    path = _registry_path(args)
+    registry = load_registry(path)
+    save_registry(path, registry.without_tokens(args.advertiser_id, args.token_id))
+    which = f"token {args.token_id}" if args.token_id else "every token"
+    print(f"revoked {which} of {args.advertiser_id} in {path}", file=sys.stderr)
+    return 0
 
 
 def _positive(text: str) -> float:
@@ -364,6 +431,45 @@ def build_parser() -> argparse.ArgumentParser:
         "--check", action="store_true", help="only check that the committed files are current"
     )
     contracts.set_defaults(func=_contracts)
+
+    advertisers = commands.add_parser(
+        "advertisers", help="manage the advertiser registry (ids and token digests)"
+    )
+    advertiser_commands = advertisers.add_subparsers(
+        dest="advertisers_command", required=True, metavar="ACTION"
+    )
+    registry_file = argparse.ArgumentParser(add_help=False)
+    registry_file.add_argument(
+        "--file", type=Path, default=None, help="the registry (default: PIPELINE_ADVERTISERS_FILE)"
+    )
+    add = advertiser_commands.add_parser(
+        "add",
+        parents=[registry_file],
+        help="add or extend an advertiser and print one new token (once) on stdout",
+    )
+    add.add_argument("advertiser_id", help="the advertiser's id in the pipeline's records")
+    for flag, help_text in (
+        ("--ad-account", "a Pinterest ad account id (repeatable)"),
+        ("--pixel", "a Meta pixel id (repeatable)"),
+        ("--tag", "a Pinterest tag id (repeatable)"),
+        ("--audience", "a customer-list / custom audience id (repeatable)"),
+    ):
+        add.add_argument(flag, action="append", default=[], metavar="ID", help=help_text)
+    add.add_argument(
+        "--trusted",
+        action="store_true",
+        help="the token may name a user_id on native events (internal producers only)",
+    )
+    add.set_defaults(func=_advertisers_add)
+    advertiser_commands.add_parser(
+        "list", parents=[registry_file], help="each advertiser's ids and token ids (no tokens)"
+    ).set_defaults(func=_advertisers_list)
+    revoke = advertiser_commands.add_parser(
+        "revoke", parents=[registry_file], help="revoke an advertiser's tokens (or one token)"
+    )
+    revoke.add_argument("advertiser_id")
+    revoke.add_argument("--token-id", default=None, help="only this token (see `list`)")
+    revoke.set_defaults(func=_advertisers_revoke)
 
     topics = commands.add_parser("topics", help="manage the pipeline's topics")
     topic_commands = topics.add_subparsers(dest="topics_command", required=True, metavar="ACTION")

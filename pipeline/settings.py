@@ -127,6 +127,26 @@ class Settings(BaseSettings):
     collector_retry_after_seconds: int = Field(
         default=5, ge=1, le=3600, description="Retry-After of a 503 while Kafka is unavailable."
     )
+    advertisers_file: Path | None = Field(
+        default=None,
+        description="The advertiser registry (YAML): each advertiser's ids and the SHA-256 of "
+        "its tokens; `consent-pipeline advertisers` edits it. The collector requires it.",
+    )
+    collector_rate_limit_per_second: float = Field(
+        default=50.0,
+        gt=0,
+        le=1_000_000,
+        description="API calls each advertiser may make per second, on average; beyond it 429.",
+    )
+    collector_rate_limit_burst: int = Field(
+        default=200, ge=1, le=10_000_000, description="API calls an advertiser may make at once."
+    )
+    collector_registry_reload_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        le=3600,
+        description="How often the collector looks for changes to the advertiser registry.",
+    )
     collector_optout_cookie: str = Field(
         default="optout",
         min_length=1,
@@ -178,6 +198,12 @@ class Settings(BaseSettings):
             gpc_enabled=self.gpc_enabled,
             policy_version=self.policy_version,
         )
+
+    @field_validator("trust_key", mode="before")
+    @classmethod
+    def _empty_trust_key_is_unset(cls, value: object) -> object:
+        # Compose and Kubernetes pass an unset optional secret as an empty variable.
+        return None if value == "" else value
 
     @field_validator("hmac_key", "trust_key")
     @classmethod

@@ -21,10 +21,12 @@ from typing import Annotated, ClassVar, Literal, Self, TypeAlias
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     PrivateAttr,
     StringConstraints,
+    WithJsonSchema,
 )
 
 from schemas import normalize
@@ -63,6 +65,21 @@ UnixSeconds = Annotated[int, Field(ge=0, le=4_102_444_800)]  # up to 2100-01-01
 Sha256Hex = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 IpAddress = Annotated[str, AfterValidator(normalize.canonical_ip)]
 Currency = Annotated[str, StringConstraints(pattern=r"^[A-Za-z]{3}$"), AfterValidator(str.upper)]
+Amount = Annotated[
+    float,
+    BeforeValidator(normalize.decimal_amount),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "number"},
+                {"type": "string", "pattern": normalize.DECIMAL_PATTERN, "maxLength": 64},
+            ]
+        }
+    ),
+]
+"""A number, or a decimal string as Pinterest sends it ("72.39"); always a finite float."""
+OptOutTypes = Annotated[str, StringConstraints(max_length=256, pattern=r"^[A-Za-z0-9_ ,]*$")]
+"""Pinterest's comma-separated privacy flags (`custom_data.opt_out_type`), e.g. `LDP`."""
 
 MAX_LIST_ITEMS = 100
 
@@ -82,10 +99,18 @@ class CustomData(BaseModel):
     model_config = MODEL_CONFIG
 
     currency: Currency | None = None
-    value: float | None = None
+    value: Amount | None = None
     content_ids: tuple[Identifier, ...] = Field(default=(), max_length=MAX_LIST_ITEMS)
     num_items: int | None = Field(default=None, ge=0, le=1_000_000)
     order_id: Identifier | None = None
+    opt_out_type: OptOutTypes | None = None
+
+    @property
+    def limited_data_processing(self) -> bool:
+        """Whether `opt_out_type` lists `LDP` (Pinterest's limited data processing flag)."""
+        if not self.opt_out_type:
+            return False
+        return any(flag.strip().upper() == "LDP" for flag in self.opt_out_type.split(","))
 
 
 class Browser(BaseModel):
@@ -109,6 +134,8 @@ class _ContactData(BaseModel):
     external_id: tuple[Identifier, ...] = Field(default=(), max_length=MAX_LIST_ITEMS)
     client_ip_address: IpAddress | None = None
     client_user_agent: UserAgent | None = None
+    click_id: Identifier | None = None
+    """A platform click id: Pinterest's `click_id` / `_epik`, the fbclid inside Meta's `fbc`."""
     _raw_pii_hashed: bool = PrivateAttr(default=False)
 
     @property
@@ -125,8 +152,6 @@ class _ContactData(BaseModel):
 
 class TagUserData(_ContactData):
     """`user_data` of a tag event."""
-
-    click_id: Identifier | None = None
 
 
 class SdkUserData(_ContactData):

@@ -9,6 +9,10 @@ Hashed identifiers are lowercase hex SHA-256 of the normalized value:
 A value that is already a hex SHA-256 (either case) is kept, lowercased. A raw email or
 phone is normalized and hashed, and the caller is told so it can record the fact. A
 value that is neither is left to the schema to reject (see `schemas.events`).
+
+Amounts (`custom_data.value`) may be numbers or decimal strings, as Pinterest's
+Conversions API sends them ("Accepted as a string in the request; it will be parsed into
+a double"); a string must be a plain decimal that parses to a finite number.
 """
 
 from __future__ import annotations
@@ -27,6 +31,10 @@ _PHONE_SEPARATORS = str.maketrans("", "", " ()./-+")
 _IPV4: Final = re.compile(
     r"(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
 )
+DECIMAL_PATTERN: Final = r"^[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?$"
+"""A decimal number as text: digits, an optional fraction and exponent; no spaces, no NaN."""
+_DECIMAL: Final = re.compile(DECIMAL_PATTERN)
+_MAX_DECIMAL_LENGTH: Final = 64
 _MAX_EMAIL_LENGTH: Final = 254
 _MIN_PHONE_DIGITS: Final = 7
 _MAX_PHONE_DIGITS: Final = 15  # E.164
@@ -96,6 +104,23 @@ def hash_raw_contact_points(user_data: MutableMapping[str, Any]) -> bool:
                 values[index], was_raw = digest
                 hashed_raw = hashed_raw or was_raw
     return hashed_raw
+
+
+def decimal_amount(value: object) -> object:
+    """A decimal string as its float; anything else unchanged, for the schema to judge.
+
+    Raises:
+        ValueError: `value` is a string that is not a finite decimal number (the message
+            never repeats it).
+    """
+    if not isinstance(value, str):
+        return value
+    if len(value) > _MAX_DECIMAL_LENGTH or _DECIMAL.fullmatch(value) is None:
+        raise ValueError("not a decimal number")
+    number = float(value)
+    if number != number or number in (float("inf"), float("-inf")):
+        raise ValueError("not a finite number")
+    return number
 
 
 def is_ipv4(value: str) -> bool:

@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Final, NamedTuple
 
-from schemas.events import Event, SdkEvent, TagUserData, WidgetEvent
+from schemas.events import Event, SdkEvent, WidgetEvent
 from schemas.identity import MATCH_KINDS, IdentityLink, MatchKind
 from schemas.normalize import sha256_hex
 
@@ -82,7 +82,7 @@ def _keys_by_kind(event: Event) -> dict[MatchKind, list[str]]:
         return found
     user_data = event.user_data
     if user_data is not None:
-        if isinstance(user_data, TagUserData) and user_data.click_id is not None:
+        if user_data.click_id is not None:
             found["click"] = [user_data.click_id]
         found["em"] = list(user_data.em)
         found["ph"] = list(user_data.ph)

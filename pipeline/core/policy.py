@@ -294,7 +294,9 @@ def _event_rules(
 ) -> None:
     if event.opt_out:
         reasons.add(Reason.EVENT_OPT_OUT)
-    if event.opt_out_type == "LDP":
+    if event.opt_out_type == "LDP" or (
+        event.custom_data is not None and event.custom_data.limited_data_processing
+    ):
         reasons.add(Reason.EVENT_LDP)
 
     browser = event.browser

@@ -39,6 +39,7 @@ from pipeline.core.parse import (
     processing_error,
 )
 from pipeline.core.route import subject_key
+from pipeline.core.trust import TRUST_HEADER, trust_signature
 from pipeline.errors import DeliveryError
 from pipeline.kafka.producer import Producer
 from pipeline.settings import Settings
@@ -66,6 +67,15 @@ class Prepared:
     key: bytes
     value: bytes
     event_id: str | None
+    headers: tuple[tuple[str, bytes], ...] = ()
+    """Kafka record headers, e.g. `pipeline-trust` for a record naming a trusted user."""
+    user_id: str | None = None
+    """The `user_id` the record names, if any (only a trusted producer may set one)."""
+
+    def signed(self, trust_key: bytes) -> Prepared:
+        """This record marked as from a trusted producer (SPEC §4, `pipeline.core.trust`)."""
+        signature = (TRUST_HEADER, trust_signature(trust_key, self.value))
+        return dataclasses.replace(self, headers=(*self.headers, signature))
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,7 +132,7 @@ def prepare_event(
         key = subject_key(parsed).encode()
     except Exception as exc:  # a bug must not escape to the caller as a traceback with data
         return processing_error(exc, "key")
-    return Prepared(catalogue.RAW[source], key, value, parsed.event_id)
+    return Prepared(catalogue.RAW[source], key, value, parsed.event_id, user_id=parsed.user_id)
 
 
 def prepare_consent_change(
@@ -289,7 +299,7 @@ class EventProducer:
 
     async def _enqueue(self, prepared: Prepared) -> asyncio.Future[Any]:
         future: asyncio.Future[Any] = await self._producer.send(
-            self.settings.topic(prepared.topic), prepared.value, prepared.key
+            self.settings.topic(prepared.topic), prepared.value, prepared.key, prepared.headers
         )
         return future
 

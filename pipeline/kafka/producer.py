@@ -131,6 +131,9 @@ class Producer:
     ) -> Any:
         """Queue one record, partitioned by its key; returns the delivery future.
 
+        Args:
+            headers: Kafka record headers (name, value), e.g. the trust signature.
+
         Raises:
             KafkaUnavailable: not started, or Kafka refused the record at once (unknown
                 topic, no metadata in time).

@@ -1,9 +1,14 @@
 """`make run`: a worker, the collector, synthetic traffic and a live view, until Ctrl-C.
 
-The demo starts a worker and a collector as child processes (logs in `.local/logs/`),
-writes every synthetic user's consent, then produces traffic at a moderate rate: most
-records straight to Kafka as a tag/SDK backend would, a share of the events through the
-collector over HTTP (Conversions-API batches, pixel beacons, widget posts). Twice a
+The demo writes a development advertiser registry (`.local/demo-advertisers.yaml`: one
+trusted token per synthetic advertiser, one for the widget backend, and `shop-demo` with a
+Pinterest ad account, a Meta pixel and a Pinterest tag for trying the platforms'
+integrations by hand), starts a worker and a collector as child processes (logs in
+`.local/logs/`), prints how to send a first event with curl, writes every synthetic
+user's consent, then produces traffic at a moderate rate: most records straight to Kafka
+as a tag/SDK backend would, a share of the events through the collector over HTTP
+(Conversions-API batches with each advertiser's token, pixel beacons for anonymous
+visitors, widget posts). Twice a
 second it reads the worker's Prometheus endpoint and redraws the view; when output is not
 a terminal it prints a plain line every few seconds instead. On Ctrl-C or after the
 duration it stops producing, lets the worker catch up, and prints a final report.
@@ -21,7 +26,7 @@ import signal
 import sys
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Final
@@ -31,6 +36,7 @@ from rich.console import Console
 from rich.live import Live
 
 from pipeline import catalogue
+from pipeline.ingest.registry import IdKind, Registry, new_token, save_registry
 from pipeline.kafka.admin import create_topics
 from pipeline.settings import Settings
 from pipeline.sim.live import (
@@ -56,7 +62,12 @@ PLAIN_EVERY_S: Final = 5.0
 HTTP_FLUSH_S: Final = 0.25
 DRAIN_TIMEOUT_S: Final = 20.0
 BEACON_SHARE: Final = 0.3
-"""Of the tag events sent through the collector, the share sent as pixel beacons."""
+"""Of the anonymous tag events sent through the collector, the share sent as pixel beacons."""
+DEV_REGISTRY: Final = Path(".local/demo-advertisers.yaml")
+DEMO_AD_ACCOUNT: Final = "549755885175"
+DEMO_PIXEL: Final = "1234567890"
+DEMO_TAG: Final = "2612345678901"
+WIDGET_BACKEND: Final = "widgets"
 
 
 @dataclass(frozen=True)
@@ -111,6 +122,56 @@ class _Child:
         return 0 if code is None else code
 
 
+@dataclass(frozen=True)
+class DevRegistry:
+    """The demo's advertiser registry and the tokens it holds the digests of."""
+
+    path: Path
+    tokens: Mapping[str, str]
+    """A trusted token per synthetic advertiser (the demo plays their backends)."""
+    widget_token: str
+    example_token: str
+    """`shop-demo`'s ordinary token, for trying the integrations by hand."""
+
+
+def dev_registry(path: Path, advertisers: int, now: int) -> DevRegistry:
+    """Write a fresh development registry with new tokens; for local demos only."""
+    registry = Registry()
+    tokens: dict[str, str] = {}
+    for index in range(advertisers):
+        token = tokens[f"adv-{index}"] = new_token()
+        registry, _ = registry.with_new_token(f"adv-{index}", token, trusted=True, now=now)
+    widget_token = new_token()
+    registry, _ = registry.with_new_token(WIDGET_BACKEND, widget_token, trusted=True, now=now)
+    example_token = new_token()
+    ids: dict[IdKind, list[str]] = {
+        "ad_account": [DEMO_AD_ACCOUNT],
+        "pixel": [DEMO_PIXEL],
+        "tag": [DEMO_TAG],
+    }
+    registry, _ = registry.with_new_token("shop-demo", example_token, ids=ids, now=now)
+    save_registry(path, registry)
+    return DevRegistry(path, tokens, widget_token, example_token)
+
+
+def first_event_help(base_url: str, token: str) -> str:
+    """How to send a first event to the collector by hand (a shell command)."""
+    body = (
+        '{"data": [{"event_name": "checkout", "action_source": "web", '
+        '"event_time": \'$(date +%s)\', "event_id": "first-1", '
+        '"user_data": {"em": ["\'$(printf jane@example.com | sha256sum | cut -c1-64)\'"]}, '
+        '"custom_data": {"currency": "USD", "value": "72.39"}}]}'
+    )
+    return (
+        "send a first event as a Pinterest Conversions API client would "
+        "(drop ?test=true to write it):\n"
+        f"  curl -s -X POST '{base_url}/v5/ad_accounts/{DEMO_AD_ACCOUNT}/events?test=true' \\\n"
+        f"    -H 'Authorization: Bearer {token}' -H 'Content-Type: application/json' \\\n"
+        f"    -d '{body}'\n"
+        f"or as Meta's: POST {base_url}/v25.0/{DEMO_PIXEL}/events with access_token={token}"
+    )
+
+
 class _Feeder:
     """Writes generated records: most straight to Kafka, a share through the collector."""
 
@@ -124,7 +185,9 @@ class _Feeder:
         http_share: float,
         optout_cookie: str,
         seed: int,
+        registry: DevRegistry,
     ) -> None:
+        self.registry = registry
         self.sink = sink
         self.session = session
         self.base_url = base_url
@@ -169,32 +232,36 @@ class _Feeder:
             await asyncio.wait(list(self._posts))
 
     async def _send(self, records: list[Record]) -> None:
-        groups: dict[str, list[Record]] = {"tag": [], "sdk": [], "widget": []}
+        groups: dict[tuple[str, str], list[Record]] = {}
         beacons: list[Record] = []
         for record in records:
-            source = record.topic.source or ""
-            if source == "tag" and self._rng.random() < BEACON_SHARE:
+            source: str = record.topic.source or ""
+            event = codec.loads(record.value or b"{}")
+            anonymous = "user_id" not in event
+            if source == "tag" and anonymous and self._rng.random() < BEACON_SHARE:
                 beacons.append(record)
-            else:
-                groups[source].append(record)
+                continue
+            advertiser = event.get("advertiser_id", WIDGET_BACKEND)
+            groups.setdefault((source, advertiser), []).append(record)
         sends = [self._beacon(record) for record in beacons]
-        for source, endpoint in (
-            ("tag", "/v1/events"),
-            ("sdk", "/v1/events"),
-            ("widget", "/v1/widget"),
-        ):
-            if groups[source]:
-                sends.append(self._post(endpoint, source, groups[source]))
+        for (kind, advertiser), group in groups.items():
+            if kind == "widget":
+                sends.append(self._post("/v1/widget", kind, group, self.registry.widget_token))
+            elif advertiser in self.registry.tokens:
+                token = self.registry.tokens[advertiser]
+                sends.append(self._post("/v1/events", kind, group, token))
+            else:
+                sends.append(self._fallback(group))
         await asyncio.gather(*sends)
 
-    async def _post(self, endpoint: str, source: str, records: list[Record]) -> None:
+    async def _post(self, endpoint: str, source: str, records: list[Record], token: str) -> None:
         body = codec.dumps({"data": [codec.loads(r.value or b"{}") for r in records]})
         query = f"?source={source}" if endpoint == "/v1/events" else ""
         try:
             async with self.session.post(
                 f"{self.base_url}{endpoint}{query}",
                 data=body,
-                headers={"Content-Type": "application/json"},
+                headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
             ) as response:
                 if response.status != 200:
                     await self._fallback(records)
@@ -240,9 +307,12 @@ def _input_kind(record: Record) -> str:
 def beacon_request(
     event: dict[str, Any], optout_cookie: str
 ) -> tuple[dict[str, str], dict[str, str]]:
-    """The query parameters and headers a browser's pixel would send for a tag event."""
+    """The query parameters and headers a browser's pixel would send for a tag event.
+
+    A pixel carries no token, so it cannot name a user: only anonymous events go this way.
+    """
     query: dict[str, str] = {}
-    for name in ("event_id", "event_name", "event_time", "advertiser_id", "user_id"):
+    for name in ("event_id", "event_name", "event_time", "advertiser_id"):
         if name in event:
             query[name] = str(event[name])
     for name in ("event_source_url", "opt_out_type", "surface"):
@@ -339,17 +409,20 @@ async def run_demo(settings: Settings, options: DemoOptions, console: Console) -
     else:
         trust_key = settings.trust_key.get_secret_value()
     seed = options.seed if options.seed is not None else secrets.randbelow(2**31)
-    generator = TrafficGenerator(
-        TrafficConfig(users=options.users), seed=seed, trust_key=trust_key.encode()
-    )
+    config = TrafficConfig(users=options.users)
+    generator = TrafficGenerator(config, seed=seed, trust_key=trust_key.encode())
+    registry = dev_registry(DEV_REGISTRY, config.advertisers, int(time.time()))
+    env["PIPELINE_ADVERTISERS_FILE"] = str(registry.path)
     worker = await _Child.start("worker", env)
     collector = await _Child.start("collect", env)
+    base_url = f"http://{settings.collector_host}:{settings.collector_port}"
     say(
         f"worker (pid {worker.proc.pid}) and collector (pid {collector.proc.pid}, "
-        f"http://{settings.collector_host}:{settings.collector_port}) started; logs in "
-        f"{LOG_DIR}/. {options.users} users, {options.rate:g} events/s, seed {seed}. "
+        f"{base_url}) started; logs in {LOG_DIR}/; development advertiser registry in "
+        f"{registry.path}. {options.users} users, {options.rate:g} events/s, seed {seed}. "
         "Ctrl-C stops."
     )
+    say(first_event_help(base_url, registry.example_token), highlight=False, soft_wrap=True)
     stop, abort = asyncio.Event(), asyncio.Event()
     loop = asyncio.get_running_loop()
 
@@ -370,11 +443,12 @@ async def run_demo(settings: Settings, options: DemoOptions, console: Console) -
         feeder = _Feeder(
             sink,
             session,
-            f"http://{settings.collector_host}:{settings.collector_port}",
+            base_url,
             feed,
             http_share=options.http_share,
             optout_cookie=settings.collector_optout_cookie,
             seed=seed,
+            registry=registry,
         )
         view = _View(settings, session, feed)
         producing = asyncio.create_task(

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from schemas import codec
-from schemas.events import Event, SdkEvent, TagUserData, WidgetEvent
+from schemas.events import Event, SdkEvent, WidgetEvent
 from tests.chaos.readback import Message
 
 MAX_KEYS: Final = 8
@@ -150,7 +150,7 @@ def event_keys(event: Event) -> list[str]:
         if event.session_id:
             found["session"].append(event.session_id)
     elif event.user_data is not None:
-        if isinstance(event.user_data, TagUserData) and event.user_data.click_id:
+        if event.user_data.click_id:
             found["click"].append(event.user_data.click_id)
         found["em"].extend(event.user_data.em)
         found["ph"].extend(event.user_data.ph)

@@ -1,4 +1,5 @@
-"""The HTTP collector over real HTTP against the real broker: results, raw records, 503s."""
+"""The collector's native endpoints over real HTTP against the real broker: tokens, trust,
+results, raw records, limits, 503s, the registry, metrics and the `collect` command."""
 
 from __future__ import annotations
 
@@ -13,43 +14,49 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 
 from pipeline import catalogue
-from pipeline.catalogue import Topic
-from pipeline.ingest.collector import PIXEL, AccessLogger, Collector
+from pipeline.core.trust import TRUST_HEADER, is_trusted
+from pipeline.ingest.collector import PIXEL
+from pipeline.ingest.registry import new_token, save_registry
 from pipeline.settings import Settings
 from schemas import normalize
+from tests.integration.collector_io import (
+    TRUST_KEY,
+    Running,
+    Tokens,
+    by_event_id,
+    configured,
+    make_registry,
+    metric,
+    read_raw,
+    running_collector,
+)
 from tests.integration.conftest import free_port
-from tests.integration.kafka_io import Read, read_topics
 
 pytestmark = pytest.mark.integration
 
 RAW_EMAIL = "Jane.Doe@Example.com"
 
 
-class Running:
-    """A collector serving on a free loopback port."""
-
-    def __init__(self, collector: Collector, url: str) -> None:
-        self.collector = collector
-        self.url = url
+@pytest.fixture
+def tokens() -> Tokens:
+    return Tokens()
 
 
 @pytest.fixture
-async def collector(pipeline_settings: Settings) -> AsyncIterator[Running]:
-    settings = pipeline_settings.model_copy(
-        update={"collector_port": free_port(), "collector_max_events": 10}
-    )
-    made = Collector(settings)
-    runner = web.AppRunner(made.app(), access_log_class=AccessLogger)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", settings.collector_port).start()
-    try:
-        assert made.available, "the collector connects at start-up when Kafka is up"
-        yield Running(made, f"http://127.0.0.1:{settings.collector_port}")
-    finally:
-        await runner.cleanup()
+def collector_settings(pipeline_settings: Settings) -> Settings:
+    return pipeline_settings.model_copy(update={"collector_max_events": 10, "trust_key": TRUST_KEY})
+
+
+@pytest.fixture
+async def collector(collector_settings: Settings, tokens: Tokens) -> AsyncIterator[Running]:
+    async with running_collector(collector_settings, make_registry(tokens)) as running:
+        yield running
+
+
+def auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
 
 
 def now() -> int:
@@ -62,24 +69,24 @@ def tag(event_id: str, **fields: Any) -> dict[str, Any]:
         "event_name": "checkout",
         "event_time": now() - 5,
         "action_source": "web",
-        "advertiser_id": "adv-http",
         "user_id": "user-http",
         **fields,
     }
 
 
-async def read_raw(settings: Settings, expected: int, topics: list[Topic]) -> dict[str, list[Read]]:
-    names = [settings.topic(t) for t in topics]
+async def post(
+    url: str, body: object, token: str | None, **kwargs: Any
+) -> tuple[int, dict[str, str], Any]:
+    headers = {**(auth(token) if token else {}), **kwargs.pop("headers", {})}
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(url, json=body, headers=headers, **kwargs) as response,
+    ):
+        return response.status, dict(response.headers), await response.json()
 
-    def enough(got: dict[str, list[Read]]) -> bool:
-        return sum(len(v) for v in got.values()) >= expected
 
-    got = await read_topics(settings.kafka_bootstrap_servers, names, enough, timeout_s=30)
-    return {t.name: got[settings.topic(t)] for t in topics}
-
-
-async def test_a_batch_gets_one_result_per_index_and_only_valid_events_reach_the_raw_topics(
-    collector: Running,
+async def test_a_trusted_batch_gets_one_result_per_index_and_signed_records(
+    collector: Running, tokens: Tokens
 ) -> None:
     batch = [
         tag("ok-1", user_data={"em": [RAW_EMAIL]}),
@@ -92,19 +99,15 @@ async def test_a_batch_gets_one_result_per_index_and_only_valid_events_reach_the
         tag("ok-3", user_id=None, browser={"cookie_id": "ck-http", "dnt": True}),
         tag("old-1", event_time=now() - 8 * 86400),
         tag("bad-2", user_data={"em": ["secret-not-an-email"]}),
+        tag("ok-4", user_id=None, custom_data={"value": "72.39", "opt_out_type": "LDP"}),
     ]
-    async with (
-        aiohttp.ClientSession() as http,
-        http.post(f"{collector.url}/v1/events", json={"data": batch}) as response,
-    ):
-        status = response.status
-        body = await response.json()
+
+    status, _, body = await post(f"{collector.url}/v1/events", {"data": batch}, tokens.trusted)
 
     assert status == 200
-    assert body["events_received"] == 7
-    assert body["events_accepted"] == 3
+    assert (body["events_received"], body["events_accepted"], body["events_rejected"]) == (8, 4, 4)
     results = body["results"]
-    assert [r["index"] for r in results] == list(range(7))
+    assert [r["index"] for r in results] == list(range(8))
     assert [r["status"] for r in results] == [
         "accepted",
         "rejected",
@@ -113,6 +116,7 @@ async def test_a_batch_gets_one_result_per_index_and_only_valid_events_reach_the
         "accepted",
         "rejected",
         "rejected",
+        "accepted",
     ]
     assert results[1] == {
         "index": 1,
@@ -126,24 +130,91 @@ async def test_a_batch_gets_one_result_per_index_and_only_valid_events_reach_the
     assert "secret" not in str(body)
     assert results[2]["topic"] == catalogue.RAW_SDK.name
 
-    raw = await read_raw(
-        collector.collector.settings,
-        3,
-        [catalogue.RAW_TAG, catalogue.RAW_SDK, catalogue.RAW_WIDGET],
-    )
-    tags = {r.json()["event_id"]: r for r in raw[catalogue.RAW_TAG.name]}
-    assert set(tags) == {"ok-1", "ok-3"}
-    assert [r.json()["event_id"] for r in raw[catalogue.RAW_SDK.name]] == ["ok-2"]
+    raw = await read_raw(collector.settings, 4)
+    tags = by_event_id(raw[catalogue.RAW_TAG.name])
+    assert set(tags) == {"ok-1", "ok-3", "ok-4"}
+    [app] = raw[catalogue.RAW_SDK.name]
     assert raw[catalogue.RAW_WIDGET.name] == []
     assert tags["ok-1"].key == b"user-http"
     assert tags["ok-3"].key == b"anon:ck-http"
-    assert raw[catalogue.RAW_SDK.name][0].key == b"user-http"
+    assert app.key == b"user-http"
     assert b"Jane" not in tags["ok-1"].value
     assert tags["ok-1"].json()["user_data"]["em"] == [normalize.sha256_hex(RAW_EMAIL.lower())]
+    assert tags["ok-1"].json()["advertiser_id"] == "shop-1", "the token's advertiser fills in"
+    assert tags["ok-4"].json()["custom_data"] == {"value": "72.39", "opt_out_type": "LDP"}
+    key = TRUST_KEY.encode()
+    for record in (tags["ok-1"], app):
+        assert is_trusted(key, record.value, record.header(TRUST_HEADER)), "names a user: signed"
+    assert tags["ok-3"].header(TRUST_HEADER) is None, "names nobody: nothing to vouch for"
+
+
+async def test_an_ordinary_token_cannot_name_a_user(collector: Running, tokens: Tokens) -> None:
+    batch = [tag("u-1"), tag("u-2", user_id=None, browser={"cookie_id": "ck-2"})]
+
+    status, _, body = await post(f"{collector.url}/v1/events", {"data": batch}, tokens.shop)
+
+    assert status == 200
+    assert body["results"][0] == {
+        "index": 0,
+        "status": "rejected",
+        "reason": "schema_violation",
+        "error": "user_id: requires a trusted token",
+    }
+    assert body["events_accepted"] == 1
+    raw = await read_raw(collector.settings, 1)
+    assert set(by_event_id(raw[catalogue.RAW_TAG.name])) == {"u-2"}
+
+
+@pytest.mark.parametrize("token", [None, "wrong", "Basic abc"])
+async def test_no_or_an_unknown_token_is_401_and_writes_nothing(
+    collector: Running, token: str | None
+) -> None:
+    status, headers, body = await post(
+        f"{collector.url}/v1/events", {"data": [tag("n-1", user_id=None)]}, token
+    )
+
+    assert status == 401
+    assert headers["WWW-Authenticate"].startswith("Bearer")
+    assert "token" in body["error"]
+    raw = await read_raw(collector.settings, 0, settle_s=0.5)
+    assert all(records == [] for records in raw.values())
+
+
+async def test_another_advertisers_id_is_403_for_the_whole_request(
+    collector: Running, tokens: Tokens
+) -> None:
+    batch = [tag("o-1", user_id=None), tag("o-2", user_id=None, advertiser_id="shop-2")]
+
+    status, _, body = await post(f"{collector.url}/v1/events", {"data": batch}, tokens.shop)
+
+    assert status == 403
+    assert "advertiser_id" in body["error"]
+    raw = await read_raw(collector.settings, 0, settle_s=0.5)
+    assert raw[catalogue.RAW_TAG.name] == []
+
+
+async def test_the_rate_limit_answers_429_with_retry_after(
+    collector_settings: Settings, tokens: Tokens
+) -> None:
+    settings = configured(
+        collector_settings, collector_rate_limit_per_second=0.2, collector_rate_limit_burst=2
+    )
+    async with running_collector(settings, make_registry(tokens)) as running:
+        url = f"{running.url}/v1/events"
+        body = {"data": [tag("r-1", user_id=None)]}
+        answers = [await post(url, body, tokens.shop) for _ in range(3)]
+        other = await post(url, {"data": [tag("r-2", user_id=None)]}, tokens.other)
+        async with aiohttp.ClientSession() as http, http.get(f"{running.url}/metrics") as r:
+            text = await r.text()
+
+    assert [status for status, _, _ in answers] == [200, 200, 429]
+    assert int(answers[2][1]["Retry-After"]) >= 1
+    assert other[0] == 200, "the limit is per advertiser"
+    assert metric(text, "pipeline_collector_rate_limited_total", dialect="native") == 1
 
 
 async def test_the_beacon_honours_dnt_gpc_and_the_optout_cookie(collector: Running) -> None:
-    query = {"advertiser_id": "adv-px", "user_id": "user-px", "cookie_id": "ck-px"}
+    query = {"advertiser_id": "shop-1", "cookie_id": "ck-px"}
     async with aiohttp.ClientSession() as http:
         async with http.get(
             f"{collector.url}/v1/tag",
@@ -157,14 +228,24 @@ async def test_the_beacon_honours_dnt_gpc_and_the_optout_cookie(collector: Runni
             f"{collector.url}/v1/tag", params={**query, "event_id": "px-plain"}
         ) as response:
             assert response.status == 200
-        async with http.get(
-            f"{collector.url}/v1/tag", params={"event_id": "px-bad", "user_id": "u"}
-        ) as response:
+        async with http.get(f"{collector.url}/v1/tag", params={"event_id": "px-bad"}) as response:
             assert response.status == 400, "a bad pixel is answered, never a 500"
             assert await response.read() == PIXEL
             assert response.headers["X-Rejected"] == "schema_violation; advertiser_id: missing"
+        async with http.get(
+            f"{collector.url}/v1/tag", params={**query, "event_id": "px-user", "user_id": "u"}
+        ) as response:
+            assert response.status == 400
+            assert "cannot name a user" in response.headers["X-Rejected"]
+        async with http.get(
+            f"{collector.url}/v1/tag", params={"advertiser_id": "nobody", "event_id": "px-unknown"}
+        ) as response:
+            assert response.status == 200, "an unregistered pixel still gets its GIF"
+            assert await response.read() == PIXEL
+        async with http.get(f"{collector.url}/metrics") as response:
+            text = await response.text()
 
-    raw = await read_raw(collector.collector.settings, 2, [catalogue.RAW_TAG])
+    raw = await read_raw(collector.settings, 2, [catalogue.RAW_TAG])
     events = {r.json()["event_id"]: r.json() for r in raw[catalogue.RAW_TAG.name]}
     assert set(events) == {"px-signals", "px-plain"}
     assert events["px-signals"]["browser"] == {
@@ -173,16 +254,14 @@ async def test_the_beacon_honours_dnt_gpc_and_the_optout_cookie(collector: Runni
         "gpc": True,
         "daa_opt_out": True,
     }
-    assert events["px-plain"]["browser"] == {
-        "cookie_id": "ck-px",
-        "dnt": False,
-        "gpc": False,
-        "daa_opt_out": False,
-    }
+    assert events["px-plain"]["browser"]["dnt"] is False
     assert events["px-plain"]["user_data"]["client_ip_address"] == "127.0.0.1"
+    assert metric(text, "pipeline_collector_unregistered_beacons_total", dialect="tag") == 1
 
 
-async def test_a_widget_post_carries_the_browser_signals(collector: Running) -> None:
+async def test_a_widget_post_carries_the_browser_signals(
+    collector: Running, tokens: Tokens
+) -> None:
     widget = {
         "event_id": "w-1",
         "event_name": "save_click",
@@ -191,27 +270,27 @@ async def test_a_widget_post_carries_the_browser_signals(collector: Running) -> 
         "site_domain": "blog.example.org",
         "widget_type": "save_button",
     }
-    async with (
-        aiohttp.ClientSession() as http,
-        http.post(f"{collector.url}/v1/widget", json=widget, headers={"DNT": "1"}) as response,
-    ):
-        assert response.status == 200
-        body = await response.json()
+    status, _, body = await post(
+        f"{collector.url}/v1/widget", widget, tokens.trusted, headers={"DNT": "1"}
+    )
+
+    assert status == 200
     assert body["results"] == [
         {"index": 0, "status": "accepted", "event_id": "w-1", "topic": catalogue.RAW_WIDGET.name}
     ]
-
-    raw = await read_raw(collector.collector.settings, 1, [catalogue.RAW_WIDGET])
+    raw = await read_raw(collector.settings, 1, [catalogue.RAW_WIDGET])
     [record] = raw[catalogue.RAW_WIDGET.name]
     assert record.key == b"user-w"
     assert record.json()["browser"]["dnt"] is True
+    assert "advertiser_id" not in record.json(), "a widget event names an advertiser only if sent"
+    assert is_trusted(TRUST_KEY.encode(), record.value, record.header(TRUST_HEADER))
 
 
-async def test_request_limits_are_answered_with_4xx(collector: Running) -> None:
+async def test_request_limits_are_answered_with_4xx(collector: Running, tokens: Tokens) -> None:
     url = f"{collector.url}/v1/events"
-    too_many = {"data": [tag(f"n-{i}") for i in range(11)]}
+    too_many = {"data": [tag(f"n-{i}", user_id=None) for i in range(11)]}
     too_large = b'{"data": ["' + b"x" * (2 * 1024 * 1024) + b'"]}'
-    async with aiohttp.ClientSession() as http:
+    async with aiohttp.ClientSession(headers=auth(tokens.shop)) as http:
         async with http.post(url, json=too_many) as response:
             assert response.status == 413
             assert "at most 10" in (await response.json())["error"]
@@ -225,46 +304,127 @@ async def test_request_limits_are_answered_with_4xx(collector: Running) -> None:
             assert r.status == 400
 
 
-async def test_503_with_retry_after_once_the_producer_is_stopped(collector: Running) -> None:
+async def test_503_with_retry_after_once_the_producer_is_stopped(
+    collector: Running, tokens: Tokens
+) -> None:
     await collector.collector.producer.stop()
 
     async with aiohttp.ClientSession() as http:
-        async with http.post(f"{collector.url}/v1/events", json={"data": [tag("s-1")]}) as r:
+        async with http.post(
+            f"{collector.url}/v1/events", json={"data": [tag("s-1")]}, headers=auth(tokens.shop)
+        ) as r:
             assert r.status == 503
             assert r.headers["Retry-After"] == "5"
-        async with http.get(f"{collector.url}/v1/tag", params={"advertiser_id": "a"}) as r:
+        async with http.get(f"{collector.url}/v1/tag", params={"advertiser_id": "shop-1"}) as r:
             assert r.status == 503
             assert r.headers["Retry-After"] == "5"
+            assert await r.read() == PIXEL
+        async with http.get(f"{collector.url}/metrics") as r:
+            assert metric(await r.text(), "pipeline_collector_kafka_available") == 0
+
+
+async def test_metrics_name_dialects_and_outcomes_never_tokens_or_people(
+    collector: Running, tokens: Tokens
+) -> None:
+    await post(
+        f"{collector.url}/v1/events",
+        {"data": [tag("m-1", user_data={"em": [RAW_EMAIL]})]},
+        tokens.trusted,
+    )
+    await post(f"{collector.url}/v1/events", {"data": [tag("m-2")]}, "wrong")
+    async with aiohttp.ClientSession() as http, http.get(f"{collector.url}/metrics") as r:
+        assert r.status == 200
+        text = await r.text()
+
+    assert metric(text, "pipeline_collector_requests_total", dialect="native", outcome="ok") == 1
+    assert (
+        metric(text, "pipeline_collector_requests_total", dialect="native", outcome="unauthorized")
+        == 1
+    )
+    assert (
+        metric(text, "pipeline_collector_events_total", dialect="native", outcome="accepted") == 1
+    )
+    assert metric(text, "pipeline_collector_kafka_available") == 1
+    assert metric(text, "pipeline_collector_registry_advertisers") == 2
+    for secret in (
+        tokens.trusted,
+        tokens.shop,
+        "wrong",
+        "Jane",
+        "user-http",
+        "shop-1",
+        "127.0.0.1",
+    ):
+        assert secret not in text
+
+
+async def test_a_registry_change_is_picked_up_while_running(
+    collector_settings: Settings, tokens: Tokens, tmp_path: Path
+) -> None:
+    path = tmp_path / "advertisers.yaml"
+    registry = make_registry(tokens)
+    save_registry(path, registry)
+    settings = configured(
+        collector_settings, advertisers_file=path, collector_registry_reload_seconds=0.1
+    )
+    newcomer = new_token()
+    async with running_collector(settings, registry) as running:
+        url = f"{running.url}/v1/events"
+        body = {"data": [tag("reg-1", user_id=None)]}
+        assert (await post(url, body, newcomer))[0] == 401
+        save_registry(path, registry.with_new_token("shop-3", newcomer, now=0)[0])
+        await asyncio.sleep(0.5)
+        assert (await post(url, body, newcomer))[0] == 200
+        path.write_text("advertisers: [broken")
+        await asyncio.sleep(0.5)
+        assert (await post(url, body, newcomer))[0] == 200, "a bad file keeps the old registry"
+        save_registry(path, registry)
+        await asyncio.sleep(0.5)
+        assert (await post(url, body, newcomer))[0] == 401, "a revoked token stops working"
+
+
+def _collect_command(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
+    env = {**os.environ, **settings.to_env()}
+    env.pop("KAFKA_BOOTSTRAP_SERVERS", None)
+    if settings.advertisers_file is None:
+        env.pop("PIPELINE_ADVERTISERS_FILE", None)
+    if settings.trust_key is None:
+        env.pop("PIPELINE_TRUST_KEY", None)
+    return subprocess.Popen(
+        [sys.executable, "-m", "pipeline.cli", "collect"],
+        env=env,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
 
 
 def test_the_collect_command_answers_503_while_kafka_is_unreachable(
     settings_factory: Callable[..., Settings], tmp_path: Path
 ) -> None:
+    tokens = Tokens()
+    path = tmp_path / "advertisers.yaml"
+    save_registry(path, make_registry(tokens))
     port = free_port()
     settings = settings_factory(
         kafka_bootstrap_servers=f"127.0.0.1:{free_port()}",
         collector_port=port,
         collector_retry_after_seconds=7,
+        advertisers_file=path,
+        trust_key=TRUST_KEY,
     )
-    env = {**os.environ, **settings.to_env()}
-    env.pop("KAFKA_BOOTSTRAP_SERVERS", None)
-    log = (tmp_path / "collector.log").open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pipeline.cli", "collect"],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    log = tmp_path / "collector.log"
+    proc = _collect_command(settings, log)
     try:
-        asyncio.run(_expect_503(f"http://127.0.0.1:{port}"))
+        asyncio.run(_expect_503(f"http://127.0.0.1:{port}", tokens.shop))
     finally:
         proc.terminate()
         assert proc.wait(30) == 0
-        log.close()
-    assert "cannot reach Kafka" in (tmp_path / "collector.log").read_text()
+    text = log.read_text()
+    assert "cannot reach Kafka" in text
+    assert tokens.shop not in text
 
 
-async def _expect_503(url: str) -> None:
+async def _expect_503(url: str, token: str) -> None:
     async with aiohttp.ClientSession() as http:
         deadline = time.monotonic() + 30
         while True:
@@ -278,10 +438,40 @@ async def _expect_503(url: str) -> None:
         assert health["kafka"] == "unavailable"
         async with http.get(f"{url}/ready") as r:
             assert r.status == 503
-        async with http.post(f"{url}/v1/events", json={"data": [tag("u-1")]}) as r:
+        async with http.post(
+            f"{url}/v1/events", json={"data": [tag("u-1")]}, headers=auth(token)
+        ) as r:
             assert r.status == 503
             assert r.headers["Retry-After"] == "7"
             assert "unavailable" in (await r.json())["error"]
-        async with http.get(f"{url}/v1/tag", params={"advertiser_id": "a"}) as r:
+        async with http.get(f"{url}/v1/tag", params={"advertiser_id": "shop-1"}) as r:
             assert r.status == 503
             assert r.headers["Retry-After"] == "7"
+
+
+@pytest.mark.parametrize(
+    ("registry", "trust_key", "message"),
+    [
+        (False, True, "PIPELINE_ADVERTISERS_FILE is required"),
+        (True, False, "PIPELINE_TRUST_KEY is required"),
+    ],
+)
+def test_the_collect_command_refuses_to_start_without_its_registry_or_trust_key(
+    settings_factory: Callable[..., Settings],
+    tmp_path: Path,
+    registry: bool,
+    trust_key: bool,
+    message: str,
+) -> None:
+    path = tmp_path / "advertisers.yaml"
+    save_registry(path, make_registry(Tokens()))
+    settings = settings_factory(
+        collector_port=free_port(),
+        advertisers_file=path if registry else None,
+        trust_key=TRUST_KEY if trust_key else None,
+    )
+    log = tmp_path / "collector.log"
+    proc = _collect_command(settings, log)
+
+    assert proc.wait(30) == 2
+    assert message in log.read_text()

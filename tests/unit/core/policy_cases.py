@@ -438,6 +438,30 @@ CASES: Final = [
         DENY_ALL,
         ("event.ldp",),
     ),
+    Case(
+        "event.ldp: Pinterest's custom_data.opt_out_type LDP is limited data processing",
+        "tag",
+        tag_event(custom_data={"opt_out_type": "LDP"}),
+        US_ADULT,
+        DENY_ALL,
+        ("event.ldp",),
+    ),
+    Case(
+        "event.ldp: LDP among other comma-separated flags, any case",
+        "sdk",
+        sdk_event(custom_data={"value": "72.39", "opt_out_type": "CCPA, ldp"}),
+        US_ADULT,
+        DENY_ALL,
+        ("event.ldp",),
+    ),
+    Case(
+        "event.ldp: an empty custom_data.opt_out_type is no restriction",
+        "tag",
+        tag_event(custom_data={"opt_out_type": ""}),
+        US_ADULT,
+        ALLOW_ALL,
+        (),
+    ),
     # user.under_16 / user.age_unknown (S7): event year - birth_year - 1 < 16
     Case(
         "user.under_16: born 2007, event in 2023: youngest possible age 15",

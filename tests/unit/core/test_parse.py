@@ -80,6 +80,29 @@ def test_unknown_fields_are_tolerated_and_dropped() -> None:
     assert "coupon" not in dumped["custom_data"]
 
 
+@pytest.mark.parametrize(
+    ("value", "parsed_value"),
+    [("72.39", 72.39), ("14", 14.0), ("-0.5", -0.5), ("1e3", 1000.0), (72.39, 72.39), (3, 3.0)],
+)
+def test_a_value_may_be_a_decimal_string_or_a_number_and_is_kept_as_a_float(
+    value: str | float, parsed_value: float
+) -> None:
+    event = parse("tag", tag_event(custom_data={"value": value}))
+
+    assert isinstance(event, TagEvent)
+    assert event.custom_data is not None
+    assert event.custom_data.value == parsed_value
+    assert isinstance(event.custom_data.value, float)
+
+
+def test_sdk_events_keep_a_click_id() -> None:
+    event = parse("sdk", sdk_event(user_data={"click_id": "dj0yJnU9abc"}))
+
+    assert isinstance(event, SdkEvent)
+    assert event.user_data is not None
+    assert event.user_data.click_id == "dj0yJnU9abc"
+
+
 def test_raw_email_and_phone_are_hashed_at_ingest_and_flagged() -> None:
     raw = tag_event(user_data={"em": ["  Alice@Example.com"], "ph": ["+1 (650) 555-1234"]})
 
@@ -154,7 +177,15 @@ def test_hashed_maids_must_be_digests() -> None:
             tag_event(user_data={"client_ip_address": "999.1.1.1"}),
             "user_data.client_ip_address: value_error",
         ),
-        ("tag", tag_event(custom_data={"value": "12.50"}), "custom_data.value: float_type"),
+        ("tag", tag_event(custom_data={"value": "12,50"}), "custom_data.value: value_error"),
+        ("tag", tag_event(custom_data={"value": "NaN"}), "custom_data.value: value_error"),
+        ("tag", tag_event(custom_data={"value": "1e999"}), "custom_data.value: value_error"),
+        ("tag", tag_event(custom_data={"value": True}), "custom_data.value: float_type"),
+        (
+            "tag",
+            tag_event(custom_data={"opt_out_type": ["LDP"]}),
+            "custom_data.opt_out_type: string_type",
+        ),
         (
             "tag",
             tag_event(custom_data={"currency": "dollars"}),

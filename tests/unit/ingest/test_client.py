@@ -10,6 +10,7 @@ from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError
 
 from pipeline import catalogue
 from pipeline.core.parse import ParseLimits
+from pipeline.core.trust import TRUST_HEADER, trust_signature
 from pipeline.errors import DeliveryError, KafkaUnavailable
 from pipeline.ingest.client import (
     Accepted,
@@ -112,6 +113,7 @@ class FakeKafka:
     def __init__(self) -> None:
         self.config: dict[str, Any] = {}
         self.sent: list[tuple[str, bytes | None, bytes]] = []
+        self.headers: list[list[tuple[str, bytes]] | None] = []
         self.futures: list[asyncio.Future[Any]] = []
         self.start_error: Exception | None = None
         self.fail_with: Exception | None = None
@@ -128,10 +130,15 @@ class FakeKafka:
         pass
 
     async def send(
-        self, topic: str, value: bytes, key: bytes | None = None, headers: Any = None
+        self,
+        topic: str,
+        value: bytes,
+        key: bytes | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
     ) -> Any:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self.sent.append((topic, key, value))
+        self.headers.append(headers)
         self.futures.append(future)
         if self.fail_with is not None:
             future.set_exception(self.fail_with)
@@ -214,3 +221,14 @@ async def test_an_unreachable_cluster_or_a_stopped_producer_is_kafka_unavailable
     assert not made.started
     with pytest.raises(KafkaUnavailable, match="not started"):
         await made.send("tag", tag_event())
+
+
+async def test_a_signed_record_carries_the_trust_header_over_its_exact_value() -> None:
+    key = b"k" * 32
+    made, kafka = producer()
+    record = prepared(prepare_event("tag", tag_event(), now=NOW))
+    async with made:
+        await made.deliver([record.signed(key), record], within_s=1)
+
+    assert record.user_id == "user-1"
+    assert kafka.headers == [[(TRUST_HEADER, trust_signature(key, record.value))], None]

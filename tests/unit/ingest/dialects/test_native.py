@@ -1,4 +1,5 @@
-"""The pixel beacon and widget posts: browser signals from headers and the opt-out cookie."""
+"""The native dialect: /v1/events, the /v1/tag pixel and widget posts (browser signals from
+headers and the opt-out cookie), and what a token allows."""
 
 from __future__ import annotations
 
@@ -8,21 +9,26 @@ import pytest
 
 from pipeline import catalogue
 from pipeline.core.parse import Rejected
-from pipeline.ingest.beacon import (
+from pipeline.ingest.client import Prepared, prepare_event
+from pipeline.ingest.dialects import Invalid
+from pipeline.ingest.dialects.browser import browser_signals
+from pipeline.ingest.dialects.native import (
     BEACON_PARAMETERS,
+    BEACON_USER_ID,
+    UNTRUSTED_USER_ID,
+    Forbidden,
     beacon_event,
-    browser_signals,
     events_source,
+    for_advertiser,
     with_browser_signals,
 )
-from pipeline.ingest.client import Prepared, prepare_event
 from pipeline.sim.demo import beacon_request
 from pipeline.sim.traffic import TrafficConfig, TrafficGenerator
 from schemas import codec, normalize
 from tests.unit.factories import NOW, tag_event, widget_event
 
 COOKIE = "optout"
-QUERY = {"advertiser_id": "adv-1", "event_id": "b-1", "user_id": "user-1"}
+QUERY = {"advertiser_id": "adv-1", "event_id": "b-1"}
 
 
 def beacon(
@@ -30,7 +36,7 @@ def beacon(
     headers: dict[str, str] | None = None,
     cookies: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    return beacon_event(
+    event = beacon_event(
         QUERY if query is None else query,
         headers or {},
         cookies or {},
@@ -39,6 +45,8 @@ def beacon(
         new_event_id=lambda: "fresh-id",
         optout_cookie=COOKIE,
     )
+    assert isinstance(event, dict)
+    return event
 
 
 @pytest.mark.parametrize(
@@ -92,7 +100,6 @@ def test_the_beacon_maps_query_parameters_and_the_request_to_a_tag_event() -> No
         "event_time": NOW - 5,
         "action_source": "web",
         "advertiser_id": "adv-1",
-        "user_id": "user-1",
         "surface": "on_platform",
         "event_source_url": "https://shop.example.com/c",
         "opt_out": False,
@@ -131,8 +138,9 @@ def test_beacon_defaults_fill_in_what_a_minimal_pixel_leaves_out() -> None:
     ("query", "detail"),
     [
         ({"event_id": "b-2"}, "advertiser_id: missing"),
+        ({**QUERY, "value": "12,50"}, "custom_data.value: value_error"),
         ({**QUERY, "event_time": "yesterday"}, "event_time: int_type"),
-        ({**QUERY, "value": "lots"}, "custom_data.value: float_type"),
+        ({**QUERY, "value": "lots"}, "custom_data.value: value_error"),
         ({**QUERY, "opt_out": "maybe"}, "opt_out: bool_type"),
         ({**QUERY, "event_name": "purchase"}, "event_name: literal_error"),
     ],
@@ -142,6 +150,20 @@ def test_a_bad_beacon_is_rejected_naming_the_field(query: dict[str, str], detail
 
     assert isinstance(result, Rejected)
     assert result.detail == detail
+
+
+def test_a_beacon_cannot_name_a_user_it_carries_no_token() -> None:
+    event = beacon_event(
+        {**QUERY, "user_id": "user-1"},
+        {},
+        {},
+        remote=None,
+        now=NOW,
+        new_event_id=lambda: "x",
+        optout_cookie=COOKIE,
+    )
+
+    assert event == Invalid(BEACON_USER_ID)
 
 
 def test_only_listed_parameters_reach_the_event() -> None:
@@ -194,8 +216,16 @@ def test_conversions_api_events_go_to_the_topic_of_their_action_source(
 
 
 def test_the_demo_pixel_request_round_trips_a_generated_tag_event() -> None:
-    generator = TrafficGenerator(TrafficConfig(users=300, dnt_share=0.5), seed=1, clock=lambda: NOW)
-    tags = [r for r in generator.records(500) if r.topic is catalogue.RAW_TAG and r.kind == "event"]
+    config = TrafficConfig(users=300, dnt_share=0.5, anonymous_share=0.5)
+    generator = TrafficGenerator(config, seed=1, clock=lambda: NOW)
+    tags = [
+        r
+        for r in generator.records(800)
+        if r.topic is catalogue.RAW_TAG
+        and r.kind == "event"
+        and b'"user_id"' not in (r.value or b"")
+    ]
+    assert tags
     for record in tags:
         original = codec.loads(record.value or b"")
         query, headers = beacon_request(original, COOKIE)
@@ -222,3 +252,29 @@ def test_browser_signals_ignore_case_and_whitespace() -> None:
         "gpc": True,
         "daa_opt_out": False,
     }
+
+
+@pytest.mark.parametrize(
+    ("event", "trusted", "optional", "expected"),
+    [
+        ({"event_id": "e"}, False, False, {"event_id": "e", "advertiser_id": "shop-1"}),
+        ({"advertiser_id": "shop-1"}, False, False, {"advertiser_id": "shop-1"}),
+        (
+            {"advertiser_id": "shop-2"},
+            True,
+            False,
+            Forbidden("advertiser_id: another advertiser's"),
+        ),
+        ({"user_id": "u-1"}, False, False, Invalid(UNTRUSTED_USER_ID)),
+        ({"user_id": "u-1"}, True, False, {"user_id": "u-1", "advertiser_id": "shop-1"}),
+        ({"user_id": None}, False, False, {"user_id": None, "advertiser_id": "shop-1"}),
+        ({"site_domain": "blog.example.org"}, False, True, {"site_domain": "blog.example.org"}),
+        ("not an object", False, False, "not an object"),
+    ],
+)
+def test_a_token_writes_for_its_advertiser_and_only_a_trusted_one_names_a_user(
+    event: object, trusted: bool, optional: bool, expected: object
+) -> None:
+    assert (
+        for_advertiser(event, "shop-1", trusted=trusted, advertiser_optional=optional) == expected
+    )

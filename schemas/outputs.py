@@ -178,6 +178,9 @@ class Identity(BaseModel):
     """Another match key of the event was linked to another user (the first one won)."""
 
 
+MembershipChangeReason: TypeAlias = Literal["consent.revoked", "consent.granted"]
+"""Why a consent change moved a membership: withdrawn by a revocation, restored by a grant."""
+
 MembershipOutcome: TypeAlias = Literal[
     "added", "denied", "unmatched", "removed", "already_withdrawn", "not_a_member", "duplicate"
 ]
@@ -213,7 +216,7 @@ class AudienceRecord(BaseModel):
     audience_id: str
     user_id: str
     operation: Operation
-    reason: Literal["consent.revoked", "consent.granted"] | None
+    reason: MembershipChangeReason | None
     policy_version: str
     consent_version: int | None
 

@@ -28,10 +28,9 @@ from pipeline.core.consent import ConsentState
 from pipeline.core.identity import MAX_MATCH_KEYS
 from pipeline.core.policy import PolicyConfig, Reason, effective_settings
 from schemas.audience import AudienceMember, Operation
-from schemas.outputs import MembershipOutcome
+from schemas.outputs import MembershipChangeReason, MembershipOutcome
 
 State: TypeAlias = Literal["active", "suppressed", "restricted"]
-ConsentReason: TypeAlias = Literal["consent.revoked", "consent.granted"]
 ListKey: TypeAlias = tuple[str, str]
 """(advertiser id, audience id)."""
 
@@ -53,7 +52,7 @@ class Change(NamedTuple):
     advertiser_id: str
     audience_id: str
     operation: Operation
-    reason: ConsentReason | None
+    reason: MembershipChangeReason | None
 
 
 def member_keys(member: AudienceMember) -> list[str]:
@@ -166,5 +165,5 @@ class Memberships:
             self.states.clear()
 
 
-def _change(key: ListKey, operation: Operation, reason: ConsentReason | None) -> Change:
+def _change(key: ListKey, operation: Operation, reason: MembershipChangeReason | None) -> Change:
     return Change(key[0], key[1], operation, reason)

@@ -21,7 +21,7 @@ from pipeline.core.policy import Reason
 from pipeline.runtime.canary import CHECKED
 from pipeline.settings import Settings
 from schemas.identity import IdentityMatch
-from schemas.outputs import DlqReason
+from schemas.outputs import DlqReason, MembershipChangeReason, MembershipOutcome
 from tests.chaos.ledger import Invariant
 
 NUMERIC_LABELS: Final = frozenset({"le", "quantile"})
@@ -32,12 +32,18 @@ def closed_label_sets(settings: Settings) -> dict[str, frozenset[str]]:
     entries = (*catalogue.INPUTS, *catalogue.OUTPUTS, *catalogue.INTERNAL)
     topics = [topic.name for topic in entries]
     return {
-        "source": frozenset({"tag", "sdk", "widget", "consent", "identity", "internal"}),
+        "source": frozenset({*catalogue.RAW, "consent", "identity", "internal"}),
         "hop": frozenset(topic.name.rpartition(".")[2] for topic in catalogue.INTERNAL),
         "match": frozenset(get_args(IdentityMatch)),
         "purpose": frozenset({"personalization", "ads", "measurement", "partner_sharing"}),
-        "outcome": frozenset({"allow", "deny", "identified", "deidentified"}),
-        "reason": frozenset({r.value for r in Reason} | set(get_args(DlqReason))),
+        "outcome": frozenset(
+            {"allow", "deny", "identified", "deidentified", *get_args(MembershipOutcome)}
+        ),
+        "reason": frozenset(
+            {r.value for r in Reason}
+            | set(get_args(DlqReason))
+            | set(get_args(MembershipChangeReason))
+        ),
         "topic": frozenset(topics) | frozenset(settings.topic(t) for t in entries),
         "partition": frozenset(str(p) for p in range(settings.topic_partitions)),
         "location": frozenset(CHECKED | {"dlq.detail"}),

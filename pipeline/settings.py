@@ -121,6 +121,12 @@ class Settings(BaseSettings):
     collector_max_events: int = Field(
         default=1000, ge=1, le=100_000, description="Most events in one POST batch."
     )
+    collector_max_members: int = Field(
+        default=10_000,
+        ge=1,
+        le=100_000,
+        description="Most customer-list members in one list call (Meta's documented limit).",
+    )
     collector_delivery_timeout_seconds: float = Field(
         default=10.0, gt=0, le=300, description="How long a request waits for Kafka's acks."
     )

@@ -80,6 +80,15 @@ def subject_key(event: Event) -> str:
     return "anon:" + (device_id or cookie_id or event.event_id)
 
 
+def list_key(advertiser_id: str, audience_id: str) -> str:
+    """The key `raw.audience` records are written with: their list (advertiser, audience).
+
+    Every change of one list is then on one partition, in the order it was uploaded, so an
+    add and a later remove of a member are decided in that order.
+    """
+    return f"{advertiser_id}\x1f{audience_id}"
+
+
 def route(
     event: Event, decision: Decision, consent: ConsentState | None, pseudonymizer: Pseudonymizer
 ) -> list[Output]:

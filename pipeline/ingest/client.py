@@ -34,11 +34,12 @@ from pipeline.catalogue import Topic
 from pipeline.core.parse import (
     ParseLimits,
     Rejected,
+    parse_audience_member,
     parse_consent_change,
     parse_event,
     processing_error,
 )
-from pipeline.core.route import subject_key
+from pipeline.core.route import list_key, subject_key
 from pipeline.core.trust import TRUST_HEADER, trust_signature
 from pipeline.errors import DeliveryError
 from pipeline.kafka.producer import Producer
@@ -56,6 +57,7 @@ __all__ = [
     "Rejected",
     "prepare_consent_change",
     "prepare_event",
+    "prepare_member",
 ]
 
 
@@ -150,6 +152,28 @@ def prepare_consent_change(
     if isinstance(parsed, Rejected):
         return parsed
     return Prepared(catalogue.CONSENT_CHANGES, parsed.user_id.encode(), value, None)
+
+
+def prepare_member(member: object, *, limits: ParseLimits | None = None) -> Prepared | Rejected:
+    """Validate one `raw.audience` record (SPEC §4.3), keyed by its list, or say why not.
+
+    Its match keys must already be hashed (`pipeline.ingest.dialects.members`)."""
+    if not isinstance(member, Mapping):
+        return Rejected("schema_violation", "body: model_type")
+    try:
+        value = codec.dumps(dict(member))
+    except codec.EncodeError:
+        return Rejected("schema_violation", "body: not_json_serializable")
+    limits = dataclasses.replace(limits or ParseLimits(), require_key=False)
+    parsed = parse_audience_member(value, limits=limits)
+    if isinstance(parsed, Rejected):
+        return parsed
+    return Prepared(
+        catalogue.RAW_AUDIENCE,
+        list_key(parsed.advertiser_id, parsed.audience_id).encode(),
+        value,
+        None,
+    )
 
 
 def _with_contact_points_hashed(event: Mapping[str, Any]) -> dict[str, Any]:

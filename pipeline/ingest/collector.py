@@ -4,6 +4,9 @@ Endpoints (`pipeline.ingest.endpoints`, mappings in `pipeline.ingest.dialects`):
 
 - Pinterest Conversions API v5: `POST /v5/ad_accounts/{ad_account_id}/events`;
 - Meta Conversions API: `POST /{api_version}/{pixel_id}/events`;
+- customer lists: Pinterest `GET|PATCH /v5/ad_accounts/{ad_account_id}/customer_lists/
+  {customer_list_id}` and Meta `POST|DELETE /{api_version}/{audience_id}/users`, one
+  `raw.audience` record per member;
 - the Pinterest tag's beacon `GET|POST /v3/`, the Meta pixel's `GET|POST /tr`, and the
   native `GET /v1/tag`: always a 1x1 GIF;
 - native `POST /v1/events` and `POST /v1/widget` (Bearer token);
@@ -42,7 +45,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from pipeline.core.parse import Rejected
 from pipeline.errors import ConfigError, KafkaUnavailable
-from pipeline.ingest.client import EventProducer, Prepared
+from pipeline.ingest.client import EventProducer, Prepared, prepare_member
 from pipeline.ingest.errors import RegistryError
 from pipeline.ingest.metrics import CollectorMetrics, Dialect
 from pipeline.ingest.ratelimit import RateLimiter, retry_after
@@ -311,6 +314,13 @@ class Collector:
                 dialect, Rejected("schema_violation", "user_id: no trust key configured")
             )
         return prepared.signed(self._trust_key)
+
+    def prepare_member(self, dialect: Dialect, member: object) -> Prepared | Rejected:
+        """Validate a customer-list member's `raw.audience` record as ingest will."""
+        prepared = prepare_member(member, limits=self.producer.limits)
+        if isinstance(prepared, Rejected):
+            return self.rejected(dialect, prepared)
+        return prepared
 
     def rejected(self, dialect: Dialect, rejected: Rejected) -> Rejected:
         """Count a rejected event, by reason."""

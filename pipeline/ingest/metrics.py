@@ -1,7 +1,8 @@
 """Prometheus metrics of the collector: one object, given its registry, fixed label sets.
 
 Labels come from closed sets only: the dialect (`native`, `widget`, `tag`, `pinterest`,
-`meta`, `pinterest_tag`, `meta_pixel`), an outcome, a reject reason (SPEC §6 DLQ codes,
+`meta`, `pinterest_tag`, `meta_pixel`, and the list calls `pinterest_lists`,
+`meta_audiences`), an outcome, a reject reason (SPEC §6 DLQ codes,
 or `dialect` for what the platform's own rules refuse). Never a token, an advertiser or
 account id, an event id, an email or an address.
 """
@@ -13,7 +14,15 @@ from typing import Final, Literal, TypeAlias
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 Dialect: TypeAlias = Literal[
-    "native", "widget", "tag", "pinterest", "meta", "pinterest_tag", "meta_pixel"
+    "native",
+    "widget",
+    "tag",
+    "pinterest",
+    "meta",
+    "pinterest_tag",
+    "meta_pixel",
+    "pinterest_lists",
+    "meta_audiences",
 ]
 DIALECTS: Final[tuple[Dialect, ...]] = (
     "native",
@@ -23,6 +32,8 @@ DIALECTS: Final[tuple[Dialect, ...]] = (
     "meta",
     "pinterest_tag",
     "meta_pixel",
+    "pinterest_lists",
+    "meta_audiences",
 )
 RequestOutcome: TypeAlias = Literal[
     "ok",

@@ -49,6 +49,7 @@ from pipeline.catalogue import (
 )
 from pipeline.core.identity import advertising_id_key
 from pipeline.core.policy import EEA_GB_CH
+from pipeline.core.route import list_key
 from pipeline.core.trust import TRUST_HEADER, trust_signature
 from schemas import codec
 
@@ -838,7 +839,8 @@ class TrafficGenerator:
             "match_keys": keys,
             "uploaded_at": now_ms,
         }
-        return Record(RAW_AUDIENCE, f"adv-{advertiser}".encode(), codec.dumps(document), kind)
+        key = list_key(f"adv-{advertiser}", audience).encode()
+        return Record(RAW_AUDIENCE, key, codec.dumps(document), kind)
 
     def _remember_tag(self, event: dict[str, Any]) -> None:
         recent = self._recent_tags

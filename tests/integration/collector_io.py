@@ -26,6 +26,12 @@ PIXEL_ID = "1234567890"
 TAG_ID = "2612345678901"
 OTHER_AD_ACCOUNT = "549755000001"
 OTHER_PIXEL_ID = "9876543210"
+LIST_ID = "643"
+"""shop-1's Pinterest customer list."""
+AUDIENCE_ID = "23850000000000000"
+"""shop-1's Meta custom audience."""
+OTHER_LIST_ID = "644"
+"""shop-2's list and audience."""
 RAW_TOPICS = (catalogue.RAW_TAG, catalogue.RAW_SDK, catalogue.RAW_WIDGET)
 
 
@@ -47,15 +53,21 @@ class Tokens:
 
 
 def make_registry(tokens: Tokens) -> Registry:
-    """shop-1 with an ad account, a pixel, a tag and two tokens; shop-2 with its own."""
+    """shop-1 with an ad account, a pixel, a tag, two audiences and two tokens; shop-2
+    with its own."""
     ids: dict[IdKind, list[str]] = {
         "ad_account": [AD_ACCOUNT],
         "pixel": [PIXEL_ID],
         "tag": [TAG_ID],
+        "audience": [LIST_ID, AUDIENCE_ID],
     }
     registry, _ = Registry().with_new_token("shop-1", tokens.shop, ids=ids, now=0)
     registry, _ = registry.with_new_token("shop-1", tokens.trusted, trusted=True, now=0)
-    other: dict[IdKind, list[str]] = {"ad_account": [OTHER_AD_ACCOUNT], "pixel": [OTHER_PIXEL_ID]}
+    other: dict[IdKind, list[str]] = {
+        "ad_account": [OTHER_AD_ACCOUNT],
+        "pixel": [OTHER_PIXEL_ID],
+        "audience": [OTHER_LIST_ID],
+    }
     registry, _ = registry.with_new_token("shop-2", tokens.other, ids=other, now=0)
     return registry
 

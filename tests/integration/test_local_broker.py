@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import subprocess
+import time
 from collections.abc import Callable
 
 import pytest
@@ -30,12 +31,17 @@ async def _write(bootstrap: str, topic: str, n: int) -> None:
         await producer.stop()
 
 
-async def _read_all(bootstrap: str, topic: str) -> list[bytes]:
+async def _read_all(
+    bootstrap: str, topic: str, expected: int, timeout_s: float = 60
+) -> list[bytes]:
+    """Read `topic` from the start until `expected` values arrived or `timeout_s` passed
+    (right after a restart, partition leaders may take a while to be elected)."""
     consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest")
     await consumer.start()
     values: list[bytes] = []
+    deadline = time.monotonic() + timeout_s
     try:
-        for _ in range(10):
+        while len(values) < expected and time.monotonic() < deadline:
             batches = await consumer.getmany(timeout_ms=1000)
             values.extend(m.value for msgs in batches.values() for m in msgs if m.value)
     finally:
@@ -56,5 +62,5 @@ def test_restart_keeps_topics_and_data(
     subprocess.run([str(KAFKA_SH), "down"], env=env, check=True)  # idempotent
     subprocess.run([str(KAFKA_SH), "up"], env=env, check=True)
     subprocess.run([str(KAFKA_SH), "up"], env=env, check=True)  # idempotent
-    values = asyncio.run(_read_all(kafka_bootstrap, topic))
+    values = asyncio.run(_read_all(kafka_bootstrap, topic, 50))
     assert sorted(values) == sorted(b"record-%d" % i for i in range(50))

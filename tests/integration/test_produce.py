@@ -11,6 +11,7 @@ import pytest
 from aiokafka.partitioner import DefaultPartitioner
 
 from pipeline import catalogue
+from pipeline.core.route import list_key
 from pipeline.core.trust import TRUST_HEADER, is_trusted
 from pipeline.settings import Settings
 from pipeline.sim.stream import produce
@@ -26,7 +27,7 @@ TOPICS = catalogue.INPUTS
 async def test_produce_writes_every_generated_record_with_its_key_and_signature(
     pipeline_settings: Settings,
 ) -> None:
-    config = TrafficConfig(users=40, malformed_share=0.0, churn_per_event=0.05)
+    config = TrafficConfig(users=40, malformed_share=0.0, churn_per_event=0.05, list_share=0.05)
     generator = TrafficGenerator(config, seed=5, trust_key=TRUST_KEY)
 
     report = await produce(pipeline_settings, generator, count=300)
@@ -42,7 +43,11 @@ async def test_produce_writes_every_generated_record_with_its_key_and_signature(
     got = await read_topics(pipeline_settings.kafka_bootstrap_servers, names, enough, 30)
     assert Counter({t.name: len(got[pipeline_settings.topic(t)]) for t in TOPICS}) == report.topics
     signed = 0
-    for topic in catalogue.RAW.values():
+    for record in got[pipeline_settings.topic(catalogue.RAW_AUDIENCE)]:
+        member = record.json()
+        assert record.key == list_key(member["advertiser_id"], member["audience_id"]).encode()
+        assert not record.headers, "a customer list names no user: nothing to sign"
+    for topic in catalogue.RAW_EVENTS.values():
         for record in got[pipeline_settings.topic(topic)]:
             event = record.json()
             assert record.key == event["event_id"].encode()

@@ -251,7 +251,7 @@ def map_event(raw: object, index: int, pixel_id: str, advertiser_id: str) -> Map
     opt_out = raw.get("opt_out", False)
     if not isinstance(opt_out, bool):
         return Invalid(f"{at}.opt_out must be a boolean")
-    ldu = _limited_data_use(raw.get("data_processing_options"))
+    ldu = limited_data_use(raw.get("data_processing_options"))
     if ldu is None:
         return Invalid(f"{at}.data_processing_options must be an array of strings")
     if ldu:
@@ -422,7 +422,7 @@ def _custom_data(custom: object, at: str) -> dict[str, Any] | Invalid:
     return out
 
 
-def _limited_data_use(options: object) -> bool | None:
+def limited_data_use(options: object) -> bool | None:
     """Whether `data_processing_options` asks for LDU; None when it is malformed."""
     if options is None:
         return False

@@ -1,11 +1,17 @@
-"""Meta Conversions API: `POST /{api_version}/{pixel_id}/events`.
+"""Meta Conversions API and custom audiences.
+
+- `POST /{api_version}/{pixel_id}/events` (Conversions API);
+- `POST|DELETE /{api_version}/{custom_audience_id}/users` (add or remove customer-list
+  members: `pipeline.ingest.dialects.meta_audiences`), one `raw.audience` record per
+  member; the audience must be one of the advertiser's in the registry.
 
 Answers as Meta documents (`pipeline.ingest.dialects.meta`): 200 `{"events_received",
 "messages", "fbtrace_id"}`; Graph error objects otherwise: 400 code 100 for an invalid
 call or event (the whole batch is refused, nothing is written), 401 code 190 without a
 valid access token, 403 code 200 for a pixel the token's advertiser does not hold, 429
 code 4 and 503 code 2 (both transient) with `Retry-After`. A `test_event_code` call is
-validated and answered, and writes nothing.
+validated and answered, and writes nothing. The `users` edge answers its counts, or the
+same Graph errors.
 
 The body may be JSON, `application/x-www-form-urlencoded` (what the Python Business SDK
 sends) or `multipart/form-data` (the documented curl `-F` example); a JSON body sent with
@@ -24,6 +30,7 @@ from pipeline.core.parse import Rejected
 from pipeline.ingest.client import Prepared
 from pipeline.ingest.collector import NO_STORE, Collector, dumps, new_trace_id
 from pipeline.ingest.dialects import Invalid
+from pipeline.ingest.dialects.members import member_document
 from pipeline.ingest.dialects.meta import (
     INVALID_TOKEN,
     PERMISSIONS_ERROR,
@@ -37,7 +44,12 @@ from pipeline.ingest.dialects.meta import (
     read_request,
     response,
 )
+from pipeline.ingest.dialects.meta_audiences import UsersRequest, read_users
+from pipeline.ingest.dialects.meta_audiences import response as users_response
+from pipeline.ingest.metrics import Dialect
+from pipeline.ingest.registry import Credential
 from schemas import codec
+from schemas.audience import Operation
 
 Params = dict[str, list[str]]
 
@@ -56,6 +68,13 @@ FORBIDDEN = GraphError(
     "Permissions error",
     "This access token cannot send events for this pixel.",
 )
+FORBIDDEN_AUDIENCE = GraphError(
+    403,
+    PERMISSIONS_ERROR,
+    "(#200) Permissions error",
+    "Permissions error",
+    "This access token cannot change this custom audience.",
+)
 
 
 def register(router: web.UrlDispatcher, collector: Collector) -> None:
@@ -64,6 +83,13 @@ def register(router: web.UrlDispatcher, collector: Collector) -> None:
     router.add_post(
         r"/{api_version:v[0-9]{1,3}\.[0-9]{1,3}}/{pixel_id}/events",
         collector.guarded("meta", endpoints.post_events, endpoints.unavailable),
+    )
+    users = r"/{api_version:v[0-9]{1,3}\.[0-9]{1,3}}/{audience_id}/users"
+    router.add_post(
+        users, collector.guarded("meta_audiences", endpoints.add_users, endpoints.unavailable)
+    )
+    router.add_delete(
+        users, collector.guarded("meta_audiences", endpoints.remove_users, endpoints.unavailable)
     )
 
 
@@ -89,31 +115,15 @@ class MetaEndpoints:
             collector.count("meta", "too_large" if read.status == 413 else "bad_request")
             return answer_error(read)
         form, body = read
-        token = access_token(query, form, body, request.headers.get("Authorization"))
-        credential = collector.authenticate(token)
-        if credential is None:
-            collector.count("meta", "unauthorized")
-            return answer_error(
-                UNAUTHORIZED,
-                {"WWW-Authenticate": CHALLENGE},
-            )
         pixel_id = request.match_info["pixel_id"]
+        credential = self._admit(request, "meta", query, form, body)
+        if isinstance(credential, web.StreamResponse):
+            return credential
         if collector.registry.owner("pixel", pixel_id) != credential.advertiser_id:
             collector.count("meta", "forbidden")
             return answer_error(FORBIDDEN)
-        wait = collector.throttle("meta", credential)
-        if wait is not None:
-            return answer_error(
-                GraphError(
-                    429,
-                    TOO_MANY_CALLS,
-                    "(#4) Application request limit reached",
-                    "Too many calls",
-                    f"Retry in {wait}s.",
-                    transient=True,
-                ),
-                {"Retry-After": str(wait)},
-            )
+        if (throttled := self._throttled("meta", credential)) is not None:
+            return throttled
         events = read_request(query, form, body)
         if isinstance(events, GraphError):
             collector.count("meta", "bad_request")
@@ -132,6 +142,88 @@ class MetaEndpoints:
             return self.unavailable()
         collector.count("meta", "ok")
         return self._ok(len(records), messages)
+
+    async def add_users(self, request: web.Request) -> web.StreamResponse:
+        """Add members to a custom audience (`POST /{custom_audience_id}/users`)."""
+        return await self._users(request, "add")
+
+    async def remove_users(self, request: web.Request) -> web.StreamResponse:
+        """Remove members from a custom audience (`DELETE /{custom_audience_id}/users`)."""
+        return await self._users(request, "remove")
+
+    async def _users(self, request: web.Request, operation: Operation) -> web.StreamResponse:
+        collector = self.collector
+        query: Params = {key: request.query.getall(key) for key in request.query}
+        read = await self._read(request)
+        if isinstance(read, GraphError):
+            collector.count("meta_audiences", "too_large" if read.status == 413 else "bad_request")
+            return answer_error(read)
+        form, body = read
+        credential = self._admit(request, "meta_audiences", query, form, body)
+        if isinstance(credential, web.StreamResponse):
+            return credential
+        audience_id = request.match_info["audience_id"]
+        if collector.registry.owner("audience", audience_id) != credential.advertiser_id:
+            collector.count("meta_audiences", "forbidden")
+            return answer_error(FORBIDDEN_AUDIENCE)
+        if (throttled := self._throttled("meta_audiences", credential)) is not None:
+            return throttled
+        users = read_users(query, form, body, max_rows=collector.settings.collector_max_members)
+        if isinstance(users, GraphError):
+            collector.count("meta_audiences", "bad_request")
+            return answer_error(users)
+        records = self._members(users, operation, credential.advertiser_id, audience_id)
+        if isinstance(records, GraphError):
+            collector.count("meta_audiences", "bad_request")
+            return answer_error(records)
+        if users.invalid:
+            collector.refused("meta_audiences", len(users.invalid))
+        if not collector.available or not await collector.deliver("meta_audiences", records):
+            collector.count("meta_audiences", "unavailable")
+            return self.unavailable()
+        collector.count("meta_audiences", "partial" if users.invalid else "ok")
+        return web.json_response(users_response(audience_id, users), dumps=dumps)
+
+    def _members(
+        self, users: UsersRequest, operation: Operation, advertiser_id: str, audience_id: str
+    ) -> list[Prepared] | GraphError:
+        uploaded_at = int(self.collector.clock() * 1000)
+        records: list[Prepared] = []
+        for member in users.members:
+            document = member_document(advertiser_id, audience_id, operation, member, uploaded_at)
+            prepared = self.collector.prepare_member("meta_audiences", document)
+            if isinstance(prepared, Rejected):
+                return invalid_parameter(f"payload.data: {prepared.reason}: {prepared.detail}")
+            records.append(prepared)
+        return records
+
+    def _admit(
+        self, request: web.Request, dialect: Dialect, query: Params, form: Params, body: object
+    ) -> Credential | web.StreamResponse:
+        """The caller's credential, or the 401 to answer instead."""
+        token = access_token(query, form, body, request.headers.get("Authorization"))
+        credential = self.collector.authenticate(token)
+        if credential is None:
+            self.collector.count(dialect, "unauthorized")
+            return answer_error(UNAUTHORIZED, {"WWW-Authenticate": CHALLENGE})
+        return credential
+
+    def _throttled(self, dialect: Dialect, credential: Credential) -> web.StreamResponse | None:
+        """The 429 to answer when the advertiser is over its rate limit, else None."""
+        wait = self.collector.throttle(dialect, credential)
+        if wait is None:
+            return None
+        return answer_error(
+            GraphError(
+                429,
+                TOO_MANY_CALLS,
+                "(#4) Application request limit reached",
+                "Too many calls",
+                f"Retry in {wait}s.",
+                transient=True,
+            ),
+            {"Retry-After": str(wait)},
+        )
 
     def unavailable(self) -> web.StreamResponse:
         """503: nothing was taken; retry later."""

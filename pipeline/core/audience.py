@@ -65,9 +65,18 @@ def member_keys(member: AudienceMember) -> list[str]:
 
 
 def member_id(member: AudienceMember) -> str:
-    """A deterministic id of the record: its list, operation, upload time and keys."""
-    parts = [member.advertiser_id, member.audience_id, member.operation, str(member.uploaded_at)]
-    parts.extend(sorted(member_keys(member)))
+    """A deterministic id of the record: its list, operation, upload time, restriction and
+    every key (the same record re-sent has the same id; any other record another)."""
+    parts = [
+        member.advertiser_id,
+        member.audience_id,
+        member.operation,
+        str(member.uploaded_at),
+        member.opt_out_type or "",
+    ]
+    parts.extend(
+        sorted({f"{kind}:{value}" for kind in _KINDS for value in getattr(member.match_keys, kind)})
+    )
     return "cl-" + hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
 
 

@@ -2,18 +2,28 @@
 
 Usage: `consent-pipeline decide [FILE]` (standard input without FILE).
 
-Each input line is an object::
+Each input line is an object, an event::
 
     {"source": "tag" | "sdk" | "widget",
      "event": {...raw event, SPEC §4...},
      "consent": [consent changes for the event's user, any order] | null,
      "now": unix seconds (optional; default: when the command started)}
 
+or a customer-list member (SPEC §4.3), with the user its match keys resolved to::
+
+    {"source": "audience",
+     "member": {...raw.audience record...},
+     "user_id": the resolved user | null (no key matched),
+     "consent": [consent changes for that user] | null}
+
 Each output line, in input order, is either the decision::
 
     {"event_id": ..., "outcomes": {"personalization": "allow" | "deny", "ads": ...,
      "measurement": "identified" | "deidentified", "partner_sharing": ...},
      "reasons": [sorted SPEC §5 codes], "policy_version": ...}
+
+    {"member_id": ..., "membership": "allow" | "deny", "reasons": [...],
+     "policy_version": ..., "consent_version": ...}
 
 or, for a line that cannot be decided, `{"line": N, "error": {"reason": <SPEC §6 dlq
 code>, "detail": <field and error type, never the value>}}`.
@@ -23,7 +33,8 @@ up with input lines. A line longer than `max_line_bytes` is `oversized`. The eve
 each consent change are re-encoded and go through the streaming parser, so they are
 validated, normalized and bounded (size, age) exactly as in the pipeline; lines have no
 Kafka key, so `missing_key` never occurs. Consent changes for another user than the
-event's are a `schema_violation`; for an anonymous event they are ignored. A summary
+event's (or the member's `user_id`) are a `schema_violation`; for an anonymous event or
+an unmatched member they are ignored. A summary
 goes to `errors`; the exit code is 0 unless the input cannot be read.
 """
 
@@ -35,10 +46,12 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO, Final, TextIO
 
+from pipeline.core.audience import decide_membership, member_id
 from pipeline.core.consent import fold
 from pipeline.core.parse import (
     ParseLimits,
     Rejected,
+    parse_audience_member,
     parse_consent_change,
     parse_event,
     processing_error,
@@ -117,6 +130,8 @@ def _decide_request(
     if not isinstance(request, dict):
         return Rejected("schema_violation", "line: model_type")
     source = request.get("source")
+    if source == "audience":
+        return _decide_member(request, config, limits)
     if source not in _SOURCES:
         return _schema_violation(request, "source", "literal_error")
     if not isinstance(request.get("event"), dict):
@@ -133,16 +148,9 @@ def _decide_request(
     event = parse_event(source, codec.dumps(request["event"]), now=now, limits=limits)
     if isinstance(event, Rejected):
         return _within(event, "event")
-    changes: list[ConsentChange] = []
-    for index, raw_change in enumerate(raw_changes or ()):
-        change = parse_consent_change(codec.dumps(raw_change), limits=limits)
-        if isinstance(change, Rejected):
-            return _within(change, f"consent.{index}")
-        if event.user_id is not None and change.user_id != event.user_id:
-            return Rejected("schema_violation", f"consent.{index}.user_id: user_mismatch")
-        changes.append(change)
-    if event.user_id is None:
-        changes = []
+    changes = _consent_of(event.user_id, raw_changes, limits)
+    if isinstance(changes, Rejected):
+        return changes
 
     decision = decide(event, fold(changes), config)
     return {
@@ -151,6 +159,48 @@ def _decide_request(
         "reasons": list(decision.reasons),
         "policy_version": decision.policy_version,
     }
+
+
+def _decide_member(
+    request: dict[str, Any], config: PolicyConfig, limits: ParseLimits
+) -> dict[str, Any] | Rejected:
+    if not isinstance(request.get("member"), dict):
+        return _schema_violation(request, "member", "model_type")
+    user_id = request.get("user_id")
+    if user_id is not None and not (isinstance(user_id, str) and user_id):
+        return Rejected("schema_violation", "user_id: string_type")
+    raw_changes = request.get("consent")
+    if raw_changes is not None and not isinstance(raw_changes, list):
+        return Rejected("schema_violation", "consent: list_type")
+    member = parse_audience_member(codec.dumps(request["member"]), limits=limits)
+    if isinstance(member, Rejected):
+        return _within(member, "member")
+    changes = _consent_of(user_id, raw_changes, limits)
+    if isinstance(changes, Rejected):
+        return changes
+    decision = decide_membership(member, user_id, fold(changes), config)
+    return {
+        "member_id": member_id(member),
+        "membership": "allow" if decision.allowed else "deny",
+        "reasons": list(decision.reasons),
+        "policy_version": decision.policy_version,
+        "consent_version": decision.consent_version,
+    }
+
+
+def _consent_of(
+    user_id: str | None, raw_changes: list[Any] | None, limits: ParseLimits
+) -> list[ConsentChange] | Rejected:
+    """The consent changes of a line, all of `user_id` (none when it is None)."""
+    changes: list[ConsentChange] = []
+    for index, raw_change in enumerate(raw_changes or ()):
+        change = parse_consent_change(codec.dumps(raw_change), limits=limits)
+        if isinstance(change, Rejected):
+            return _within(change, f"consent.{index}")
+        if user_id is not None and change.user_id != user_id:
+            return Rejected("schema_violation", f"consent.{index}.user_id: user_mismatch")
+        changes.append(change)
+    return changes if user_id is not None else []
 
 
 def _schema_violation(request: dict[str, Any], name: str, error_type: str) -> Rejected:

@@ -217,3 +217,59 @@ def test_empty_input_decides_nothing() -> None:
 
     assert (code, outputs) == (0, [])
     assert summary == "decide: 0 lines, 0 decided, 0 rejected\n"
+
+
+def member_line(consent: Any = US_ADULT, user_id: Any = USER, **member: Any) -> bytes:
+    document = {
+        "advertiser_id": "adv-1",
+        "audience_id": "643",
+        "operation": "add",
+        "match_keys": {"em": ["a" * 64]},
+        "uploaded_at": NOW * 1000,
+        **member,
+    }
+    return codec.dumps(
+        {"source": "audience", "member": document, "user_id": user_id, "consent": consent}
+    )
+
+
+def test_customer_list_members_are_decided_as_the_pipeline_does() -> None:
+    off = [*US_ADULT, {"user_id": USER, "changed_at": 2, "settings": {"personalization": False}}]
+    code, out, _ = run(
+        [
+            member_line(),
+            member_line(consent=off),
+            member_line(consent=None),
+            member_line(user_id=None),
+            member_line(opt_out_type="LDP"),
+        ]
+    )
+
+    assert code == 0
+    assert [line["membership"] for line in out] == ["allow", "deny", "deny", "deny", "deny"]
+    assert out[0]["reasons"] == []
+    assert out[0]["consent_version"] is not None
+    assert out[1]["reasons"] == ["account.personalization_off"]
+    assert out[2]["reasons"] == ["consent.missing"]
+    assert out[3]["reasons"] == ["subject.anonymous"]
+    assert out[4]["reasons"] == ["event.ldp"]
+    assert len({line["member_id"] for line in out}) == 2, "the LDP upload is another record"
+
+
+def test_bad_member_lines_are_reported_with_a_dlq_code() -> None:
+    other = [{"user_id": "someone-else", "changed_at": 1, "settings": {}}]
+    _, out, _ = run(
+        [
+            member_line(match_keys={}),
+            member_line(user_id=7),
+            member_line(consent=other),
+            codec.dumps({"source": "audience"}),
+        ]
+    )
+
+    assert out == [
+        error(1, "schema_violation", "member: value_error"),
+        error(2, "schema_violation", "user_id: string_type"),
+        error(3, "schema_violation", "consent.0.user_id: user_mismatch"),
+        error(4, "schema_violation", "member: missing"),
+    ]

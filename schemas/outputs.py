@@ -182,7 +182,14 @@ MembershipChangeReason: TypeAlias = Literal["consent.revoked", "consent.granted"
 """Why a consent change moved a membership: withdrawn by a revocation, restored by a grant."""
 
 MembershipOutcome: TypeAlias = Literal[
-    "added", "denied", "unmatched", "removed", "already_withdrawn", "not_a_member", "duplicate"
+    "added",
+    "denied",
+    "unmatched",
+    "removed",
+    "already_withdrawn",
+    "not_a_member",
+    "duplicate",
+    "superseded",
 ]
 
 
@@ -193,7 +200,8 @@ class Membership(BaseModel):
     suppressed (a later grant adds it); `unmatched`: no match key named anyone; `removed`:
     the advertiser's remove, emitted; `already_withdrawn`: removed by the advertiser after
     consent had withdrawn it (nothing emitted twice); `not_a_member`: a remove of nothing;
-    `duplicate`: a copy of a record already applied.
+    `duplicate`: a copy of a record already applied; `superseded`: older (by `uploaded_at`)
+    than the change of that membership already applied, so it changes nothing.
     """
 
     model_config = OUTPUT_CONFIG

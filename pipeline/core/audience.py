@@ -9,13 +9,14 @@
   `ads_from_partner_info` on (region defaults apply), and no limited-data-processing
   restriction. Every rule that held is listed, as for events.
 - `Memberships`: a user's memberships, each `active` (emitted), `suppressed` (uploaded by
-  the advertiser, withheld by consent) or `restricted` (uploaded with limited data
-  processing: withheld whatever consent says). An allowed add makes it active; a denied
-  one suppressed or restricted, withdrawing it if it was active; the advertiser's remove
-  deletes it and is emitted only if it was active. A consent change that denies
-  memberships withdraws every active one (`remove`, reason `consent.revoked`); one that
-  allows them again restores every suppressed one (`add`, reason `consent.granted`). A
-  deleted account's memberships are withdrawn and dropped.
+  the advertiser, withheld by consent), `restricted` (uploaded with limited data
+  processing: withheld whatever consent says) or `removed`. The advertiser's newest
+  change wins (by upload time; an older one arriving later is `superseded`). An allowed
+  add makes it active; a denied one suppressed or restricted, withdrawing it if it was
+  active; the advertiser's remove makes it removed and is emitted only if it was active.
+  A consent change that denies memberships withdraws every active one (`remove`, reason
+  `consent.revoked`); one that allows them again restores every suppressed one (`add`,
+  reason `consent.granted`). A deleted account's memberships are withdrawn and dropped.
 """
 
 from __future__ import annotations
@@ -30,11 +31,14 @@ from pipeline.core.policy import PolicyConfig, Reason, effective_settings
 from schemas.audience import AudienceMember, Operation
 from schemas.outputs import MembershipChangeReason, MembershipOutcome
 
-State: TypeAlias = Literal["active", "suppressed", "restricted"]
+State: TypeAlias = Literal["active", "suppressed", "restricted", "removed"]
 ListKey: TypeAlias = tuple[str, str]
 """(advertiser id, audience id)."""
 
 _KINDS: Final = ("em", "ph", "maid")
+TOMBSTONE_MS: Final = 7 * 24 * 3600 * 1000
+"""How long a removed membership is remembered, so an older add arriving late cannot
+restore it."""
 
 
 class MembershipDecision(NamedTuple):
@@ -120,42 +124,67 @@ def decide_membership(
     )
 
 
+class Entry(NamedTuple):
+    """One membership: its state and the upload time of the change that set it."""
+
+    state: State
+    uploaded_at: int
+    """Unix ms of the advertiser's newest change applied; older ones are superseded."""
+
+
 class Memberships:
-    """One user's memberships, by (advertiser, audience)."""
+    """One user's memberships, by (advertiser, audience).
 
-    __slots__ = ("states",)
+    The advertiser's newest change (by `uploaded_at`) wins: the records of one membership
+    may reach the decision in another order than they were uploaded (their match keys,
+    and so their paths, can differ), and one older than the change already applied is
+    `superseded`. A removed membership is remembered as `removed` for that reason, until
+    `TOMBSTONE_MS` after a newer change of the same user.
+    """
 
-    def __init__(self, states: dict[ListKey, State] | None = None) -> None:
-        self.states: dict[ListKey, State] = dict(states or {})
+    __slots__ = ("entries",)
+
+    def __init__(self, entries: dict[ListKey, Entry] | None = None) -> None:
+        self.entries: dict[ListKey, Entry] = dict(entries or {})
 
     def __len__(self) -> int:
-        return len(self.states)
+        return len(self.entries)
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Memberships) and other.states == self.states
+        return isinstance(other, Memberships) and other.entries == self.entries
 
     def __repr__(self) -> str:
-        return f"Memberships({self.states!r})"
+        return f"Memberships({self.entries!r})"
+
+    def state(self, advertiser_id: str, audience_id: str) -> State | None:
+        """The state of one membership, None if the user was never in that audience."""
+        entry = self.entries.get((advertiser_id, audience_id))
+        return None if entry is None else entry.state
 
     def apply(
         self, member: AudienceMember, decision: MembershipDecision
     ) -> tuple[MembershipOutcome, Change | None]:
         """An advertiser's change: its membership outcome, and what to emit if anything."""
         key = (member.advertiser_id, member.audience_id)
-        current = self.states.get(key)
+        entry = self.entries.get(key)
+        if entry is not None and member.uploaded_at < entry.uploaded_at:
+            return "superseded", None
+        current = None if entry is None else entry.state
+        at = member.uploaded_at
+        self._forget_removed(before=at - TOMBSTONE_MS)
         if member.operation == "add":
             if not decision.allowed:
                 restricted = Reason.EVENT_LDP in decision.reasons
-                self.states[key] = "restricted" if restricted else "suppressed"
+                self.entries[key] = Entry("restricted" if restricted else "suppressed", at)
                 if current != "active":
                     return "denied", None
                 return "denied", _change(key, "remove", None if restricted else "consent.revoked")
-            self.states[key] = "active"
+            self.entries[key] = Entry("active", at)
             change = None if current == "active" else _change(key, "add", None)
             return "added", change
-        if current is None:
+        self.entries[key] = Entry("removed", at)
+        if current in (None, "removed"):
             return "not_a_member", None
-        del self.states[key]
         if current != "active":
             return "already_withdrawn", None
         return "removed", _change(key, "remove", None)
@@ -163,15 +192,20 @@ class Memberships:
     def follow_consent(self, allowed: bool, *, deleted: bool = False) -> Iterator[Change]:
         """What a consent change does: withdraw every active membership it denies, or
         restore every suppressed one it allows; a deletion drops them all."""
-        for key, state in list(self.states.items()):
-            if not allowed and state == "active":
-                self.states[key] = "suppressed"
+        for key, entry in list(self.entries.items()):
+            if not allowed and entry.state == "active":
+                self.entries[key] = entry._replace(state="suppressed")
                 yield _change(key, "remove", "consent.revoked")
-            elif allowed and state == "suppressed":
-                self.states[key] = "active"
+            elif allowed and entry.state == "suppressed":
+                self.entries[key] = entry._replace(state="active")
                 yield _change(key, "add", "consent.granted")
         if deleted:
-            self.states.clear()
+            self.entries.clear()
+
+    def _forget_removed(self, *, before: int) -> None:
+        for key, entry in list(self.entries.items()):
+            if entry.state == "removed" and entry.uploaded_at < before:
+                del self.entries[key]
 
 
 def _change(key: ListKey, operation: Operation, reason: MembershipChangeReason | None) -> Change:

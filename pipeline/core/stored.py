@@ -15,8 +15,9 @@ bytes. Nothing but this module builds or parses them:
   is a cell key as a JSON list, value `[count, value_sum]`.
 - identity table: key `<match key>`, value `[user_id or null, linked_at, complete_from_ms,
   [[acknowledged ms, user before or null], ...]]`.
-- memberships table: key `<user id>`, value `[[advertiser id, audience id, state], ...]`,
-  the state `active`, `suppressed` or `restricted`.
+- memberships table: key `<user id>`, value `[[advertiser id, audience id, state,
+  uploaded_at], ...]`, the state `active`, `suppressed`, `restricted` or `removed`,
+  `uploaded_at` the unix ms of the newest change applied.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from __future__ import annotations
 from typing import Final, NamedTuple
 
 from pipeline.core.aggregate import Cell, CellKey, cell_key_from_list
-from pipeline.core.audience import Memberships
+from pipeline.core.audience import Entry, Memberships
 from pipeline.core.consent import ConsentState, History, Snapshot
 from pipeline.core.errors import ConsentStateError
 from pipeline.core.identity import LinkRow
@@ -220,12 +221,17 @@ def decode_link_row(data: bytes) -> LinkRow:
 
 # -- memberships --------------------------------------------------------------------
 
-_STATES: Final = frozenset({"active", "suppressed", "restricted"})
+_STATES: Final = frozenset({"active", "suppressed", "restricted", "removed"})
 
 
 def encode_memberships(memberships: Memberships) -> bytes:
     """A user's customer-list memberships."""
-    return codec.dumps([[a, b, state] for (a, b), state in sorted(memberships.states.items())])
+    return codec.dumps(
+        [
+            [a, b, entry.state, entry.uploaded_at]
+            for (a, b), entry in sorted(memberships.entries.items())
+        ]
+    )
 
 
 def decode_memberships(data: bytes) -> Memberships:
@@ -236,11 +242,16 @@ def decode_memberships(data: bytes) -> Memberships:
     """
     try:
         rows = codec.loads(data)
-        states = {}
-        for advertiser, audience, state in rows:
-            if state not in _STATES or type(advertiser) is not str or type(audience) is not str:
+        entries = {}
+        for advertiser, audience, state, uploaded_at in rows:
+            if (
+                state not in _STATES
+                or type(advertiser) is not str
+                or type(audience) is not str
+                or type(uploaded_at) is not int
+            ):
                 raise ValueError("unexpected value")
-            states[advertiser, audience] = state
-        return Memberships(states)
+            entries[advertiser, audience] = Entry(state, uploaded_at)
+        return Memberships(entries)
     except (codec.DecodeError, TypeError, ValueError):
         raise ValueError("stored memberships are malformed") from None

@@ -8,7 +8,8 @@ integrations by hand), starts a worker and a collector as child processes (logs 
 user's consent, then produces traffic at a moderate rate: most records straight to Kafka
 as a tag/SDK backend would, a share of the events through the collector over HTTP
 (Conversions-API batches with each advertiser's token, pixel beacons for anonymous
-visitors, widget posts). Twice a
+visitors, widget posts) and of the customer-list uploads through the platforms' list
+calls (Meta's custom audience `users` edge, Pinterest's customer-list update). Twice a
 second it reads the worker's Prometheus endpoint and redraws the view; when output is not
 a terminal it prints a plain line every few seconds instead. On Ctrl-C or after the
 duration it stops producing, lets the worker catch up, and prints a final report.
@@ -36,6 +37,7 @@ from rich.console import Console
 from rich.live import Live
 
 from pipeline import catalogue
+from pipeline.core.route import list_key
 from pipeline.ingest.registry import IdKind, Registry, new_token, save_registry
 from pipeline.kafka.admin import create_topics
 from pipeline.settings import Settings
@@ -49,7 +51,7 @@ from pipeline.sim.live import (
     render,
 )
 from pipeline.sim.stream import KafkaSink, ProduceReport, run_traffic
-from pipeline.sim.traffic import Record, TrafficConfig, TrafficGenerator
+from pipeline.sim.traffic import Record, TrafficConfig, TrafficGenerator, audience_ids
 from schemas import codec
 
 log = logging.getLogger(__name__)
@@ -140,7 +142,13 @@ def dev_registry(path: Path, advertisers: int, now: int) -> DevRegistry:
     tokens: dict[str, str] = {}
     for index in range(advertisers):
         token = tokens[f"adv-{index}"] = new_token()
-        registry, _ = registry.with_new_token(f"adv-{index}", token, trusted=True, now=now)
+        lists: dict[IdKind, list[str]] = {
+            "ad_account": [ad_account(index)],
+            "audience": list(audience_ids(index)),
+        }
+        registry, _ = registry.with_new_token(
+            f"adv-{index}", token, ids=lists, trusted=True, now=now
+        )
     widget_token = new_token()
     registry, _ = registry.with_new_token(WIDGET_BACKEND, widget_token, trusted=True, now=now)
     example_token = new_token()
@@ -152,6 +160,11 @@ def dev_registry(path: Path, advertisers: int, now: int) -> DevRegistry:
     registry, _ = registry.with_new_token("shop-demo", example_token, ids=ids, now=now)
     save_registry(path, registry)
     return DevRegistry(path, tokens, widget_token, example_token)
+
+
+def ad_account(advertiser: int) -> str:
+    """The Pinterest ad account of generated advertiser `advertiser`."""
+    return str(549_700_000_000 + advertiser)
 
 
 def first_event_help(base_url: str, token: str) -> str:
@@ -203,7 +216,8 @@ class _Feeder:
         for record in records:
             self.feed.produced[_input_kind(record)] += 1
             signed = bool(record.headers)  # a trusted producer's: not sent as an advertiser
-            if record.kind == "event" and not signed and self._rng.random() < self.http_share:
+            over_http = record.kind == "event" or record.topic is catalogue.RAW_AUDIENCE
+            if over_http and not signed and self._rng.random() < self.http_share:
                 self._buffer.append(record)
             else:
                 direct.append(record)
@@ -234,8 +248,14 @@ class _Feeder:
     async def _send(self, records: list[Record]) -> None:
         groups: dict[tuple[str, str], list[Record]] = {}
         beacons: list[Record] = []
+        uploads: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
         for record in records:
             source: str = record.topic.source or ""
+            if source == "audience":
+                member = codec.loads(record.value or b"{}")
+                upload = (member["advertiser_id"], member["audience_id"], member["operation"])
+                uploads.setdefault(upload, []).append(member)
+                continue
             event = codec.loads(record.value or b"{}")
             anonymous = "user_id" not in event
             if source == "tag" and anonymous and self._rng.random() < BEACON_SHARE:
@@ -252,7 +272,68 @@ class _Feeder:
                 sends.append(self._post("/v1/events", kind, group, token))
             else:
                 sends.append(self._fallback(group))
+        for upload, members in uploads.items():
+            sends.append(self._upload(*upload, members))
         await asyncio.gather(*sends)
+
+    async def _upload(
+        self, advertiser: str, audience: str, operation: str, members: list[dict[str, Any]]
+    ) -> None:
+        """A customer-list upload as the platforms' clients send it: Meta's `users` edge for
+        even advertisers, Pinterest's customer-list update for odd ones."""
+        index = int(advertiser.removeprefix("adv-"))
+        token = self.registry.tokens[advertiser]
+        try:
+            if index % 2 == 0:
+                rows = [
+                    [m["match_keys"].get("em", [""])[0], m["match_keys"].get("ph", [""])[0]]
+                    for m in members
+                ]
+                payload = codec.dumps({"schema": ["EMAIL", "PHONE"], "data": rows}).decode()
+                method = "POST" if operation == "add" else "DELETE"
+                url = f"{self.base_url}/v25.0/{audience}/users"
+                label = "users"
+                request = self.session.request(
+                    method, url, params={"payload": payload, "access_token": token}
+                )
+            else:
+                records = ",".join(m["match_keys"]["em"][0] for m in members)
+                body = {"records": records, "operation_type": operation.upper()}
+                url = (
+                    f"{self.base_url}/v5/ad_accounts/{ad_account(index)}/customer_lists/{audience}"
+                )
+                label = "customer_lists"
+                request = self.session.patch(
+                    url,
+                    data=codec.dumps(body),
+                    headers={
+                        "Content-Type": "application/json",
+                        "Authorization": f"Bearer {token}",
+                    },
+                )
+            async with request as response:
+                await response.read()
+                status = response.status
+        except (aiohttp.ClientError, TimeoutError):
+            status = 0
+        if status == 200:
+            self.feed.via_collector[label] += len(members)
+        elif status in (400, 403):
+            self.feed.collector_rejected += len(members)
+        else:
+            await self._fallback_members(members)
+
+    async def _fallback_members(self, members: list[dict[str, Any]]) -> None:
+        records = [
+            Record(
+                catalogue.RAW_AUDIENCE,
+                list_key(m["advertiser_id"], m["audience_id"]).encode(),
+                codec.dumps(m),
+                f"audience.{m['operation']}",
+            )
+            for m in members
+        ]
+        await self._fallback(records)
 
     async def _post(self, endpoint: str, source: str, records: list[Record], token: str) -> None:
         body = codec.dumps({"data": [codec.loads(r.value or b"{}") for r in records]})

@@ -21,6 +21,23 @@ from pipeline import catalogue
 from pipeline.sim.stream import ProduceReport
 
 SOURCES: Final = ("tag", "sdk", "widget")
+"""The raw sources of events."""
+INPUT_SOURCES: Final = (*SOURCES, "audience")
+"""Every raw source: events and customer-list members."""
+MEMBERSHIPS: Final = (
+    ("added", "allowed by the member's consent: emitted"),
+    ("denied", "the member's consent excludes it: kept suppressed"),
+    ("unmatched", "no match key named anyone"),
+    ("removed", "the advertiser's remove of an active membership"),
+    ("already_withdrawn", "removed after consent had withdrawn it"),
+    ("not_a_member", "a remove of nothing"),
+    ("duplicate", "a copy of an upload already applied"),
+    ("superseded", "older than the membership's last change: ignored"),
+)
+MEMBERSHIP_CHANGES: Final = (
+    ("consent.revoked", "withdrawn when consent changed"),
+    ("consent.granted", "restored when consent was given again"),
+)
 STREAMS: Final = tuple(
     (topic.name, topic.destination or topic.name, topic.summary) for topic in catalogue.OUTPUTS
 )
@@ -55,6 +72,10 @@ class WorkerMetrics:
     """Events by identity match: provided, session, click, em, ph, maid, none."""
     identity_conflicts: float = 0.0
     identity_links: float = 0.0
+    memberships: Mapping[str, float] = field(default_factory=dict)
+    """Customer-list records by membership outcome."""
+    membership_changes: Mapping[str, float] = field(default_factory=dict)
+    """Memberships withdrawn or restored by consent, by reason."""
 
     @property
     def total_in(self) -> float:
@@ -76,6 +97,8 @@ def parse_metrics(text: str, topic_prefix: str = "") -> WorkerMetrics:
     dlq: defaultdict[tuple[str, str], float] = defaultdict(float)
     lag: defaultdict[str, float] = defaultdict(float)
     resolutions: defaultdict[str, float] = defaultdict(float)
+    memberships: defaultdict[str, float] = defaultdict(float)
+    membership_changes: defaultdict[str, float] = defaultdict(float)
     duplicates = consent_changes = consent_users = conflicts = links = 0.0
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
@@ -105,6 +128,10 @@ def parse_metrics(text: str, topic_prefix: str = "") -> WorkerMetrics:
                 conflicts += value
             elif name == "pipeline_identity_links_total":
                 links += value
+            elif name == "pipeline_memberships_total":
+                memberships[labels.get("outcome", "")] += value
+            elif name == "pipeline_membership_changes_total":
+                membership_changes[labels.get("reason", "")] += value
     return WorkerMetrics(
         events_in=dict(events_in),
         events_out=dict(events_out),
@@ -118,6 +145,8 @@ def parse_metrics(text: str, topic_prefix: str = "") -> WorkerMetrics:
         resolutions=dict(resolutions),
         identity_conflicts=conflicts,
         identity_links=links,
+        memberships=dict(memberships),
+        membership_changes=dict(membership_changes),
     )
 
 
@@ -170,8 +199,9 @@ def _inputs(frame: Frame) -> Table:
         "tag": via["/v1/events tag"] + via["/v1/tag"],
         "sdk": via["/v1/events sdk"],
         "widget": via["/v1/widget"],
+        "audience": via["customer_lists"] + via["users"],
     }
-    for source in SOURCES:
+    for source in INPUT_SOURCES:
         consumed = worker.events_in.get(source, 0.0) if worker else 0.0
         before = previous.events_in.get(source, 0.0) if previous else None
         table.add_row(
@@ -214,6 +244,21 @@ def _identities(frame: Frame) -> Table:
         table.add_row(match, _n(value), share, what)
     conflicts = frame.worker.identity_conflicts if frame.worker else 0.0
     table.add_row("conflicts", _n(conflicts), "", "two keys linked to different users")
+    return table
+
+
+def _memberships(frame: Frame) -> Table:
+    table = Table(title="customer lists: what each member upload did", title_justify="left")
+    table.add_column("membership")
+    table.add_column("records", justify="right")
+    table.add_column("what", style="dim")
+    worker = frame.worker
+    outcomes = worker.memberships if worker else {}
+    for outcome, what in MEMBERSHIPS:
+        table.add_row(outcome, _n(outcomes.get(outcome, 0.0)), what)
+    changes = worker.membership_changes if worker else {}
+    for reason, what in MEMBERSHIP_CHANGES:
+        table.add_row(reason, _n(changes.get(reason, 0.0)), what, style="bold")
     return table
 
 
@@ -314,7 +359,9 @@ WIDE: Final = 150
 def render(frame: Frame, *, width: int = WIDE, reasons: int = 12) -> RenderableType:
     """One frame of the live view; two columns of tables when `width` allows."""
     left = Group(_inputs(frame), _outputs(frame), _purposes(frame))
-    right = Group(_identities(frame), _reasons(frame, reasons), _dlq(frame), _lag(frame))
+    right = Group(
+        _identities(frame), _memberships(frame), _reasons(frame, reasons), _dlq(frame), _lag(frame)
+    )
     if width < WIDE:
         return Group(_header(frame), left, right)
     grid = Table.grid(padding=(0, 2))
@@ -325,20 +372,29 @@ def render(frame: Frame, *, width: int = WIDE, reasons: int = 12) -> RenderableT
 def plain_line(frame: Frame) -> str:
     """The frame in one line, for output that is not a terminal."""
     feed, worker = frame.feed, frame.worker
-    produced = " ".join(f"{s}={feed.produced[s]}" for s in SOURCES)
+    produced = " ".join(f"{s}={feed.produced[s]}" for s in INPUT_SOURCES)
     line = f"[{frame.elapsed_s:5.0f}s] {frame.status}: produced {produced}"
     line += f" consent={feed.produced['consent']} http={sum(feed.via_collector.values())}"
     if worker is None:
         return line + " | worker: no metrics yet"
-    consumed = " ".join(f"{s}={worker.events_in.get(s, 0):.0f}" for s in SOURCES)
+    consumed = " ".join(f"{s}={worker.events_in.get(s, 0):.0f}" for s in INPUT_SOURCES)
     outputs = " ".join(
         f"{label}={worker.events_out.get(topic, 0):.0f}" for topic, label, _ in STREAMS
     )
     top = sorted(worker.reasons.items(), key=lambda kv: -kv[1])[:3]
     reasons = ",".join(f"{r}={v:.0f}" for r, v in top) or "-"
     matches = " ".join(f"{m}={worker.resolutions.get(m, 0):.0f}" for m, _ in MATCHES)
+    lists = " ".join(
+        f"{name}={source.get(name, 0):.0f}"
+        for source, name in (
+            (worker.memberships, "added"),
+            (worker.memberships, "denied"),
+            (worker.membership_changes, "consent.revoked"),
+            (worker.membership_changes, "consent.granted"),
+        )
+    )
     return (
-        f"{line} | consumed {consumed} | out {outputs} | identity {matches}"
+        f"{line} | consumed {consumed} | out {outputs} | identity {matches} | lists {lists}"
         f" | top reasons {reasons}"
         f" | dlq={sum(worker.dlq.values()):.0f} dup={worker.duplicates:.0f}"
         f" lag={worker.total_lag:.0f}"

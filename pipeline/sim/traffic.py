@@ -123,6 +123,16 @@ _HOUR: Final = 3600
 _DAY: Final = 24 * _HOUR
 
 
+AUDIENCES_PER_ADVERTISER: Final = 2
+
+
+def audience_ids(advertiser: int) -> tuple[str, ...]:
+    """The customer lists of generated advertiser `advertiser` (numeric, as Pinterest list
+    ids and Meta audience ids are)."""
+    first = 7_100_000_000 + advertiser * 10
+    return tuple(str(first + k) for k in range(AUDIENCES_PER_ADVERTISER))
+
+
 def _weights(**shares: float) -> Mapping[str, float]:
     return MappingProxyType(shares)
 
@@ -799,7 +809,7 @@ class TrafficGenerator:
         """An advertiser adds a member to one of its audiences (a customer-list upload)."""
         rng = self._rng
         advertiser = _below(rng, self.config.advertisers)
-        audience = f"aud-{advertiser}-{_below(rng, 2)}"
+        audience = audience_ids(advertiser)[_below(rng, AUDIENCES_PER_ADVERTISER)]
         if rng.random() < self.config.unmatched_member_share:
             keys = {"em": [f"{rng.getrandbits(256):064x}"]}
         else:

@@ -33,10 +33,11 @@ never personal data):
   the state of that moment, whatever partition or partitioner its record came through.
 - `hops.exactly_once`: each raw record that was not DLQ'd at intake appears exactly once
   on each internal topic between the stages, and its audit's record is among them.
-- `memberships.follow_consent` (§4.3, §7.5): replaying the advertisers' list records (each
-  resolved as of its production, copies ignored) and every user's final consent gives
-  exactly the memberships `activity.audiences` leaves active; and every `add` it emitted
-  was allowed by the consent state it names (so nothing is re-added without a re-grant).
+- `memberships.follow_consent` (§4.3, §7.5): replaying the advertisers' list records in
+  upload order (each resolved as of its production, copies ignored) and every user's
+  final consent gives exactly the memberships `activity.audiences` leaves active; and
+  every `add` it emitted was allowed by the consent state it names (so nothing is
+  re-added without a re-grant).
 """
 
 from __future__ import annotations
@@ -730,7 +731,9 @@ class LedgerChecker:
         expected: dict[tuple[str, str, str], bool] = {}
         """(user, advertiser, audience) -> whether the advertiser's last change added it."""
         seen: set[str] = set()
-        for _, _, _, member, user in sorted(self.members, key=lambda m: m[:3]):
+        # The advertiser's newest change wins: by upload time, then as produced.
+        newest_last = sorted(self.members, key=lambda m: (m[3].uploaded_at, *m[:3]))
+        for _, _, _, member, user in newest_last:
             if isinstance(user, Unclear):
                 unclear_users.update(member_keys(member))
                 continue

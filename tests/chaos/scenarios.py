@@ -29,6 +29,7 @@ from pydantic import SecretStr
 
 from pipeline import catalogue
 from pipeline.catalogue import Topic
+from pipeline.core.route import list_key
 from pipeline.core.trust import TRUST_HEADER, trust_signature
 from pipeline.kafka.admin import admin_client, changelog_specs, create_topics, topic_specs
 from pipeline.kafka.producer import Producer
@@ -69,6 +70,24 @@ RACE_MIX: Final[Mapping[str, float]] = MappingProxyType(
     }
 )
 """Consent churn of the race scenario: a change every four events, few deletions."""
+
+LIST_MIX: Final[Mapping[str, float]] = MappingProxyType(
+    {
+        "list_share": 0.3,
+        "unmatched_member_share": 0.05,
+        "churn_per_event": 0.2,
+        "churn.revoke": 0.4,
+        "churn.regrant": 0.35,
+        "churn.list_remove": 0.15,
+        "churn.delete": 0.02,
+        "churn.device": 0.03,
+        "churn.move_email": 0.03,
+        "churn.new_click": 0.0,
+        "churn.unkeyed": 0.02,
+    }
+)
+"""Customer lists under consent churn: a third of the records are list uploads of few
+users whose consent is withdrawn and re-granted every few records."""
 
 
 @dataclass(frozen=True)
@@ -631,6 +650,76 @@ async def revocation_probes(h: Harness, rounds: int) -> None:
     h.extra_load["probe_records"] = sent
 
 
+async def membership_withdrawal(h: Harness) -> None:
+    generator = h.generator(users=300, mix=LIST_MIX)
+    await h.start_workers(2)
+    load = h.start_load(h.plan(h.size.events, generator=generator))
+    probes = asyncio.create_task(membership_probes(h, rounds=max(3, h.size.events // 4000)))
+    await h.wait_progress(0.3, load)
+    await h.pool.restart("w0", signal.SIGKILL, pause_s=1.0)
+    await h.wait_progress(0.65, load)
+    await h.pool.restart("w1", signal.SIGKILL, pause_s=1.0)
+    await load
+    await probes
+    await h.settle()
+
+
+async def membership_probes(h: Harness, rounds: int) -> None:
+    """Acknowledged consent changes between acknowledged list uploads of the same people.
+
+    Per round and probe person (linked by an email key): a grant; adds to audiences 1 and
+    2; a revocation (both memberships must be withdrawn); an add to audience 3 (denied,
+    kept suppressed); a re-grant (1, 2 and 3 restored); the advertiser's remove of 1; a
+    revocation and a re-grant (only 2 and 3 restored: 1 was removed meanwhile). Each record
+    waits for its acknowledgement before the next is sent; the ledger's
+    `memberships.follow_consent` holds the outputs to every step.
+    """
+    sent = 0
+    run = h.canaries.run
+    links, consent, lists = (
+        catalogue.IDENTITY_LINKS,
+        catalogue.CONSENT_CHANGES,
+        catalogue.RAW_AUDIENCE,
+    )
+    async with Producer(h.settings, client_id="chaos-membership-probe") as producer:
+
+        async def send(topic: Topic, key: bytes, value: bytes, kind: str) -> None:
+            nonlocal sent
+            await (await producer.send(h.settings.topic(topic), value, key))
+            h.stats.kinds[kind] += 1
+            if topic is lists:
+                h.stats.written += 1
+            sent += 1
+
+        for round_ in range(rounds):
+            for i in range(3):
+                user = f"mp-{run}-{round_}-{i}"
+                email = hashlib.sha256(f"{user}@example.com".encode()).hexdigest()
+                key = f"em:{email}"
+                await send(links, key.encode(), _probe_link(key, user, 1), "probe.list_link")
+                steps = [
+                    ("grant", None),
+                    ("add", "1"),
+                    ("add", "2"),
+                    ("revoke", None),
+                    ("add", "3"),
+                    ("regrant", None),
+                    ("remove", "1"),
+                    ("revoke", None),
+                    ("regrant", None),
+                ]
+                for step, audience in steps:
+                    if audience is None:
+                        change = _probe_consent(user, step, 0, 2)
+                        await send(consent, user.encode(), change, f"probe.{step}")
+                    else:
+                        member = _probe_member(run, audience, step, email)
+                        record_key = list_key("adv-probe", f"{run}-{audience}").encode()
+                        await send(lists, record_key, member, f"probe.list_{step}")
+            await asyncio.sleep(0.05)
+    h.extra_load["membership_probe_records"] = sent
+
+
 async def resolve_kill9(h: Harness) -> None:
     generator = h.generator(mix=RESOLVE_MIX)
     await h.start_workers(2)
@@ -806,6 +895,18 @@ def _probe_consent(user: str, step: str, round_: int, rounds: int) -> bytes:
     )
 
 
+def _probe_member(run: str, audience: str, operation: str, email: str) -> bytes:
+    return codec.dumps(
+        {
+            "advertiser_id": "adv-probe",
+            "audience_id": f"{run}-{audience}",
+            "operation": operation,
+            "match_keys": {"em": [email]},
+            "uploaded_at": int(time.time() * 1000),
+        }
+    )
+
+
 def _probe_event(user: str, round_: int, n: int) -> bytes:
     return codec.dumps(
         {
@@ -918,6 +1019,13 @@ SCENARIOS: Final = (
         full=_size(100_000, 2500, (0, 0), 600),
         short=_size(10_000, 1500, (0, 0), 180),
         raw_partitioner="crc32",
+    ),
+    Scenario(
+        "membership-withdrawal",
+        "consent withdrawn and re-granted while memberships exist, acknowledged probes, kill -9",
+        membership_withdrawal,
+        full=_size(60_000, 1000, (0, 0), 600),
+        short=_size(8_000, 800, (0, 0), 180),
     ),
     Scenario(
         "pii-canaries",

@@ -32,6 +32,7 @@ SHORT = (
     "consent-race",
     "identity-race",
     "crc32-partitioner",
+    "membership-withdrawal",
 )
 CHAOS_PORT = int(os.environ.get("TEST_CHAOS_KAFKA_PORT", str(int(TEST_KAFKA_PORT) + 100)))
 

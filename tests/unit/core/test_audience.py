@@ -8,7 +8,9 @@ import pytest
 
 from pipeline.core import stored
 from pipeline.core.audience import (
+    TOMBSTONE_MS,
     Change,
+    Entry,
     Memberships,
     allows_memberships,
     decide_membership,
@@ -168,9 +170,64 @@ def test_a_deletion_withdraws_and_drops_them_all() -> None:
 
 def test_memberships_round_trip_through_their_stored_bytes() -> None:
     memberships = Memberships(
-        {("a", "x"): "active", ("a", "y"): "suppressed", ("b", "z"): "restricted"}
+        {
+            ("a", "x"): Entry("active", 1),
+            ("a", "y"): Entry("suppressed", 2),
+            ("b", "z"): Entry("restricted", 3),
+            ("b", "w"): Entry("removed", 4),
+        }
     )
 
     assert stored.decode_memberships(stored.encode_memberships(memberships)) == memberships
-    with pytest.raises(ValueError, match="malformed"):
-        stored.decode_memberships(b'[["a", "x", "gone"]]')
+    for bad in (
+        b'[["a", "x", "gone", 1]]',
+        b'[["a", "x", "active"]]',
+        b'[["a", "x", "active", "1"]]',
+    ):
+        with pytest.raises(ValueError, match="malformed"):
+            stored.decode_memberships(bad)
+
+
+T0 = 1_700_000_000_000
+
+
+def test_the_newest_upload_wins_whatever_order_the_records_arrive_in() -> None:
+    memberships = Memberships()
+    memberships.apply(member(uploaded_at=T0), _allowed())
+
+    assert memberships.apply(member("remove", uploaded_at=T0 + 20), _allowed()) == (
+        "removed",
+        Change("adv-1", "aud-1", "remove", None),
+    )
+    late_add = member(uploaded_at=T0 + 10)  # uploaded before the remove, arrived after it
+    assert memberships.apply(late_add, _allowed()) == ("superseded", None)
+    assert memberships.state("adv-1", "aud-1") == "removed"
+    assert memberships.apply(member(uploaded_at=T0 + 30), _allowed()) == (
+        "added",
+        Change("adv-1", "aud-1", "add", None),
+    )
+    assert memberships.apply(member("remove", uploaded_at=T0 + 25), _allowed()) == (
+        "superseded",
+        None,
+    )
+    assert memberships.state("adv-1", "aud-1") == "active"
+
+
+def test_a_remove_of_nothing_is_remembered_against_an_older_add() -> None:
+    memberships = Memberships()
+
+    assert memberships.apply(member("remove", uploaded_at=T0 + 5), _allowed()) == (
+        "not_a_member",
+        None,
+    )
+    assert memberships.apply(member(uploaded_at=T0), _allowed()) == ("superseded", None)
+    assert list(memberships.follow_consent(False)) == []
+
+
+def test_removed_memberships_are_forgotten_after_the_tombstone_time() -> None:
+    memberships = Memberships()
+    memberships.apply(member("remove", uploaded_at=T0), _allowed())
+    memberships.apply(member(audience_id="aud-2", uploaded_at=T0 + TOMBSTONE_MS + 1), _allowed())
+
+    assert memberships.state("adv-1", "aud-1") is None
+    assert memberships.state("adv-1", "aud-2") == "active"

@@ -18,7 +18,7 @@ def worker_metrics_text() -> str:
     metrics = Metrics(CollectorRegistry())
     metrics.events_in.labels("tag").inc(10)
     metrics.events_in.labels("sdk").inc(5)
-    metrics.events_out.labels(catalogue.AUDIT.name).inc(14)
+    metrics.events_out.labels(catalogue.AUDIT.name).inc(20)
     metrics.events_out.labels("dlq").inc(1)
     metrics.events_out.labels(catalogue.ADS.name).inc(6)
     metrics.decisions.labels("ads", "allow").inc(6)
@@ -37,6 +37,11 @@ def worker_metrics_text() -> str:
     metrics.identity_resolutions.labels("provided").inc(1)
     metrics.identity_conflicts.inc(2)
     metrics.identity_links.inc(30)
+    metrics.events_in.labels("audience").inc(6)
+    metrics.memberships.labels("added").inc(3)
+    metrics.memberships.labels("denied").inc(2)
+    metrics.memberships.labels("unmatched").inc(1)
+    metrics.membership_changes.labels("consent.revoked").inc(2)
     return generate_latest(metrics.registry).decode()
 
 
@@ -49,9 +54,9 @@ def frame() -> Frame:
 def test_parse_metrics_reads_the_counters_the_view_shows() -> None:
     worker = parse_metrics(worker_metrics_text(), "demo.")
 
-    assert worker.events_in == {"tag": 10, "sdk": 5}
-    assert worker.total_in == 15
-    assert worker.events_out[catalogue.AUDIT.name] == 14
+    assert worker.events_in == {"tag": 10, "sdk": 5, "audience": 6}
+    assert worker.total_in == 21
+    assert worker.events_out[catalogue.AUDIT.name] == 20
     assert worker.decisions[("ads", "deny")] == 8
     assert worker.reasons == {"browser.dnt": 3, "subject.anonymous": 4}
     assert worker.dlq == {("tag", "invalid_json"): 1}
@@ -61,6 +66,8 @@ def test_parse_metrics_reads_the_counters_the_view_shows() -> None:
     assert worker.lag == {catalogue.RAW_TAG.name: 7}
     assert worker.resolutions == {"em": 9, "none": 4, "provided": 1}
     assert (worker.identity_conflicts, worker.identity_links) == (2, 30)
+    assert worker.memberships == {"added": 3, "denied": 2, "unmatched": 1}
+    assert worker.membership_changes == {"consent.revoked": 2}
 
 
 def rendered(renderable: object, width: int) -> str:
@@ -83,6 +90,9 @@ def test_the_view_shows_inputs_outputs_reasons_dlq_and_lag_at_any_width() -> Non
             "identity links",
             "a hashed email",
             "conflicts",
+            "customer lists",
+            "already_withdrawn",
+            "consent.revoked",
         ):
             assert expected in text
 
@@ -91,8 +101,9 @@ def test_the_plain_line_says_the_same_in_one_line() -> None:
     line = plain_line(frame())
 
     assert "\n" not in line
-    assert "produced tag=10 sdk=5 widget=0" in line
-    assert "consumed tag=10 sdk=5" in line
+    assert "produced tag=10 sdk=5 widget=0 audience=0" in line
+    assert "consumed tag=10 sdk=5 widget=0 audience=6" in line
+    assert "lists added=3 denied=2 consent.revoked=2 consent.granted=0" in line
     assert "dlq=1" in line
     assert "lag=7" in line
     assert "identity provided=1 session=0 click=0 em=9 ph=0 maid=0 none=4" in line
@@ -101,10 +112,12 @@ def test_the_plain_line_says_the_same_in_one_line() -> None:
 
 
 def test_the_final_report_checks_the_ledger_and_lists_what_was_generated() -> None:
-    report = ProduceReport(seed=42, counts=Counter(event=15), raw_records=15, elapsed_s=3.0)
+    report = ProduceReport(
+        seed=42, counts=Counter(event=15, **{"audience.add": 6}), raw_records=21, elapsed_s=3.0
+    )
 
     text = rendered(final_report(frame(), report, width=120), 120)
 
-    assert "15 raw records consumed -> 14 audit + 1 DLQ records" in text
+    assert "21 raw records consumed -> 20 audit + 1 DLQ records" in text
     assert "every input accounted for" in text
     assert "seed 42" in text

@@ -259,6 +259,21 @@ def test_the_advertisers_remove_of_an_active_member_is_emitted_once(lists: Lists
     assert changes(emitted) == [(user, "1", "add", None), (user, "1", "remove", None)]
 
 
+def test_the_newest_upload_wins_whatever_order_the_records_arrive_in(lists: Lists) -> None:
+    user = lists.person(1)
+    now = int(time.time() * 1000)
+    remove = lists.member(1, "1", "remove", uploaded_at=now)
+    late_add = lists.member(1, "1", uploaded_at=now - 1_000)  # uploaded first, arrives last
+    lists.upload(remove)
+    lists.upload(late_add)
+    lists.upload(lists.member(1, "1"))  # a newer add: decided after both (same list, keys)
+
+    audits, emitted = lists.read(3)
+
+    assert outcomes(audits) == ["not_a_member", "superseded", "added"]
+    assert changes(emitted) == [(user, "1", "add", None)], "only the newer add is emitted"
+
+
 def test_every_list_record_ends_in_one_audit_or_dlq_record(lists: Lists) -> None:
     lists.person(1)
     topic = lists.settings.topic(catalogue.RAW_AUDIENCE)

@@ -22,12 +22,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline.core.parse import ParseLimits, Rejected, parse_event
+from pipeline import catalogue
+from pipeline.core.parse import ParseLimits, Rejected, parse_audience_member, parse_event
 from pipeline.ingest.registry import save_registry
 from pipeline.kafka.admin import create_topics
 from pipeline.settings import Settings
 from tests.integration.collector_io import (
     AD_ACCOUNT,
+    AUDIENCE_ID,
+    LIST_ID,
     PIXEL_ID,
     RAW_TOPICS,
     TAG_ID,
@@ -277,9 +280,14 @@ def check(
 
 def check_written_and_logged(target: Target) -> int:
     """Every record written so far parses; the log holds no secret. Returns the count."""
-    raw = asyncio.run(read_raw(target.settings, 0, RAW_TOPICS, settle_s=1.5))
+    topics = (*RAW_TOPICS, catalogue.RAW_AUDIENCE)
+    raw = asyncio.run(read_raw(target.settings, 0, topics, settle_s=1.5))
     limits = ParseLimits(require_key=False)
     for topic, records in raw.items():
+        if topic == catalogue.RAW_AUDIENCE.name:
+            for record in records:
+                assert not isinstance(parse_audience_member(record.value, limits=limits), Rejected)
+            continue
         source = next(t.source for t in RAW_TOPICS if t.name == topic)
         assert source is not None
         assert source != "audience"
@@ -342,6 +350,97 @@ def test_the_meta_endpoint(target: Target) -> None:
         separator = "&" if query else "?"
         path = f"/{version}/{pixel}/events{query}{separator}access_token={token}"
         check(target, "POST", path, headers, body)
+
+    before = check_written_and_logged(target)
+    run()
+    assert check_written_and_logged(target) > before, "some fuzzed requests were valid"
+
+
+def test_the_pinterest_customer_list_endpoint(target: Target) -> None:
+    records = st.lists(
+        st.sampled_from(
+            [
+                EMAIL,
+                "A" * 64,
+                "b" * 40,
+                "c" * 32,
+                "x",
+                "",
+                " ,",
+                "38400000-8cf0-11bd-b23e-10b96e40000d",
+            ]
+        )
+        | st.text(max_size=12),
+        max_size=6,
+    ).map(",".join)
+    template = {"records": EMAIL, "operation_type": "ADD"}
+    documents = st.one_of(
+        mutated(template),
+        st.fixed_dictionaries(
+            {"records": records, "operation_type": st.sampled_from(["ADD", "REMOVE", "add", ""])}
+        ),
+    )
+    body = st.one_of(
+        st.tuples(st.just("application/json"), documents.map(lambda d: json.dumps(d).encode())),
+        st.tuples(st.sampled_from(["application/json", "text/plain", ""]), st.binary(max_size=200)),
+    )
+
+    @FUZZ
+    @given(
+        method=st.sampled_from(["PATCH", "PATCH", "GET", "POST"]),
+        account=st.sampled_from([AD_ACCOUNT, "1"]),
+        list_id=st.sampled_from([LIST_ID, "644", "abc"]),
+        headers=auth_headers(target),
+        body=body,
+    )
+    def run(
+        method: str, account: str, list_id: str, headers: dict[str, str], body: tuple[str, bytes]
+    ) -> None:
+        path = f"/v5/ad_accounts/{account}/customer_lists/{list_id}"
+        check(target, method, path, headers, body)
+
+    before = check_written_and_logged(target)
+    run()
+    assert check_written_and_logged(target) > before, "some fuzzed requests were valid"
+
+
+def test_the_meta_custom_audience_endpoint(target: Target) -> None:
+    template = {
+        "schema": ["EMAIL", "PHONE", "DATA_PROCESSING_OPTIONS"],
+        "data": [[EMAIL, "+1 650 555 1212", ["LDU"]]],
+    }
+    payloads = mutated(template).map(json.dumps) | st.text(max_size=30)
+    sessions = st.none() | st.sampled_from(['{"session_id": 1}', '{"session_id": "x"}', "[]", "{"])
+
+    @FUZZ
+    @given(
+        method=st.sampled_from(["POST", "DELETE"]),
+        audience=st.sampled_from([AUDIENCE_ID, "644", "42"]),
+        token=st.sampled_from([target.tokens.shop, "wrong", ""]),
+        payload=payloads,
+        session=sessions,
+        in_query=st.booleans(),
+        headers=auth_headers(target),
+    )
+    def run(
+        method: str,
+        audience: str,
+        token: str,
+        payload: str,
+        session: str | None,
+        in_query: bool,
+        headers: dict[str, str],
+    ) -> None:
+        fields = {"payload": payload, "access_token": token}
+        if session is not None:
+            fields["session"] = session
+        if in_query:
+            path = f"/v25.0/{audience}/users?{urlencode(fields)}"
+            body: tuple[str, bytes] = ("", b"")
+        else:
+            path = f"/v25.0/{audience}/users"
+            body = ("application/x-www-form-urlencoded", urlencode(fields).encode())
+        check(target, method, path, headers, body)
 
     before = check_written_and_logged(target)
     run()

@@ -27,7 +27,7 @@ from typing import Final, Literal, NamedTuple, TypeAlias
 
 from pipeline.core.consent import ConsentState
 from pipeline.core.identity import MAX_MATCH_KEYS
-from pipeline.core.policy import PolicyConfig, Reason, effective_settings
+from pipeline.core.policy import PolicyConfig, Reason, effective_settings, subject_rules
 from schemas.audience import AudienceMember, Operation
 from schemas.outputs import MembershipChangeReason, MembershipOutcome
 
@@ -101,15 +101,10 @@ def decide_membership(
     """Whether `user_id` (None: no key matched) may be in the member's audience."""
     if consent is not None and consent.user_id != user_id:
         consent = None
-    reasons: set[str] = set()
-    if user_id is None:
-        reasons.add(Reason.SUBJECT_ANONYMOUS)
-    elif consent is None:
-        reasons.add(Reason.CONSENT_MISSING)
-    elif consent.deleted:
-        reasons.add(Reason.ACCOUNT_DELETED)
-    else:
-        settings = effective_settings(consent)
+    reasons: set[Reason] = set()
+    live = subject_rules(user_id, consent, reasons)
+    if live is not None:
+        settings = effective_settings(live)
         if not settings.personalization:
             reasons.add(Reason.ACCOUNT_PERSONALIZATION_OFF)
         if not settings.ads_from_partner_info:

@@ -183,14 +183,9 @@ def decide(event: Event, consent: ConsentState | None, config: PolicyConfig) -> 
     if consent is not None and consent.user_id != event.user_id:
         consent = None
     reasons: set[Reason] = set()
-    if event.user_id is None:
-        reasons.add(Reason.SUBJECT_ANONYMOUS)
-    elif consent is None:
-        reasons.add(Reason.CONSENT_MISSING)
-    elif consent.deleted:
-        reasons.add(Reason.ACCOUNT_DELETED)
-    else:
-        _account_rules(event, consent, config, reasons)
+    live = subject_rules(event.user_id, consent, reasons)
+    if live is not None:
+        _account_rules(event, live, config, reasons)
     _event_rules(event, consent, config, reasons)
 
     on_platform_purchase = event.surface == "on_platform" and event.event_name == "checkout"
@@ -248,6 +243,22 @@ class EffectiveSettings(NamedTuple):
     personalization: bool
     ads_from_partner_info: bool
     partner_sharing: bool
+
+
+def subject_rules(
+    user_id: str | None, consent: ConsentState | None, reasons: set[Reason]
+) -> ConsentState | None:
+    """Add the rules about who the subject is (anonymous, no consent record, deleted) to
+    `reasons`; the consent whose account settings apply, or None when none do."""
+    if user_id is None:
+        reasons.add(Reason.SUBJECT_ANONYMOUS)
+    elif consent is None:
+        reasons.add(Reason.CONSENT_MISSING)
+    elif consent.deleted:
+        reasons.add(Reason.ACCOUNT_DELETED)
+    else:
+        return consent
+    return None
 
 
 def effective_settings(consent: ConsentState) -> EffectiveSettings:

@@ -3,10 +3,15 @@ independent consumer that reads the raw topics with their headers."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import json
+import os
+import sys
 import time
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -189,3 +194,35 @@ def _same_labels(series: str, labels: dict[str, str]) -> bool:
     inside = series[series.index("{") + 1 : -1]
     pairs = dict(part.split("=", 1) for part in inside.split(",") if "=" in part)
     return {k: v.strip('"') for k, v in pairs.items()} == labels
+
+
+async def run_pinterest_sdk(
+    collector: Running, tmp_path: Path, script: Path, request: dict[str, Any]
+) -> dict[str, Any]:
+    """Run a `pinterest-api-sdk` script (`sdk_clients/`) in a child process pointed at the
+    collector, `request` on its stdin; returns the JSON of its last output line.
+
+    `PINTEREST_API_URI` must be set before the SDK's first import, and it reads any
+    `config.json` under the parent of its working directory: so a clean environment and
+    an empty directory tree.
+    """
+    workdir = tmp_path / "sdk" / "run"
+    workdir.mkdir(parents=True, exist_ok=True)
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "HOME": str(tmp_path / "sdk"),
+        "PINTEREST_API_URI": f"{collector.url}/v5",
+    }
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(script),
+        cwd=workdir,
+        env=env,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(json.dumps(request).encode()), 60)
+    assert proc.returncode == 0, err.decode()
+    result: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
+    return result

@@ -8,13 +8,17 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from pipeline.kafka.admin import create_topics
 from pipeline.settings import Settings
+
+if TYPE_CHECKING:
+    from tests.integration.collector_io import Running, Tokens
 
 pytestmark = pytest.mark.integration
 
@@ -95,3 +99,26 @@ def start_worker(tmp_path: Path) -> Iterator[Callable[[Settings], WorkerProcess]
     yield start
     for worker in workers:
         worker.stop()
+
+
+@pytest.fixture
+def tokens() -> Tokens:
+    """The test registry's tokens (`tests.integration.collector_io.make_registry`)."""
+    from tests.integration.collector_io import Tokens
+
+    return Tokens()
+
+
+@pytest.fixture
+async def collector(pipeline_settings: Settings, tokens: Tokens) -> AsyncIterator[Running]:
+    """A collector on a free port for the test registry, with the test trust key."""
+    from tests.integration.collector_io import (
+        TRUST_KEY,
+        configured,
+        make_registry,
+        running_collector,
+    )
+
+    settings = configured(pipeline_settings, trust_key=TRUST_KEY)
+    async with running_collector(settings, make_registry(tokens)) as running:
+        yield running

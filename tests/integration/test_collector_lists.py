@@ -7,11 +7,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import os
-import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
@@ -31,15 +27,12 @@ from tests.integration.collector_io import (
     LIST_ID,
     OTHER_AD_ACCOUNT,
     OTHER_LIST_ID,
-    TRUST_KEY,
     RawRecord,
     Running,
     Tokens,
-    configured,
-    make_registry,
     metric,
     read_raw,
-    running_collector,
+    run_pinterest_sdk,
 )
 
 pytestmark = pytest.mark.integration
@@ -51,18 +44,6 @@ MAID = "38400000-8cf0-11bd-b23e-10b96e40000d"
 
 def sha(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
-
-
-@pytest.fixture
-def tokens() -> Tokens:
-    return Tokens()
-
-
-@pytest.fixture
-async def collector(pipeline_settings: Settings, tokens: Tokens) -> AsyncIterator[Running]:
-    settings = configured(pipeline_settings, trust_key=TRUST_KEY)
-    async with running_collector(settings, make_registry(tokens)) as running:
-        yield running
 
 
 def members(records: list[RawRecord]) -> list[AudienceMember]:
@@ -80,32 +61,6 @@ async def read_members(settings: Settings, expected: int) -> list[AudienceMember
     return members(raw[catalogue.RAW_AUDIENCE.name])
 
 
-async def run_pinterest_sdk(
-    collector: Running, tmp_path: Path, request: dict[str, Any]
-) -> dict[str, Any]:
-    """The SDK in a child process: it reads `PINTEREST_API_URI` at its first import."""
-    workdir = tmp_path / "sdk" / "run"
-    workdir.mkdir(parents=True, exist_ok=True)
-    env = {
-        "PATH": os.environ.get("PATH", ""),
-        "HOME": str(tmp_path / "sdk"),
-        "PINTEREST_API_URI": f"{collector.url}/v5",
-    }
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        str(SDK_SCRIPT),
-        cwd=workdir,
-        env=env,
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(json.dumps(request).encode()), 60)
-    assert proc.returncode == 0, err.decode()
-    result: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
-    return result
-
-
 # -- Pinterest --------------------------------------------------------------------------
 
 
@@ -115,6 +70,7 @@ async def test_the_sdk_customer_list_adds_and_removes_members(
     result = await run_pinterest_sdk(
         collector,
         tmp_path,
+        SDK_SCRIPT,
         {
             "token": tokens.shop,
             "ad_account_id": AD_ACCOUNT,
@@ -166,6 +122,7 @@ async def test_the_generated_api_reads_exceptions_for_records_that_cannot_match(
     result = await run_pinterest_sdk(
         collector,
         tmp_path,
+        SDK_SCRIPT,
         {
             "token": tokens.shop,
             "ad_account_id": AD_ACCOUNT,

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import aiohttp
@@ -30,7 +30,6 @@ from facebook_business.session import FacebookSession
 from pipeline import catalogue
 from pipeline.core.parse import ParseLimits, Rejected, parse_event
 from pipeline.core.policy import PolicyConfig, decide
-from pipeline.settings import Settings
 from schemas import normalize
 from schemas.events import Event as SpecEvent
 from schemas.events import Source
@@ -38,33 +37,17 @@ from tests.integration import documented
 from tests.integration.collector_io import (
     OTHER_PIXEL_ID,
     PIXEL_ID,
-    TRUST_KEY,
     RawRecord,
     Running,
     Tokens,
     by_event_id,
-    configured,
-    make_registry,
     read_raw,
-    running_collector,
 )
 
 pytestmark = pytest.mark.integration
 
 FBC = "fb.1.1554763741205.AbCdEfGhIjKlMnOpQrStUvWxYz1234567890"
 FBP = "fb.1.1558571054389.1098115397"
-
-
-@pytest.fixture
-def tokens() -> Tokens:
-    return Tokens()
-
-
-@pytest.fixture
-async def collector(pipeline_settings: Settings, tokens: Tokens) -> AsyncIterator[Running]:
-    settings = configured(pipeline_settings, trust_key=TRUST_KEY)
-    async with running_collector(settings, make_registry(tokens)) as running:
-        yield running
 
 
 @pytest.fixture

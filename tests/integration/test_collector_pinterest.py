@@ -3,12 +3,8 @@ requests byte for byte, what lands in Kafka, and how it is decided."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
-import sys
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +28,7 @@ from tests.integration.collector_io import (
     configured,
     make_registry,
     read_raw,
+    run_pinterest_sdk,
     running_collector,
 )
 
@@ -50,49 +47,8 @@ SDK_HEADERS = {
 }
 
 
-@pytest.fixture
-def tokens() -> Tokens:
-    return Tokens()
-
-
-@pytest.fixture
-async def collector(pipeline_settings: Settings, tokens: Tokens) -> AsyncIterator[Running]:
-    settings = configured(pipeline_settings, trust_key=TRUST_KEY)
-    async with running_collector(settings, make_registry(tokens)) as running:
-        yield running
-
-
 def now() -> int:
     return int(time.time())
-
-
-async def run_sdk(collector: Running, tmp_path: Path, request: dict[str, Any]) -> dict[str, Any]:
-    """Run the SDK script in a child process pointed at the collector.
-
-    `PINTEREST_API_URI` must be set before the SDK's first import, and it reads any
-    `config.json` under the parent of its working directory: so a clean environment and
-    an empty directory tree.
-    """
-    workdir = tmp_path / "sdk" / "run"
-    workdir.mkdir(parents=True, exist_ok=True)
-    env = {
-        "PATH": os.environ.get("PATH", ""),
-        "HOME": str(tmp_path / "sdk"),
-        "PINTEREST_API_URI": f"{collector.url}/v5",
-    }
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        str(SDK_SCRIPT),
-        cwd=workdir,
-        env=env,
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(json.dumps(request).encode()), 60)
-    assert proc.returncode == 0, err.decode()
-    result: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
-    return result
 
 
 def web_checkout(event_id: str) -> dict[str, Any]:
@@ -161,9 +117,10 @@ async def test_events_sent_through_the_sdk_land_in_kafka_with_their_privacy_flag
         "opt_out": True,
     }
 
-    result = await run_sdk(
+    result = await run_pinterest_sdk(
         collector,
         tmp_path,
+        SDK_SCRIPT,
         {
             "token": tokens.shop,
             "ad_account_id": AD_ACCOUNT,
@@ -207,9 +164,10 @@ async def test_events_sent_through_the_sdk_land_in_kafka_with_their_privacy_flag
 async def test_the_sdk_test_mode_is_answered_and_writes_nothing(
     collector: Running, tokens: Tokens, tmp_path: Path
 ) -> None:
-    result = await run_sdk(
+    result = await run_pinterest_sdk(
         collector,
         tmp_path,
+        SDK_SCRIPT,
         {
             "token": tokens.shop,
             "ad_account_id": AD_ACCOUNT,
@@ -244,9 +202,10 @@ async def test_the_sdk_reads_refusals_as_pinterest_answers_them(
 ) -> None:
     token = {"wrong": "pina_not-a-token", "shop": tokens.shop, "other": tokens.other}[which]
 
-    result = await run_sdk(
+    result = await run_pinterest_sdk(
         collector,
         tmp_path,
+        SDK_SCRIPT,
         {"token": token, "ad_account_id": account, "test": False, "events": [web_checkout("x")]},
     )
 
@@ -261,9 +220,10 @@ async def test_a_failed_event_is_a_422_the_sdk_raises_and_the_others_are_written
 ) -> None:
     bad = {**web_checkout("bad-1"), "event_name": "purchase"}
 
-    result = await run_sdk(
+    result = await run_pinterest_sdk(
         collector,
         tmp_path,
+        SDK_SCRIPT,
         {
             "token": tokens.shop,
             "ad_account_id": AD_ACCOUNT,

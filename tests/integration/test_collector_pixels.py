@@ -4,7 +4,6 @@ the JavaScript tags' requests, cookies and browser signals, unregistered ids, Ka
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -14,34 +13,21 @@ from pipeline import catalogue
 from pipeline.core.parse import ParseLimits, Rejected, parse_event
 from pipeline.core.policy import PolicyConfig, decide
 from pipeline.ingest.collector import PIXEL
-from pipeline.settings import Settings
 from tests.integration import documented
 from tests.integration.collector_io import (
     PIXEL_ID,
     TAG_ID,
-    TRUST_KEY,
     RawRecord,
     Running,
-    Tokens,
     by_event_id,
-    configured,
-    make_registry,
     metric,
     read_raw,
-    running_collector,
 )
 
 pytestmark = pytest.mark.integration
 
 HASH = "f660ab912ec121d1b1e928a0bb4bc61b15f5ad44d5efdc4e1c92a25e99b8e44a"
 BROWSER = {"User-Agent": "Mozilla/5.0 (X11; Linux x86_64) Firefox/128.0"}
-
-
-@pytest.fixture
-async def collector(pipeline_settings: Settings) -> AsyncIterator[Running]:
-    settings = configured(pipeline_settings, trust_key=TRUST_KEY)
-    async with running_collector(settings, make_registry(Tokens())) as running:
-        yield running
 
 
 async def beacon(

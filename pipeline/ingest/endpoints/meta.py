@@ -47,7 +47,7 @@ from pipeline.ingest.dialects.meta import (
 from pipeline.ingest.dialects.meta_audiences import UsersRequest, read_users
 from pipeline.ingest.dialects.meta_audiences import response as users_response
 from pipeline.ingest.metrics import Dialect
-from pipeline.ingest.registry import Credential
+from pipeline.ingest.registry import Credential, IdKind
 from schemas import codec
 from schemas.audience import Operation
 
@@ -109,21 +109,11 @@ class MetaEndpoints:
     async def post_events(self, request: web.Request) -> web.StreamResponse:
         """Create server events (`/{ads_pixel_id}/events`)."""
         collector = self.collector
-        query: Params = {key: request.query.getall(key) for key in request.query}
-        read = await self._read(request)
-        if isinstance(read, GraphError):
-            collector.count("meta", "too_large" if read.status == 413 else "bad_request")
-            return answer_error(read)
-        form, body = read
+        admitted = await self._admit(request, "meta", "pixel", FORBIDDEN)
+        if isinstance(admitted, web.StreamResponse):
+            return admitted
+        query, form, body, credential = admitted
         pixel_id = request.match_info["pixel_id"]
-        credential = self._admit(request, "meta", query, form, body)
-        if isinstance(credential, web.StreamResponse):
-            return credential
-        if collector.registry.owner("pixel", pixel_id) != credential.advertiser_id:
-            collector.count("meta", "forbidden")
-            return answer_error(FORBIDDEN)
-        if (throttled := self._throttled("meta", credential)) is not None:
-            return throttled
         events = read_request(query, form, body)
         if isinstance(events, GraphError):
             collector.count("meta", "bad_request")
@@ -153,21 +143,11 @@ class MetaEndpoints:
 
     async def _users(self, request: web.Request, operation: Operation) -> web.StreamResponse:
         collector = self.collector
-        query: Params = {key: request.query.getall(key) for key in request.query}
-        read = await self._read(request)
-        if isinstance(read, GraphError):
-            collector.count("meta_audiences", "too_large" if read.status == 413 else "bad_request")
-            return answer_error(read)
-        form, body = read
-        credential = self._admit(request, "meta_audiences", query, form, body)
-        if isinstance(credential, web.StreamResponse):
-            return credential
+        admitted = await self._admit(request, "meta_audiences", "audience", FORBIDDEN_AUDIENCE)
+        if isinstance(admitted, web.StreamResponse):
+            return admitted
+        query, form, body, credential = admitted
         audience_id = request.match_info["audience_id"]
-        if collector.registry.owner("audience", audience_id) != credential.advertiser_id:
-            collector.count("meta_audiences", "forbidden")
-            return answer_error(FORBIDDEN_AUDIENCE)
-        if (throttled := self._throttled("meta_audiences", credential)) is not None:
-            return throttled
         users = read_users(query, form, body, max_rows=collector.settings.collector_max_members)
         if isinstance(users, GraphError):
             collector.count("meta_audiences", "bad_request")
@@ -197,33 +177,42 @@ class MetaEndpoints:
             records.append(prepared)
         return records
 
-    def _admit(
-        self, request: web.Request, dialect: Dialect, query: Params, form: Params, body: object
-    ) -> Credential | web.StreamResponse:
-        """The caller's credential, or the 401 to answer instead."""
+    async def _admit(
+        self, request: web.Request, dialect: Dialect, kind: IdKind, forbidden: GraphError
+    ) -> tuple[Params, Params, object, Credential] | web.StreamResponse:
+        """The call's query, form, JSON body and credential, or the error to answer: the
+        body unreadable (400, 413), no valid token (401), the path's pixel or audience not
+        the advertiser's (403), over the rate limit (429)."""
+        collector = self.collector
+        query: Params = {key: request.query.getall(key) for key in request.query}
+        read = await self._read(request)
+        if isinstance(read, GraphError):
+            collector.count(dialect, "too_large" if read.status == 413 else "bad_request")
+            return answer_error(read)
+        form, body = read
         token = access_token(query, form, body, request.headers.get("Authorization"))
-        credential = self.collector.authenticate(token)
+        credential = collector.authenticate(token)
         if credential is None:
-            self.collector.count(dialect, "unauthorized")
+            collector.count(dialect, "unauthorized")
             return answer_error(UNAUTHORIZED, {"WWW-Authenticate": CHALLENGE})
-        return credential
-
-    def _throttled(self, dialect: Dialect, credential: Credential) -> web.StreamResponse | None:
-        """The 429 to answer when the advertiser is over its rate limit, else None."""
-        wait = self.collector.throttle(dialect, credential)
-        if wait is None:
-            return None
-        return answer_error(
-            GraphError(
-                429,
-                TOO_MANY_CALLS,
-                "(#4) Application request limit reached",
-                "Too many calls",
-                f"Retry in {wait}s.",
-                transient=True,
-            ),
-            {"Retry-After": str(wait)},
-        )
+        platform_id = request.match_info["pixel_id" if kind == "pixel" else "audience_id"]
+        if collector.registry.owner(kind, platform_id) != credential.advertiser_id:
+            collector.count(dialect, "forbidden")
+            return answer_error(forbidden)
+        wait = collector.throttle(dialect, credential)
+        if wait is not None:
+            return answer_error(
+                GraphError(
+                    429,
+                    TOO_MANY_CALLS,
+                    "(#4) Application request limit reached",
+                    "Too many calls",
+                    f"Retry in {wait}s.",
+                    transient=True,
+                ),
+                {"Retry-After": str(wait)},
+            )
+        return query, form, body, credential
 
     def unavailable(self) -> web.StreamResponse:
         """503: nothing was taken; retry later."""

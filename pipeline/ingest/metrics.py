@@ -9,7 +9,7 @@ account id, an event id, an email or an address.
 
 from __future__ import annotations
 
-from typing import Final, Literal, TypeAlias
+from typing import Final, Literal, TypeAlias, get_args
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -24,17 +24,7 @@ Dialect: TypeAlias = Literal[
     "pinterest_lists",
     "meta_audiences",
 ]
-DIALECTS: Final[tuple[Dialect, ...]] = (
-    "native",
-    "widget",
-    "tag",
-    "pinterest",
-    "meta",
-    "pinterest_tag",
-    "meta_pixel",
-    "pinterest_lists",
-    "meta_audiences",
-)
+DIALECTS: Final[tuple[Dialect, ...]] = get_args(Dialect)
 RequestOutcome: TypeAlias = Literal[
     "ok",
     "partial",

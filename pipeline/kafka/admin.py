@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -18,6 +20,8 @@ from pipeline.settings import Settings
 log = logging.getLogger(__name__)
 
 DAY_MS = 24 * 3600 * 1000
+TOPIC_VISIBLE_TIMEOUT_S = 30.0
+TOPIC_VISIBLE_POLL_S = 0.1
 
 
 @dataclass(frozen=True)
@@ -96,9 +100,35 @@ async def ensure_topics(settings: Settings, specs: list[TopicSpec]) -> list[str]
                     for s in missing
                 ]
             )
+            await wait_visible(admin, [s.name for s in missing])
         return [s.name for s in missing]
     finally:
         await admin.close()
+
+
+async def wait_visible(
+    admin: AIOKafkaAdminClient, names: list[str], timeout_s: float = TOPIC_VISIBLE_TIMEOUT_S
+) -> None:
+    """Return once the broker's metadata lists every topic of `names` with its partitions.
+
+    A controller acknowledges a creation before the brokers have applied it, so a client
+    asking at once can still be told the topic does not exist.
+
+    Raises:
+        TopicLayoutError: some topics are still unknown after `timeout_s`; names them.
+    """
+    deadline = time.monotonic() + timeout_s
+    pending = list(names)
+    while True:
+        described = await admin.describe_topics(pending)
+        pending = [
+            t["topic"] for t in described if t.get("error_code", 0) != 0 or not t["partitions"]
+        ]
+        if not pending:
+            return
+        if time.monotonic() > deadline:
+            raise TopicLayoutError(f"topics created but not visible: {', '.join(pending)}")
+        await asyncio.sleep(TOPIC_VISIBLE_POLL_S)
 
 
 async def partition_counts(settings: Settings, names: list[str]) -> dict[str, int | None]:

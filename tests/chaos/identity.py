@@ -91,6 +91,19 @@ class Links:
             return UNCLEAR
         return before
 
+    def candidates(self, keys: list[str], produced_ms: int) -> set[str]:
+        """Every user one of `keys` named just before `produced_ms` or at that very ms:
+        whom an event with an unclear subject may rightly be attributed to."""
+        users: set[str | None] = set()
+        for key in keys:
+            entry = self._keys.get(key)
+            if entry is None:
+                continue
+            at = bisect.bisect_left(entry.times, produced_ms)
+            same_ms = bisect.bisect_right(entry.times, produced_ms)
+            users.update(entry.users[max(at - 1, 0) : same_ms])
+        return {user for user in users if user is not None}
+
     def changed_after(self, keys: list[str], produced_ms: int) -> bool:
         """Whether any of `keys` changed its user after `produced_ms` (or at it)."""
         for key in keys:

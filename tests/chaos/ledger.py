@@ -37,7 +37,9 @@ never personal data):
   upload order (each resolved as of its production, copies ignored) and every user's
   final consent gives exactly the memberships `activity.audiences` leaves active; and
   every `add` it emitted was allowed by the consent state it names (so nothing is
-  re-added without a re-grant).
+  re-added without a re-grant). A member whose key changed owner at its very millisecond
+  may rightly belong to either owner: its audit must name one of them, and that one is
+  replayed.
 """
 
 from __future__ import annotations
@@ -68,7 +70,7 @@ from schemas.audience import AudienceMember
 from schemas.consent import ConsentChange
 from schemas.events import Event
 from schemas.internal import HOP_HEADER
-from tests.chaos.identity import Links, Unclear
+from tests.chaos.identity import UNCLEAR, Links, Unclear
 from tests.chaos.load import Acknowledged
 from tests.chaos.pii import PiiScanner
 from tests.chaos.readback import Message, read_topic
@@ -204,6 +206,9 @@ class LedgerChecker:
         """The purposes the replay denies, for events decided under an unchanged state."""
         self.hops: dict[str, Counter[Position]] = {t.name: Counter() for t in HOP_TOPICS}
         self.members: list[tuple[int, int, int, AudienceMember, str | Unclear | None]] = []
+        self.unclear_members: dict[tuple[int, int], tuple[Position, set[str], str]] = {}
+        """The users an unclear member's keys named around its production, and its
+        anonymous subject: the audit says which of them the pipeline chose."""
         self.audience_records: list[tuple[int, int, dict[str, Any]]] = []
         self._hop_names = {settings.topic(t): t.name for t in HOP_TOPICS}
         self.offsets = _Offsets()
@@ -313,7 +318,11 @@ class LedgerChecker:
             return
         user = self.links.resolve(member_keys(member), msg.timestamp)
         self.members.append((msg.timestamp, msg.partition, msg.offset, member, user))
-        if not isinstance(user, Unclear):
+        if isinstance(user, Unclear):
+            candidates = self.links.candidates(member_keys(member), msg.timestamp)
+            anonymous = f"anon:{member_id(member)}"
+            self.unclear_members[msg.partition, msg.offset] = (position, candidates, anonymous)
+        else:
             subject = user if user is not None else f"anon:{member_id(member)}"
             self.expected_subject[position] = self.pseudonymizer.user_key(subject)[:16]
 
@@ -727,16 +736,29 @@ class LedgerChecker:
 
     def _memberships(self) -> Invariant:
         examples: list[str] = []
-        unclear_users: set[str] = set()
         expected: dict[tuple[str, str, str], bool] = {}
         """(user, advertiser, audience) -> whether the advertiser's last change added it."""
         seen: set[str] = set()
+        chosen = self._unclear_members_chosen()
+        unclear = unexplained = 0
         # The advertiser's newest change wins: by upload time, then as produced.
         newest_last = sorted(self.members, key=lambda m: (m[3].uploaded_at, *m[:3]))
-        for _, _, _, member, user in newest_last:
-            if isinstance(user, Unclear):
-                unclear_users.update(member_keys(member))
-                continue
+        for _, partition, offset, member, resolved in newest_last:
+            user: str | None
+            if not isinstance(resolved, Unclear):
+                user = resolved
+            else:
+                # A key changed at the member's very millisecond: either user is right, and
+                # the audit says which one the pipeline chose.
+                unclear += 1
+                choice = chosen.get((partition, offset))
+                if choice is None:
+                    continue  # in the DLQ or lost: the ledger invariant says which
+                if isinstance(choice, Unclear):
+                    unexplained += 1
+                    _example(examples, f"member at {partition}:{offset}: audit names no candidate")
+                    continue
+                user = choice[0]
             identifier = member_id(member)
             if identifier in seen or user is None:
                 continue  # a copy (deduplicated), or nobody to be a member
@@ -772,9 +794,27 @@ class LedgerChecker:
             "active_but_excluded": leaked,
             "allowed_but_not_active": missing,
             "adds_their_consent_denies": unjustified,
+            "members_subject_unclear": unclear,
+            "unclear_audit_names_no_candidate": unexplained,
         }
-        passed = leaked == missing == unjustified == 0
+        passed = leaked == missing == unjustified == unexplained == 0
         return Invariant("memberships.follow_consent", passed, counts, examples)
+
+    def _unclear_members_chosen(self) -> dict[tuple[int, int], tuple[str | None] | Unclear]:
+        """Whom the pipeline attributed each audited unclear member to: one of the
+        candidates, or (None,) for nobody; UNCLEAR when its audit names someone else."""
+        audits = {audit.position: audit.identity[2][:16] for audit in self.audits}
+        chosen: dict[tuple[int, int], tuple[str | None] | Unclear] = {}
+        for at, (position, candidates, anonymous) in self.unclear_members.items():
+            subject = audits.get(position)
+            if subject is None:
+                continue  # in the DLQ or lost: the ledger invariant says which
+            by_key: dict[str, str | None] = {
+                self.pseudonymizer.user_key(user)[:16]: user for user in candidates
+            }
+            by_key[self.pseudonymizer.user_key(anonymous)[:16]] = None
+            chosen[at] = (by_key[subject],) if subject in by_key else UNCLEAR
+        return chosen
 
     def _allows(self, record: dict[str, Any]) -> bool:
         """Whether the consent state an emitted membership names allows memberships."""

@@ -12,14 +12,23 @@ from typing import Any
 import pytest
 
 from pipeline import catalogue
+from pipeline.core.audience import Memberships, decide_membership
 from pipeline.core.consent import ConsentState, apply_change
 from pipeline.core.deidentify import Pseudonymizer
-from pipeline.core.parse import Rejected, parse_consent_change, parse_event
+from pipeline.core.parse import Rejected, parse_audience_member, parse_consent_change, parse_event
 from pipeline.core.policy import decide
-from pipeline.core.route import Origin, audit_record, dlq_record, route
+from pipeline.core.route import (
+    Origin,
+    audience_record,
+    audit_record,
+    dlq_record,
+    membership_audit_record,
+    route,
+)
 from pipeline.core.trust import TRUST_HEADER, trust_signature
 from pipeline.settings import Settings
 from schemas import codec
+from schemas.audience import AudienceMember
 from schemas.internal import HOP_HEADER
 from tests.chaos.ledger import Invariant, LedgerChecker
 from tests.chaos.load import Acknowledged
@@ -474,3 +483,82 @@ def test_a_raw_record_carried_twice_between_stages_fails(revocation_world: World
 
     assert not hops.passed
     assert hops.counts["by-event.carried_twice"] == 1
+
+
+def member_world(audit_subject: str) -> World:
+    """An email moves from user-1 (memberships denied) to user-2 at the very millisecond
+    a list member naming it is produced; the pipeline attributes it to `audit_subject`."""
+    s = settings()
+    pseudonymizer = Pseudonymizer(s.require_hmac_key(), s.hmac_key_id)
+    at = NOW_MS - 5_000
+    world = simulate(
+        [
+            ("user-1", consent("user-1", 1, personalization=False), NOW_MS - 20_000),
+            ("user-2", consent("user-2", 1), NOW_MS - 20_000),
+        ],
+        [],
+        [(f"em:{EMAIL}", "user-1", NOW_MS - 10_000), (f"em:{EMAIL}", "user-2", at)],
+    )
+    value = codec.dumps(
+        {
+            "advertiser_id": "adv-1",
+            "audience_id": "aud-1",
+            "operation": "add",
+            "match_keys": {"em": [EMAIL]},
+            "uploaded_at": at,
+        }
+    )
+    world.raw.append(Message(catalogue.RAW_AUDIENCE.name, 0, 0, at, b"k", value))
+    origin = Origin(catalogue.RAW_AUDIENCE.name, 0, 0)
+    world.hop(origin)
+    member = parse_audience_member(value)
+    assert isinstance(member, AudienceMember)
+    state = None
+    for msg in world.consent:
+        parsed = parse_consent_change(msg.value, key=msg.key)
+        assert not isinstance(parsed, Rejected)
+        if parsed.user_id == audit_subject:
+            state = apply_change(state, parsed)
+    decision = decide_membership(member, audit_subject, state, s.policy())
+    outcome, change = Memberships().apply(member, decision)
+    if change is not None:
+        out = audience_record(change, audit_subject, decision)
+        world.output(catalogue.AUDIENCES.name, out.key, out.record)
+    audit = membership_audit_record(
+        member,
+        decision,
+        subject=audit_subject,
+        outcome=outcome,
+        emitted=change is not None,
+        pseudonymizer=pseudonymizer,
+        duplicate=False,
+        identity=("em", False),
+        origin=origin,
+        received_at=at / 1000,
+        decided_at=at / 1000,
+    )
+    world.output(catalogue.AUDIT.name, audit.key, audit.record)
+    return world
+
+
+def feed_audiences(world: World) -> dict[str, Invariant]:
+    checker = LedgerChecker(settings())
+    for msg in world.outputs.pop(catalogue.AUDIENCES.name, []):
+        checker.add_audience(msg)
+    return {i.name: i for i in world.feed(checker)}
+
+
+@pytest.mark.parametrize("subject", ["user-1", "user-2"])
+def test_a_member_whose_key_moved_at_its_millisecond_may_name_either_owner(subject: str) -> None:
+    memberships = feed_audiences(member_world(subject))["memberships.follow_consent"]
+
+    assert memberships.passed, memberships
+    assert memberships.counts["members_subject_unclear"] == 1
+    assert memberships.counts["audience_records"] == (1 if subject == "user-2" else 0)
+
+
+def test_an_unclear_member_attributed_to_neither_owner_fails() -> None:
+    memberships = feed_audiences(member_world("user-3"))["memberships.follow_consent"]
+
+    assert not memberships.passed
+    assert memberships.counts["unclear_audit_names_no_candidate"] == 1

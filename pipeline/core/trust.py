@@ -29,3 +29,33 @@ def is_trusted(key: bytes, value: bytes | None, header: bytes | None) -> bool:
     if value is None or header is None:
         return False
     return hmac.compare_digest(trust_signature(key, value), header)
+
+
+REQUEST_HEADER: Final = "X-Pipeline-Signature"
+"""The header a collector signs its requests to a worker's internal pages with."""
+REQUEST_MAX_SKEW_S: Final = 60
+
+
+def request_signature(key: bytes, method: str, target: str, timestamp: int) -> str:
+    """`v1:<unix seconds>:<hex HMAC-SHA256>` of a request's method, path and query.
+
+    Internal requests (the collector asking a worker what its consent table holds) carry
+    it in `REQUEST_HEADER`, so a worker's web port serves personal data only to holders of
+    the trust key.
+    """
+    message = f"{method.upper()}\n{target}\n{timestamp}".encode()
+    digest = hmac.new(key, message, hashlib.sha256).hexdigest()
+    return f"{_VERSION.decode()}{timestamp}:{digest}"
+
+
+def is_signed_request(
+    key: bytes, method: str, target: str, header: str | None, *, now: float
+) -> bool:
+    """Whether `header` signs this request under `key`, made within `REQUEST_MAX_SKEW_S`."""
+    if header is None or not header.startswith(_VERSION.decode()):
+        return False
+    stamp, _, _ = header.removeprefix(_VERSION.decode()).partition(":")
+    if not stamp.isdigit() or len(stamp) > 12 or abs(now - int(stamp)) > REQUEST_MAX_SKEW_S:
+        return False
+    expected = request_signature(key, method, target, int(stamp))
+    return hmac.compare_digest(expected.encode(), header.encode("utf-8", "replace"))

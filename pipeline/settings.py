@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import socket
 from pathlib import Path
 from typing import Annotated, Literal, Self
@@ -112,6 +113,13 @@ class Settings(BaseSettings):
     data_dir: Path = Path(".local/state")
     web_host: str = "127.0.0.1"
     web_port: int = Field(default=6066, ge=1, le=65535)
+    web_canonical_url: str | None = Field(
+        default=None,
+        pattern=r"^https?://[^/?#\s]+$",
+        description="How other workers and the collector reach this worker's web server "
+        "(default http://<web host, or the host name when it listens everywhere>:<web port>); "
+        "announced to the consumer group, as Faust's canonical_url.",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     collector_host: str = Field(default="127.0.0.1", description="Where the collector listens.")
     collector_port: int = Field(default=6067, ge=1, le=65535)
@@ -153,6 +161,15 @@ class Settings(BaseSettings):
         le=3600,
         description="How often the collector looks for changes to the advertiser registry.",
     )
+    collector_worker_urls: Annotated[list[str], NoDecode] = Field(
+        default=[],
+        description="Comma-separated web URLs of workers the consent API asks what the "
+        "consent table holds (any worker forwards to the one that owns the person's "
+        "partition), e.g. the workers' Service; tried in order.",
+    )
+    collector_worker_timeout_seconds: float = Field(
+        default=5.0, gt=0, le=120, description="How long the consent API waits for a worker."
+    )
     collector_optout_cookie: str = Field(
         default="optout",
         min_length=1,
@@ -182,12 +199,20 @@ class Settings(BaseSettings):
             raise ValueError("PIPELINE_KAFKA_SSL_KEYFILE needs PIPELINE_KAFKA_SSL_CERTFILE")
         return self
 
-    @field_validator("sharing_countries", "pii_canaries", mode="before")
+    @field_validator("sharing_countries", "pii_canaries", "collector_worker_urls", mode="before")
     @classmethod
     def _list_from_csv(cls, value: object) -> object:
         if isinstance(value, str):
             return [item.strip() for item in value.split(",") if item.strip()]
         return value
+
+    @field_validator("collector_worker_urls")
+    @classmethod
+    def _worker_urls_are_urls(cls, value: list[str]) -> list[str]:
+        urls = [url.rstrip("/") for url in value]
+        if not all(re.fullmatch(r"https?://[^/?#\s]+", url) for url in urls):
+            raise ValueError("expected comma-separated http(s)://host:port URLs")
+        return urls
 
     @field_validator("sharing_countries")
     @classmethod
@@ -227,6 +252,18 @@ class Settings(BaseSettings):
         if self.hmac_key is None:
             raise ConfigError("PIPELINE_HMAC_KEY is required (a secret of at least 32 bytes)")
         return self.hmac_key.get_secret_value().encode()
+
+    @property
+    def canonical_url(self) -> str:
+        """How to reach this worker's web server from another process."""
+        if self.web_canonical_url is not None:
+            return self.web_canonical_url.rstrip("/")
+        host = self.web_host
+        if host in ("", "0.0.0.0", "::"):
+            host = socket.gethostname()
+        elif ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.web_port}"
 
     @property
     def instance_name(self) -> str:

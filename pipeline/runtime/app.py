@@ -18,6 +18,7 @@ from prometheus_client import CollectorRegistry
 from pipeline.kafka.admin import check_copartitioned
 from pipeline.runtime.engine import Engine
 from pipeline.runtime.metrics import Metrics
+from pipeline.runtime.privacy import register_consent_pages
 from pipeline.runtime.web import register_pages
 from pipeline.settings import Settings
 from pipeline.stages import worker_stages
@@ -56,6 +57,7 @@ def create_app(settings: Settings, partition_count: int | None = None) -> tuple[
         loop=asyncio.get_event_loop(),
     )
     register_pages(app, engine, metrics)
+    register_consent_pages(app, settings, engine, metrics.registry)
     return app, engine
 
 

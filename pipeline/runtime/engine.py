@@ -22,7 +22,6 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
-from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import KafkaError, ProducerFenced
 from mode import Service
 
@@ -42,6 +41,7 @@ from pipeline.runtime.metrics import Metrics
 from pipeline.runtime.rebalance import Generation, Rebalance
 from pipeline.runtime.recovery import recover
 from pipeline.runtime.reporting import BatchStats, report
+from pipeline.runtime.routing import Route, assignors
 from pipeline.runtime.stage import Forward, InputRecord, Stage
 from pipeline.settings import Settings
 from pipeline.state.stores import RocksMemory, open_store
@@ -122,6 +122,11 @@ class Engine(Service):
             retry_backoff_ms=20,  # e.g. CONCURRENT_TRANSACTIONS right after a commit
         )
         self.offsets: AIOKafkaConsumer | None = None
+        me = Route(settings.instance_name, settings.canonical_url)
+        self.routing, self._fallback_assignor = assignors(
+            me, settings.topic(catalogue.CONSENT_CHANGES)
+        )
+        """Which worker owns each partition: for the web pages that answer from a table."""
 
     # -- lifecycle ----------------------------------------------------------------
 
@@ -138,7 +143,7 @@ class Engine(Service):
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             isolation_level="read_committed",
-            partition_assignment_strategy=(RangePartitionAssignor,),
+            partition_assignment_strategy=(self.routing, self._fallback_assignor),
             max_partition_fetch_bytes=4 * 1024 * 1024,
             fetch_max_bytes=16 * 1024 * 1024,
             # A fetch that finds no new data waits this long on the broker, and partitions
@@ -444,10 +449,25 @@ class Engine(Service):
         A partition handed back to this worker keeps its store and only replays the
         changelog written since its checkpoint.
         """
+        self.routing.forget()
         for tp in revoked:
             self._next.pop(tp, None)
             with contextlib.suppress(KeyError):
                 self.metrics.consumer_lag.remove(tp.topic, str(tp.partition))
+
+    def owned(self, stage: Stage) -> frozenset[int]:
+        """The partitions whose tables `stage` holds, recovered."""
+        return frozenset(self._partitions.get(stage, ()))
+
+    async def folded_to(self, tp: TopicPartition) -> int:
+        """The next offset of an input partition that a batch will process: every record
+        before it is in the committed tables."""
+        position = self._next.get(tp)
+        if position is not None:
+            return position
+        consumer = self.consumer
+        committed = None if consumer is None else await consumer.committed(tp)
+        return committed or 0
 
     def _alive(self) -> None:
         self.last_cycle = time.monotonic()  # recovering is alive, not stalled

@@ -51,6 +51,7 @@ _CONTACT_POINTS: Final = ("em", "ph")
 
 __all__ = [
     "Accepted",
+    "Acknowledged",
     "DeliveryFailure",
     "EventProducer",
     "Prepared",
@@ -98,6 +99,17 @@ class Accepted:
             await self.delivery
         except (KafkaError, OSError) as exc:
             raise DeliveryError(f"{self.topic}: {type(exc).__name__}") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class Acknowledged:
+    """Where Kafka appended a record, and when (its timestamp: the broker's append time on
+    topics that keep `LogAppendTime`, as the inputs do)."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -312,6 +324,27 @@ class EventProducer:
             else:
                 results.append(None)
         return results
+
+    async def acknowledged(
+        self, prepared: Prepared, within_s: float
+    ) -> Acknowledged | DeliveryFailure:
+        """Send one record and wait up to `within_s` seconds for Kafka to acknowledge it.
+
+        Raises:
+            KafkaUnavailable: the producer is not started, or Kafka refused the record at once.
+        """
+        future = await self._enqueue(prepared)
+        future.add_done_callback(_retrieve)
+        done, _ = await asyncio.wait([future], timeout=within_s)
+        if future not in done:
+            return DeliveryFailure(prepared.event_id, prepared.topic.name, "Timeout")
+        if future.cancelled() or future.exception() is not None:
+            error = "Cancelled" if future.cancelled() else type(future.exception()).__name__
+            return DeliveryFailure(prepared.event_id, prepared.topic.name, error)
+        metadata = future.result()
+        return Acknowledged(
+            prepared.topic.name, metadata.partition, metadata.offset, metadata.timestamp
+        )
 
     async def flush(self) -> list[DeliveryFailure]:
         """Wait for every tracked delivery; return (and forget) the failures so far."""

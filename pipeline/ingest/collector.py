@@ -10,6 +10,8 @@ Endpoints (`pipeline.ingest.endpoints`, mappings in `pipeline.ingest.dialects`):
 - the Pinterest tag's beacon `GET|POST /v3/`, the Meta pixel's `GET|POST /tr`, and the
   native `GET /v1/tag`: always a 1x1 GIF;
 - native `POST /v1/events` and `POST /v1/widget` (Bearer token);
+- the consent API, `GET|PUT /v1/users/{user_id}/privacy` (trusted tokens), and the privacy
+  settings page `GET /account/privacy` (`pipeline.ingest.endpoints.privacy`);
 - `GET /healthz`, `GET /ready` (503 while Kafka is away), `GET /metrics` (Prometheus).
 
 Every API call carries an advertiser's token, checked against the registry
@@ -68,12 +70,21 @@ class AccessLogger(AbstractAccessLogger):
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
         self.logger.info(
-            "%s %s %s %.1fms", request.method, request.path, response.status, time * 1000
+            "%s %s %s %.1fms", request.method, logged_path(request), response.status, time * 1000
         )
 
     @property
     def enabled(self) -> bool:
         return self.logger.isEnabledFor(logging.INFO)
+
+
+def logged_path(request: web.BaseRequest) -> str:
+    """The request's path, a person's user id replaced by its route's `{user_id}`."""
+    match_info = getattr(request, "match_info", None)
+    if match_info is not None and "user_id" in match_info:
+        resource = match_info.route.resource
+        return "-" if resource is None else resource.canonical
+    return request.path
 
 
 def bearer(authorization: str | None) -> str | None:
@@ -177,6 +188,9 @@ class Collector:
         app.router.add_get("/metrics", self.metrics_page)
         app.on_startup.append(self._on_startup)
         app.on_cleanup.append(self._on_cleanup)
+        from pipeline.ingest.endpoints import privacy
+
+        privacy.register(app, self)
         return app
 
     async def _on_startup(self, _: web.Application) -> None:

@@ -1,0 +1,207 @@
+"""Helpers for the consent API's tests: a worker and a collector wired together, people's
+consent records, their events, and reading what became of them."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from pipeline import catalogue
+from pipeline.core.trust import REQUEST_HEADER, TRUST_HEADER, request_signature, trust_signature
+from pipeline.ingest.registry import Registry, new_token
+from pipeline.kafka.writer import KeyPartitioner
+from pipeline.settings import Settings
+from schemas import codec
+from tests.conftest import TRUST_KEY
+from tests.integration.collector_io import Running, configured, running_collector
+from tests.integration.conftest import WorkerProcess, free_port
+
+
+@dataclass
+class Tokens:
+    """The consent API's callers: the settings frontend (trusted), an advertiser (not)."""
+
+    settings: str = field(default_factory=new_token)
+    advertiser: str = field(default_factory=new_token)
+
+
+def registry(tokens: Tokens) -> Registry:
+    made, _ = Registry().with_new_token("account-settings", tokens.settings, trusted=True, now=0)
+    made, _ = made.with_new_token("shop-1", tokens.advertiser, now=0)
+    return made
+
+
+def auth(token: str | None) -> dict[str, str]:
+    return {} if token is None else {"Authorization": f"Bearer {token}"}
+
+
+@contextlib.contextmanager
+def running_workers(base: Settings, log_dir: Path, count: int = 1) -> Iterator[list[WorkerProcess]]:
+    """`count` workers of one group, each on its own web port, ready."""
+    workers = []
+    try:
+        for index in range(count):
+            settings = configured(base, web_port=free_port(), worker_id=f"worker-{index}")
+            workers.append(WorkerProcess(settings, log_dir / f"worker-{index}.log"))
+        for worker in workers:
+            worker.wait_ready(timeout=90)
+        yield workers
+    finally:
+        for worker in workers:
+            worker.stop()
+
+
+def worker_url(worker: WorkerProcess) -> str:
+    return f"http://127.0.0.1:{worker.settings.web_port}"
+
+
+@contextlib.asynccontextmanager
+async def consent_api(
+    settings: Settings, tokens: Tokens, workers: list[WorkerProcess]
+) -> AsyncIterator[Running]:
+    """A collector whose consent API asks `workers` (in that order)."""
+    urls = ",".join(worker_url(worker) for worker in workers)
+    with_workers = configured(settings, collector_worker_urls=urls)
+    async with running_collector(with_workers, registry(tokens)) as running:
+        yield running
+
+
+def person(
+    user_id: str,
+    country: str | None,
+    age: int | None,
+    *,
+    changed_at: int | None = None,
+    device: dict[str, Any] | None = None,
+    **settings: bool | None,
+) -> dict[str, Any]:
+    """A full consent record of a person of `age` in `country`."""
+    year = time.gmtime().tm_year
+    record: dict[str, Any] = {
+        "user_id": user_id,
+        "changed_at": changed_at or int(time.time() * 1000),
+        "settings": settings,
+        "profile": {"country": country, "birth_year": None if age is None else year - age - 1},
+    }
+    if device is not None:
+        record["device"] = device
+    return record
+
+
+def tag(user_id: str, advertiser_id: str, event_id: str | None = None) -> dict[str, Any]:
+    """A web tag event a trusted producer names `user_id` on, no browser signal set."""
+    return {
+        "event_id": event_id or uuid.uuid4().hex,
+        "event_name": "page_visit",
+        "event_time": int(time.time()),
+        "action_source": "web",
+        "advertiser_id": advertiser_id,
+        "user_id": user_id,
+        "event_source_url": f"https://{advertiser_id}.example.com/p/1",
+        "browser": {"cookie_id": f"ck-{user_id}"},
+    }
+
+
+@dataclass(frozen=True)
+class Sent:
+    """A record Kafka acknowledged: its event id (empty for consent) and append time (ms)."""
+
+    event_id: str
+    appended_ms: int
+    partition: int
+    offset: int
+
+
+class Writer:
+    """An independent producer: consent records keyed by user, signed tag events."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=settings.kafka_bootstrap_servers, acks="all"
+        )
+
+    async def __aenter__(self) -> Writer:
+        await self._producer.start()
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self._producer.stop()
+
+    async def consent(self, record: dict[str, Any]) -> Sent:
+        topic = self.settings.topic(catalogue.CONSENT_CHANGES)
+        value = codec.dumps(record)
+        metadata = await self._producer.send_and_wait(topic, value, key=record["user_id"].encode())
+        return Sent("", metadata.timestamp, metadata.partition, metadata.offset)
+
+    async def event(self, event: dict[str, Any]) -> Sent:
+        topic = self.settings.topic(catalogue.RAW_TAG)
+        value = codec.dumps(event)
+        trust = trust_signature(TRUST_KEY, value)
+        metadata = await self._producer.send_and_wait(
+            topic, value, key=event["event_id"].encode(), headers=[(TRUST_HEADER, trust)]
+        )
+        return Sent(event["event_id"], metadata.timestamp, metadata.partition, metadata.offset)
+
+
+def consent_partition(settings: Settings, user_id: str) -> int:
+    return KeyPartitioner()(user_id.encode()) % settings.topic_partitions
+
+
+async def consent_ends(settings: Settings) -> dict[int, int]:
+    """The end offset of every `consent.changes` partition."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await consumer.start()
+    try:
+        topic = settings.topic(catalogue.CONSENT_CHANGES)
+        tps = [TopicPartition(topic, p) for p in range(settings.topic_partitions)]
+        ends = await consumer.end_offsets(tps)
+        return {tp.partition: offset for tp, offset in ends.items()}
+    finally:
+        await consumer.stop()
+
+
+async def consent_record_at(settings: Settings, partition: int, offset: int) -> Any:
+    """The `consent.changes` record at a partition and offset, decoded."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap_servers, enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        tp = TopicPartition(settings.topic(catalogue.CONSENT_CHANGES), partition)
+        consumer.assign([tp])
+        consumer.seek(tp, offset)
+        record = await consumer.getone()
+        return codec.loads(record.value)
+    finally:
+        await consumer.stop()
+
+
+async def signed_get(worker: WorkerProcess, path: str) -> tuple[int, Any]:
+    """A worker's internal page, signed as the collector signs it."""
+    signature = request_signature(TRUST_KEY, "GET", path, int(time.time()))
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(worker_url(worker) + path, headers={REQUEST_HEADER: signature}) as response,
+    ):
+        return response.status, await response.json(content_type=None)
+
+
+async def call(
+    method: str, url: str, token: str | None, body: Any = None, *, raw: bytes | None = None
+) -> tuple[int, dict[str, str], Any]:
+    """One consent API call: status, headers, JSON answer."""
+    data = raw if raw is not None else (None if body is None else codec.dumps(body))
+    async with (
+        aiohttp.ClientSession() as http,
+        http.request(method, url, data=data, headers=auth(token)) as response,
+    ):
+        return response.status, dict(response.headers), await response.json(content_type=None)

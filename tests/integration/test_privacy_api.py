@@ -1,0 +1,501 @@
+"""The consent API against the real broker and two real workers: what the owner of a
+person's partition holds, routing, bad input, a save Kafka acknowledged and the events
+it governs, a change made while saving, decisions from the audit stream."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import aiohttp
+import pytest
+
+from pipeline import catalogue
+from pipeline.ingest.client import Acknowledged, DeliveryFailure, EventProducer, Prepared
+from pipeline.ingest.privacy import PrivacyService, WorkerClient, user_path
+from pipeline.kafka.admin import create_topics
+from pipeline.settings import Settings
+from schemas.privacy import PrivacyUpdate
+from tests.conftest import TRUST_KEY
+from tests.integration.collector_io import running_collector
+from tests.integration.conftest import WorkerProcess
+from tests.integration.kafka_io import Read, read_topics
+from tests.integration.privacy_io import (
+    Tokens,
+    Writer,
+    call,
+    consent_api,
+    consent_ends,
+    consent_partition,
+    consent_record_at,
+    person,
+    registry,
+    running_workers,
+    signed_get,
+    tag,
+    worker_url,
+)
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def stack(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """Settings of this module's pipeline: its own topics on the real cluster."""
+    run = uuid.uuid4().hex[:12]
+    settings = Settings.model_validate(
+        {
+            "kafka_bootstrap_servers": kafka_bootstrap,
+            "app_id": f"privacy-{run}",
+            "topic_prefix": f"p-{run}.",
+            "store": "memory",
+            "data_dir": tmp_path_factory.mktemp("state"),
+            "topic_partitions": 3,
+            "hmac_key": "integration-test-hmac-key-0123456789abcdef",
+            "trust_key": TRUST_KEY.decode(),
+            "poll_timeout_ms": 20,
+        }
+    )
+    asyncio.run(create_topics(settings))
+    return settings
+
+
+@pytest.fixture(scope="module")
+def workers(
+    stack: Settings, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[list[WorkerProcess]]:
+    """Two workers of one group: each owns some partitions of the consent table."""
+    with running_workers(stack, tmp_path_factory.mktemp("logs"), count=2) as running:
+        yield running
+
+
+@pytest.fixture
+def tokens() -> Tokens:
+    return Tokens()
+
+
+def uid(stem: str) -> str:
+    return f"{stem}-{uuid.uuid4().hex[:10]}"
+
+
+async def until(check: Callable[[], Any], timeout_s: float = 30.0) -> Any:
+    """Poll `check` (a coroutine function) until it returns something truthy."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        result = await check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out")
+        await asyncio.sleep(0.1)
+
+
+async def held_by_api(url: str, token: str, user_id: str) -> dict[str, Any]:
+    async def answered() -> dict[str, Any] | None:
+        status, _, body = await call("GET", f"{url}/v1/users/{user_id}/privacy", token)
+        return body if status == 200 else None
+
+    found: dict[str, Any] = await until(answered)
+    return found
+
+
+async def test_the_owner_answers_with_region_defaults_and_what_is_offered(
+    stack: Settings, workers: list[WorkerProcess], tokens: Tokens
+) -> None:
+    us, eea, teen = uid("us"), uid("eea"), uid("teen")
+    async with Writer(stack) as writer:
+        await writer.consent(person(us, "US", 35, partner_sharing=False))
+        await writer.consent(person(eea, "DE", 30, personalization=True))
+        await writer.consent(person(teen, "US", 14))
+    async with consent_api(stack, tokens, workers) as api:
+        held = {user: await held_by_api(api.url, tokens.settings, user) for user in (us, eea, teen)}
+
+    assert held[us]["region"] == "other"
+    assert held[us]["personalization"] == {
+        "value": True,
+        "chosen": None,
+        "default": True,
+        "offered": True,
+        "not_offered_because": [],
+    }
+    assert (held[us]["partner_sharing"]["value"], held[us]["partner_sharing"]["offered"]) == (
+        False,
+        True,
+    )
+    assert held[eea]["region"] == "eea_gb_ch"
+    assert (held[eea]["personalization"]["value"], held[eea]["ads_from_partner_info"]["value"]) == (
+        True,
+        False,
+    )
+    assert not held[eea]["partner_sharing"]["offered"]
+    assert "user.region_restricted" in held[eea]["partner_sharing"]["not_offered_because"]
+    assert held[teen]["age"] == "under_16"
+    assert held[teen]["partner_sharing"]["not_offered_because"] == ["user.under_16"]
+    for user, answer in held.items():
+        assert answer["user_id"] == user
+        assert answer["served_by"]["partition"] == consent_partition(stack, user)
+
+
+async def test_every_worker_routes_a_person_to_the_one_owner_of_their_partition(
+    stack: Settings, workers: list[WorkerProcess]
+) -> None:
+    people: dict[int, str] = {}
+    while len(people) < stack.topic_partitions:
+        user = uid("routed")
+        people.setdefault(consent_partition(stack, user), user)
+    async with Writer(stack) as writer:
+        for user in people.values():
+            await writer.consent(person(user, "US", 40))
+
+    owners: dict[int, set[str]] = {}
+    for partition, user in people.items():
+        for worker in workers:
+
+            async def served(worker: WorkerProcess = worker, user: str = user) -> Any:
+                status, body = await signed_get(worker, user_path(user, "consent"))
+                return body if status == 200 else None
+
+            body = await until(served)
+            assert body["partition"] == partition
+            owners.setdefault(partition, set()).add(body["privacy"]["served_by"]["worker"])
+
+    assert all(len(names) == 1 for names in owners.values())  # one owner, whoever is asked
+    assert set().union(*owners.values()) == {"worker-0", "worker-1"}
+
+
+async def test_every_bad_request_is_a_clear_4xx_and_writes_nothing(
+    stack: Settings, workers: list[WorkerProcess], tokens: Tokens
+) -> None:
+    user, eea, gone = uid("bad"), uid("bad-eea"), uid("gone")
+    async with Writer(stack) as writer:
+        await writer.consent(person(user, "US", 30))
+        await writer.consent(person(eea, "FR", 30))
+        await writer.consent(person(gone, "US", 30))
+        await writer.consent(
+            {"user_id": gone, "changed_at": int(time.time() * 1000) + 1, "deleted": True}
+        )
+    async with consent_api(stack, tokens, workers) as api:
+        await held_by_api(api.url, tokens.settings, user)
+        await held_by_api(api.url, tokens.settings, eea)
+        path = f"{api.url}/v1/users/{user}/privacy"
+        before = await consent_ends(stack)
+        cases: list[tuple[str, str, str | None, Any, bytes | None, int, str]] = [
+            ("PUT", path, None, {"personalization": False}, None, 401, "token is required"),
+            ("PUT", path, "cpt_unknown", {"personalization": False}, None, 401, "token"),
+            ("GET", path, None, None, None, 401, "token is required"),
+            ("PUT", path, tokens.advertiser, {"personalization": False}, None, 403, "trusted"),
+            ("GET", path, tokens.advertiser, None, None, 403, "trusted"),
+            (
+                "PUT",
+                path,
+                tokens.settings,
+                {"personalisation": False},
+                None,
+                400,
+                "personalisation: extra_forbidden",
+            ),
+            (
+                "PUT",
+                path,
+                tokens.settings,
+                {"personalization": "off"},
+                None,
+                400,
+                "personalization: bool_type",
+            ),
+            (
+                "PUT",
+                path,
+                tokens.settings,
+                {"personalization": 0},
+                None,
+                400,
+                "personalization: bool_type",
+            ),
+            ("PUT", path, tokens.settings, [False], None, 400, "JSON object"),
+            ("PUT", path, tokens.settings, {}, None, 400, "at least one"),
+            ("PUT", path, tokens.settings, None, b"{not json", 400, "not valid JSON"),
+            ("PUT", path, tokens.settings, None, b"\xff\xfe", 400, "not valid JSON"),
+            (
+                "PUT",
+                f"{api.url}/v1/users/{eea}/privacy",
+                tokens.settings,
+                {"partner_sharing": True},
+                None,
+                422,
+                "partner_sharing: not offered",
+            ),
+            (
+                "PUT",
+                f"{api.url}/v1/users/{uid('nobody')}/privacy",
+                tokens.settings,
+                {"personalization": False},
+                None,
+                404,
+                "no such user",
+            ),
+            (
+                "GET",
+                f"{api.url}/v1/users/{uid('nobody')}/privacy",
+                tokens.settings,
+                None,
+                None,
+                404,
+                "no such user",
+            ),
+            (
+                "GET",
+                f"{api.url}/v1/users/{'x' * 300}/privacy",
+                tokens.settings,
+                None,
+                None,
+                400,
+                "user_id",
+            ),
+            ("GET", f"{path}/decisions", tokens.settings, None, None, 400, "since is required"),
+            (
+                "GET",
+                f"{path}/decisions?since=-1",
+                tokens.settings,
+                None,
+                None,
+                400,
+                "since must be",
+            ),
+        ]
+        for method, url, token, body, raw, status, message in cases:
+            got, headers, answer = await call(method, url, token, body, raw=raw)
+            assert (got, method, url[-40:]) == (status, method, url[-40:])
+            assert message in answer["error"], (message, answer)
+            if status == 401:
+                assert headers["WWW-Authenticate"].startswith("Bearer")
+
+        async def deleted() -> bool:
+            status, _, _ = await call(
+                "PUT",
+                f"{api.url}/v1/users/{gone}/privacy",
+                tokens.settings,
+                {"personalization": False},
+            )
+            return status == 410
+
+        await until(deleted)
+        after = await consent_ends(stack)
+
+    assert after == before
+
+
+async def test_without_workers_configured_the_api_answers_503_and_writes_nothing(
+    stack: Settings, tokens: Tokens
+) -> None:
+    user = uid("lonely")
+    async with running_collector(stack, registry(tokens)) as api:
+        status, headers, body = await call(
+            "PUT", f"{api.url}/v1/users/{user}/privacy", tokens.settings, {"personalization": False}
+        )
+
+    assert status == 503
+    assert headers["Retry-After"] == str(stack.collector_retry_after_seconds)
+    assert "PIPELINE_COLLECTOR_WORKER_URLS" in body["error"]
+
+
+async def decided(url: str, token: str, user_id: str, event_ids: set[str]) -> None:
+    """Wait until the audit stream holds a decision of each of `event_ids`."""
+
+    async def all_there() -> bool:
+        status, _, feed = await call(
+            "GET", f"{url}/v1/users/{user_id}/privacy/decisions?since=0", token
+        )
+        return status == 200 and event_ids <= {d["event_id"] for d in feed["decisions"]}
+
+    await until(all_there)
+
+
+def outputs_of(stack: Settings) -> dict[str, str]:
+    topics = (catalogue.PERSONALIZATION, catalogue.ADS, catalogue.DEIDENTIFIED, catalogue.AUDIT)
+    return {stack.topic(topic): topic.name for topic in topics}
+
+
+async def read_outputs(stack: Settings, audited: set[str]) -> dict[str, list[Read]]:
+    names = outputs_of(stack)
+
+    def done(got: dict[str, list[Read]]) -> bool:
+        seen = {read.json()["event_id"] for read in got[stack.topic(catalogue.AUDIT)]}
+        return audited <= seen
+
+    got = await read_topics(stack.kafka_bootstrap_servers, list(names), done, timeout_s=60)
+    return {names[topic]: reads for topic, reads in got.items()}
+
+
+async def test_a_saved_revocation_is_acknowledged_and_governs_every_later_event(
+    stack: Settings, workers: list[WorkerProcess], tokens: Tokens
+) -> None:
+    user, advertiser = uid("revoker"), uid("adv")
+    device = {"device_id": "dev-1", "platform": "ios", "att_status": "authorized"}
+    async with Writer(stack) as writer, consent_api(stack, tokens, workers) as api:
+        await writer.consent(
+            person(user, "US", 40, device=device, personalization=True, ads_from_partner_info=True)
+        )
+        await held_by_api(api.url, tokens.settings, user)
+        before = [await writer.event(tag(user, advertiser)) for _ in range(3)]
+        # Decided before the save (a later decision would apply the revocation to them too).
+        await decided(api.url, tokens.settings, user, {sent.event_id for sent in before})
+
+        status, _, saved = await call(
+            "PUT", f"{api.url}/v1/users/{user}/privacy", tokens.settings, {"personalization": False}
+        )
+        after = [await writer.event(tag(user, advertiser)) for _ in range(5)]  # at once
+        assert status == 200, saved
+
+        async def folded() -> dict[str, Any] | None:
+            got = await held_by_api(api.url, tokens.settings, user)
+            return got if got["consent_version"] >= saved["changed_at"] else None
+
+        held = await until(folded)
+
+    assert saved["partition"] == consent_partition(stack, user)
+    assert saved["topic"] == catalogue.CONSENT_CHANGES.name
+    assert saved["settings"] == {
+        "personalization": False,
+        "ads_from_partner_info": True,
+        "partner_sharing": None,
+    }
+    assert saved["rewrites"] == 0
+    written = await consent_record_at(stack, saved["partition"], saved["offset"])
+    assert written["changed_at"] == saved["changed_at"]
+    assert written["settings"] == saved["settings"]
+    assert written["profile"] == {"country": "US", "birth_year": time.gmtime().tm_year - 41}
+    assert written["device"] == device
+    assert all(sent.appended_ms < saved["acknowledged_at"] for sent in before)
+    later = {sent.event_id for sent in after if sent.appended_ms > saved["acknowledged_at"]}
+    assert len(later) >= 4  # at most one can share the acknowledgement's millisecond
+    got = await read_outputs(stack, later | {sent.event_id for sent in before})
+    identified = {
+        read.json()["event_id"]
+        for name in ("activity.personalization", "activity.ads")
+        for read in got[name]
+    }
+    assert {sent.event_id for sent in before} <= identified
+    assert not later & identified
+    audits = {read.json()["event_id"]: read.json() for read in got["decisions.audit"]}
+    for event_id in later:
+        audit = audits[event_id]
+        assert "account.personalization_off" in audit["reasons"]
+        assert audit["consent_version"] == saved["changed_at"]
+        assert audit["destinations"] == ["deidentified"]
+    deidentified = [
+        r for r in got["activity.deidentified"] if r.json()["advertiser_id"] == advertiser
+    ]
+    assert len(deidentified) == len(before) + len(after)
+    assert (held["personalization"]["value"], held["personalization"]["chosen"]) == (False, False)
+    assert held["acknowledged_at"] == saved["acknowledged_at"]
+
+
+class Interleaving(EventProducer):
+    """A producer that lets another writer's change land just before the save's record."""
+
+    def __init__(self, settings: Settings, writer: Writer, change: dict[str, Any]) -> None:
+        super().__init__(settings)
+        self.writer = writer
+        self.pending: dict[str, Any] | None = change
+
+    async def acknowledged(
+        self, prepared: Prepared, within_s: float
+    ) -> Acknowledged | DeliveryFailure:
+        if self.pending is not None:
+            await self.writer.consent(self.pending)
+            self.pending = None
+        return await super().acknowledged(prepared, within_s)
+
+
+async def test_a_change_landing_while_saving_is_kept_the_record_written_again(
+    stack: Settings, workers: list[WorkerProcess]
+) -> None:
+    user = uid("racer")
+    device = {"device_id": "dev-9", "platform": "ios", "att_status": "authorized"}
+    async with Writer(stack) as writer:
+        await writer.consent(person(user, "US", 40, device=device, personalization=True))
+        denied = {
+            "user_id": user,
+            "changed_at": int(time.time() * 1000),
+            "device": {**device, "att_status": "denied"},
+        }
+        producer = Interleaving(stack, writer, denied)
+        await producer.start()
+        workers_client = WorkerClient(
+            [worker_url(worker) for worker in workers], TRUST_KEY, timeout_s=5, retry_after=1
+        )
+        service = PrivacyService(stack, producer, workers=workers_client)
+        try:
+            await until(lambda: _held(workers[0], user))
+            saved = await service.save(user, PrivacyUpdate(personalization=False))
+        finally:
+            await service.close()
+            await producer.stop()
+
+    assert saved.rewrites == 1
+    written = await consent_record_at(stack, saved.partition, saved.offset)
+    assert written["device"]["att_status"] == "denied"
+    assert written["settings"]["personalization"] is False
+    held = await until(lambda: _held(workers[0], user, at_least=saved.changed_at))
+    assert held["state"]["devices"]["dev-9"]["att_status"][0] == "denied"
+    assert held["privacy"]["personalization"]["value"] is False
+
+
+async def _held(worker: WorkerProcess, user: str, at_least: int = 0) -> Any:
+    status, body = await signed_get(worker, user_path(user, "consent"))
+    return body if status == 200 and body["state"]["version"] >= at_least else None
+
+
+async def test_a_persons_decisions_come_from_the_audit_stream_once_each(
+    stack: Settings, workers: list[WorkerProcess], tokens: Tokens
+) -> None:
+    user, advertiser = uid("watched"), uid("adv")
+    since = int(time.time() * 1000) - 1000
+    async with Writer(stack) as writer, consent_api(stack, tokens, workers) as api:
+        await writer.consent(person(user, "DE", 30, personalization=True))
+        await held_by_api(api.url, tokens.settings, user)
+        sent = [await writer.event(tag(user, advertiser)) for _ in range(4)]
+        url = f"{api.url}/v1/users/{user}/privacy/decisions"
+        seen: list[dict[str, Any]] = []
+        cursor: int | None = None
+
+        async def everything() -> bool:
+            nonlocal cursor
+            query = f"?since={since}" + ("" if cursor is None else f"&cursor={cursor}")
+            status, _, feed = await call("GET", url + query, tokens.settings)
+            assert status == 200, feed
+            seen.extend(feed["decisions"])
+            cursor = feed["cursor"]
+            return len(seen) >= len(sent)
+
+        await until(everything)
+        await asyncio.sleep(0.5)
+        await everything()
+
+    # One audit partition holds the person's decisions, in the order they were decided.
+    assert sorted(d["event_id"] for d in seen) == sorted(s.event_id for s in sent)
+    assert sorted(d["decided_at"] for d in seen) == [d["decided_at"] for d in seen]
+    for decision in seen:
+        assert decision["outcomes"]["personalization"] == "allow"
+        assert decision["outcomes"]["ads"] == "deny"  # ads from partners: opt-in in the EEA
+        assert "account.partner_ads_off" in decision["reasons"]
+        assert "user.region_restricted" in decision["reasons"]
+
+
+async def test_a_workers_consent_pages_need_the_collectors_signature(
+    workers: list[WorkerProcess],
+) -> None:
+    path = user_path("someone", "consent")
+    async with aiohttp.ClientSession() as http:
+        for headers in ({}, {"X-Pipeline-Signature": "v1:0:" + "0" * 64}):
+            async with http.get(worker_url(workers[0]) + path, headers=headers) as response:
+                assert response.status == 401
+                assert (await response.json(content_type=None)) == {
+                    "error": "a valid request signature is required"
+                }
+    status, _ = await signed_get(workers[0], path)
+    assert status == 404

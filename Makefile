@@ -13,7 +13,7 @@ CHAOS_ARGS ?=
 BENCH_ARGS ?=
 BENCH_STAMP := $(VENV)/.bench-$(shell cksum < pyproject.toml | cut -d' ' -f1)
 
-.PHONY: help setup tools deploy-check chaos bench bench-quick kafka-fetch kafka-up kafka-down kafka-status topics worker run test unit \
+.PHONY: help setup tools browser deploy-check chaos bench bench-quick kafka-fetch kafka-up kafka-down kafka-status topics worker run test unit \
 	integration contracts lint fmt typecheck check clean
 
 help: ## Show the targets
@@ -56,16 +56,19 @@ run: topics ## The live demo: broker, topics, worker, collector, producer; Ctrl-
 tools: $(STAMP) ## Install the tools that check deploy/ (promtool, compose-config, kustomize, schemas)
 	deploy/tools/install.sh
 
+browser: ## Install headless Chromium and its chromedriver (Debian packages) for the page test
+	deploy/tools/install-browser.sh
+
 deploy-check: tools ## Check deploy/: promtool, compose, Kubernetes schemas, dashboards
 	$(BIN)/pytest tests/deploy $(PYTEST_ARGS)
 
-test: setup tools ## All tests: unit, deploy checks, integration against a real broker (:19092)
+test: setup tools browser ## All tests: unit, deploy checks, integration against a real broker (:19092)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 unit: $(STAMP) ## Unit tests only (no broker)
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
 
-integration: setup tools ## Integration tests only
+integration: setup tools browser ## Integration tests only
 	$(BIN)/pytest tests/integration $(PYTEST_ARGS)
 
 bench: $(BENCH_STAMP) kafka-fetch kafka-up ## Benchmarks side by side (<20 min): writes benchmarks/results/

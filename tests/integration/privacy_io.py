@@ -3,10 +3,11 @@ consent records, their events, and reading what became of them."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,24 @@ from schemas import codec
 from tests.conftest import TRUST_KEY
 from tests.integration.collector_io import Running, configured, running_collector
 from tests.integration.conftest import WorkerProcess, free_port
+
+
+def stack_settings(kafka_bootstrap: str, data_dir: Path) -> Settings:
+    """Settings of a pipeline of its own (app id, topic prefix) on the real cluster."""
+    run = uuid.uuid4().hex[:12]
+    return Settings.model_validate(
+        {
+            "kafka_bootstrap_servers": kafka_bootstrap,
+            "app_id": f"privacy-{run}",
+            "topic_prefix": f"p-{run}.",
+            "store": "memory",
+            "data_dir": data_dir,
+            "topic_partitions": 3,
+            "hmac_key": "integration-test-hmac-key-0123456789abcdef",
+            "trust_key": TRUST_KEY.decode(),
+            "poll_timeout_ms": 20,
+        }
+    )
 
 
 @dataclass
@@ -205,3 +224,24 @@ async def call(
         http.request(method, url, data=data, headers=auth(token)) as response,
     ):
         return response.status, dict(response.headers), await response.json(content_type=None)
+
+
+async def until(check: Callable[[], Any], timeout_s: float = 30.0) -> Any:
+    """Poll `check` (a coroutine function) until it returns something truthy."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        result = await check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out")
+        await asyncio.sleep(0.1)
+
+
+async def held_by_api(url: str, token: str, user_id: str) -> dict[str, Any]:
+    async def answered() -> dict[str, Any] | None:
+        status, _, body = await call("GET", f"{url}/v1/users/{user_id}/privacy", token)
+        return body if status == 200 else None
+
+    found: dict[str, Any] = await until(answered)
+    return found

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import aiohttp
@@ -31,11 +31,14 @@ from tests.integration.privacy_io import (
     consent_ends,
     consent_partition,
     consent_record_at,
+    held_by_api,
     person,
     registry,
     running_workers,
     signed_get,
+    stack_settings,
     tag,
+    until,
     worker_url,
 )
 
@@ -45,20 +48,7 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def stack(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
     """Settings of this module's pipeline: its own topics on the real cluster."""
-    run = uuid.uuid4().hex[:12]
-    settings = Settings.model_validate(
-        {
-            "kafka_bootstrap_servers": kafka_bootstrap,
-            "app_id": f"privacy-{run}",
-            "topic_prefix": f"p-{run}.",
-            "store": "memory",
-            "data_dir": tmp_path_factory.mktemp("state"),
-            "topic_partitions": 3,
-            "hmac_key": "integration-test-hmac-key-0123456789abcdef",
-            "trust_key": TRUST_KEY.decode(),
-            "poll_timeout_ms": 20,
-        }
-    )
+    settings = stack_settings(kafka_bootstrap, tmp_path_factory.mktemp("state"))
     asyncio.run(create_topics(settings))
     return settings
 
@@ -79,27 +69,6 @@ def tokens() -> Tokens:
 
 def uid(stem: str) -> str:
     return f"{stem}-{uuid.uuid4().hex[:10]}"
-
-
-async def until(check: Callable[[], Any], timeout_s: float = 30.0) -> Any:
-    """Poll `check` (a coroutine function) until it returns something truthy."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        result = await check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out")
-        await asyncio.sleep(0.1)
-
-
-async def held_by_api(url: str, token: str, user_id: str) -> dict[str, Any]:
-    async def answered() -> dict[str, Any] | None:
-        status, _, body = await call("GET", f"{url}/v1/users/{user_id}/privacy", token)
-        return body if status == 200 else None
-
-    found: dict[str, Any] = await until(answered)
-    return found
 
 
 async def test_the_owner_answers_with_region_defaults_and_what_is_offered(

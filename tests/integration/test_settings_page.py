@@ -1,0 +1,216 @@
+"""The privacy settings page in a real browser (headless Chromium from Debian's packages):
+a person turns Personalization off and saves; their next events leave the personalization
+and ads streams and arrive de-identified. A person in the EEA is offered no partner
+sharing. The screenshots it takes are the README's (`SCREENSHOT_DIR=docs` writes them there).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from selenium.webdriver.chrome.webdriver import WebDriver
+from selenium.webdriver.common.by import By
+
+from pipeline import catalogue
+from pipeline.kafka.admin import create_topics
+from pipeline.settings import Settings
+from tests.integration.browser import chromium, full_page_screenshot, script, wait_for
+from tests.integration.conftest import WorkerProcess
+from tests.integration.kafka_io import Read, read_topics
+from tests.integration.privacy_io import (
+    Sent,
+    Tokens,
+    Writer,
+    consent_api,
+    held_by_api,
+    person,
+    running_workers,
+    stack_settings,
+    tag,
+)
+
+pytestmark = pytest.mark.integration
+
+SCREENSHOTS = Path(os.environ.get("SCREENSHOT_DIR", ".local/screenshots"))
+EVENT_EVERY_S = 0.4
+
+
+@pytest.fixture(scope="module")
+def stack(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    settings = stack_settings(kafka_bootstrap, tmp_path_factory.mktemp("state"))
+    asyncio.run(create_topics(settings))
+    return settings
+
+
+@pytest.fixture(scope="module")
+def workers(
+    stack: Settings, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[list[WorkerProcess]]:
+    with running_workers(stack, tmp_path_factory.mktemp("logs"), count=1) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def driver() -> Iterator[WebDriver]:
+    with chromium() as browser:
+        yield browser
+
+
+@contextlib.asynccontextmanager
+async def browsing(writer: Writer, user_id: str, advertiser_id: str) -> AsyncIterator[list[Sent]]:
+    """The person visits an advertiser's site every `EVENT_EVERY_S` while the block runs."""
+    sent: list[Sent] = []
+    stop = asyncio.Event()
+
+    async def visit() -> None:
+        while not stop.is_set():
+            sent.append(await writer.event(tag(user_id, advertiser_id)))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), EVENT_EVERY_S)
+
+    task = asyncio.create_task(visit())
+    try:
+        yield sent
+    finally:
+        stop.set()
+        await task
+
+
+def rows(driver: WebDriver) -> list[dict[str, str]]:
+    """The decisions the page lists: event id, outcome, whether after the last Save."""
+    found = script(
+        driver,
+        "return [...document.querySelectorAll('#decisions tr')].map((r) => ({"
+        "id: r.dataset.eventId, outcome: r.dataset.outcome, after: r.dataset.afterSave || ''}))",
+    )
+    return list(found)
+
+
+def open_page(driver: WebDriver, base_url: str, user_id: str, token: str) -> None:
+    driver.get("about:blank")
+    driver.get(f"{base_url}/account/privacy#user={user_id}&token={token}")
+    wait_for(lambda: driver.find_element(By.ID, "settings").is_displayed(), what="the form")
+
+
+async def in_thread(function: Any, *args: Any) -> Any:
+    """Run a blocking browser step off the event loop (the collector serves on it)."""
+    return await asyncio.to_thread(function, *args)
+
+
+async def test_turning_personalization_off_deidentifies_the_persons_next_events(
+    stack: Settings, workers: list[WorkerProcess], driver: WebDriver
+) -> None:
+    tokens = Tokens()
+    user, advertiser = f"page-us-{uuid.uuid4().hex[:8]}", f"adv-{uuid.uuid4().hex[:8]}"
+    async with (
+        Writer(stack) as writer,
+        consent_api(stack, tokens, workers) as api,
+    ):
+        await writer.consent(
+            person(user, "US", 35, personalization=True, ads_from_partner_info=True)
+        )
+        await held_by_api(api.url, tokens.settings, user)
+        async with browsing(writer, user, advertiser) as sent:
+            await in_thread(open_page, driver, api.url, user, tokens.settings)
+            switch = driver.find_element(By.ID, "personalization")
+            assert switch.get_attribute("role") == "switch"
+            assert await in_thread(switch.is_selected)
+            assert driver.find_element(By.CSS_SELECTOR, "label[for=personalization]").text == (
+                "Personalization"
+            )
+            allowed_before: set[str] = await in_thread(
+                wait_for,
+                lambda: {r["id"] for r in rows(driver) if r["outcome"] == "allowed"},
+                60.0,
+                "an allowed decision",
+            )
+
+            await in_thread(switch.click)
+            await in_thread(driver.find_element(By.ID, "save").click)
+            status = driver.find_element(By.ID, "status")
+            await in_thread(
+                wait_for, lambda: "Kafka acknowledged" in status.text, 30.0, "the acknowledgement"
+            )
+            acknowledged = int(status.get_attribute("data-acknowledged-at") or 0)
+            assert status.get_attribute("role") == "status"
+
+            def after_save() -> list[dict[str, str]]:
+                later = [r for r in rows(driver) if r["after"]]
+                return later if len(later) >= 3 else []
+
+            shown = await in_thread(wait_for, after_save, 60.0, "three decisions after Save")
+            assert {r["outcome"] for r in shown} == {"deidentified"}
+            assert not await in_thread(switch.is_selected)
+            await in_thread(full_page_screenshot, driver, SCREENSHOTS / "privacy-settings.png")
+            resources = script(
+                driver, "return performance.getEntriesByType('resource').map((e) => e.name)"
+            )
+            assert all(str(name).startswith(api.url) for name in resources)  # no external assets
+
+    later = {s.event_id for s in sent if s.appended_ms > acknowledged}
+    earlier_allowed = allowed_before
+    assert len(later) >= 3
+    got = await read_outputs(stack, later | earlier_allowed)
+    identified = {
+        read.json()["event_id"]
+        for name in (catalogue.PERSONALIZATION.name, catalogue.ADS.name)
+        for read in got[name]
+    }
+    assert earlier_allowed <= identified  # the streams did carry the person before the save
+    assert not later & identified
+    audits = {read.json()["event_id"]: read.json() for read in got[catalogue.AUDIT.name]}
+    for event_id in later:
+        assert audits[event_id]["destinations"] == ["deidentified"]
+        assert "account.personalization_off" in audits[event_id]["reasons"]
+    deidentified = [
+        read
+        for read in got[catalogue.DEIDENTIFIED.name]
+        if read.json()["advertiser_id"] == advertiser
+    ]
+    assert len(deidentified) >= len(later) + len(earlier_allowed)
+    assert all("user_id" not in read.json() for read in deidentified)
+
+
+async def test_the_eea_persons_page_offers_no_partner_sharing(
+    stack: Settings, workers: list[WorkerProcess], driver: WebDriver
+) -> None:
+    tokens = Tokens()
+    user = f"page-eea-{uuid.uuid4().hex[:8]}"
+    async with Writer(stack) as writer, consent_api(stack, tokens, workers) as api:
+        await writer.consent(person(user, "DE", 30, personalization=True))
+        await held_by_api(api.url, tokens.settings, user)
+        await in_thread(open_page, driver, api.url, user, tokens.settings)
+
+        inputs = driver.find_elements(By.CSS_SELECTOR, "#settings input")
+        assert [i.get_attribute("id") for i in inputs] == [
+            "personalization",
+            "ads_from_partner_info",
+        ]
+        assert not driver.find_elements(By.ID, "partner_sharing")
+        sharing = driver.find_element(By.ID, "setting-partner_sharing").text
+        assert "Not available for your account" in sharing
+        assert "you are in the EEA, the United Kingdom or Switzerland" in sharing
+        assert driver.find_element(By.ID, "personalization").is_selected()
+        assert not driver.find_element(By.ID, "ads_from_partner_info").is_selected()  # opt-in
+        region = driver.find_element(By.ID, "region-note").text
+        assert "off unless you turn them on" in region
+        await in_thread(full_page_screenshot, driver, SCREENSHOTS / "privacy-settings-eea.png")
+
+
+async def read_outputs(stack: Settings, audited: set[str]) -> dict[str, list[Read]]:
+    topics = (catalogue.PERSONALIZATION, catalogue.ADS, catalogue.DEIDENTIFIED, catalogue.AUDIT)
+    names = {stack.topic(topic): topic.name for topic in topics}
+
+    def done(got: dict[str, list[Read]]) -> bool:
+        seen = {read.json()["event_id"] for read in got[stack.topic(catalogue.AUDIT)]}
+        return audited <= seen
+
+    got = await read_topics(stack.kafka_bootstrap_servers, list(names), done, timeout_s=60)
+    return {names[topic]: reads for topic, reads in got.items()}

@@ -9,10 +9,13 @@ user's consent, then produces traffic at a moderate rate: most records straight 
 as a tag/SDK backend would, a share of the events through the collector over HTTP
 (Conversions-API batches with each advertiser's token, pixel beacons for anonymous
 visitors, widget posts) and of the customer-list uploads through the platforms' list
-calls (Meta's custom audience `users` edge, Pinterest's customer-list update). Twice a
-second it reads the worker's Prometheus endpoint and redraws the view; when output is not
-a terminal it prints a plain line every few seconds instead. On Ctrl-C or after the
-duration it stops producing, lets the worker catch up, and prints a final report.
+calls (Meta's custom audience `users` edge, Pinterest's customer-list update). It also
+prints the privacy settings page of three demo people (in the US, in the EEA, under 16;
+`pipeline.sim.people`), whose events it sends every few seconds, so that a saved choice
+can be watched taking effect. Twice a second it reads the worker's Prometheus endpoint
+and redraws the view; when output is not a terminal it prints a plain line every few
+seconds instead. On Ctrl-C or after the duration it stops producing, lets the worker
+catch up, and prints a final report.
 """
 
 from __future__ import annotations
@@ -47,9 +50,11 @@ from pipeline.sim.live import (
     WorkerMetrics,
     final_report,
     parse_metrics,
+    parse_saves,
     plain_line,
     render,
 )
+from pipeline.sim.people import DemoPerson, PeopleTraffic, demo_people
 from pipeline.sim.stream import KafkaSink, ProduceReport, run_traffic
 from pipeline.sim.traffic import Record, TrafficConfig, TrafficGenerator, audience_ids
 from schemas import codec
@@ -70,6 +75,10 @@ DEMO_AD_ACCOUNT: Final = "549755885175"
 DEMO_PIXEL: Final = "1234567890"
 DEMO_TAG: Final = "2612345678901"
 WIDGET_BACKEND: Final = "widgets"
+ACCOUNT_SETTINGS: Final = "account-settings"
+"""The platform's account settings frontend: its trusted token calls the consent API."""
+PEOPLE_EVERY_S: Final = 2.0
+"""How often each demo person visits a shop (one tag event)."""
 
 
 @dataclass(frozen=True)
@@ -134,6 +143,8 @@ class DevRegistry:
     widget_token: str
     example_token: str
     """`shop-demo`'s ordinary token, for trying the integrations by hand."""
+    settings_token: str
+    """The account settings frontend's trusted token: the settings pages use it."""
 
 
 def dev_registry(path: Path, advertisers: int, now: int) -> DevRegistry:
@@ -158,8 +169,21 @@ def dev_registry(path: Path, advertisers: int, now: int) -> DevRegistry:
         "tag": [DEMO_TAG],
     }
     registry, _ = registry.with_new_token("shop-demo", example_token, ids=ids, now=now)
+    settings_token = new_token()
+    registry, _ = registry.with_new_token(ACCOUNT_SETTINGS, settings_token, trusted=True, now=now)
     save_registry(path, registry)
-    return DevRegistry(path, tokens, widget_token, example_token)
+    return DevRegistry(path, tokens, widget_token, example_token, settings_token)
+
+
+def settings_pages(base_url: str, people: Sequence[DemoPerson], token: str) -> str:
+    """Where each demo person's privacy settings page is (the token rides in the fragment,
+    which the browser never sends; the page keeps it in its session storage)."""
+    lines = ["privacy settings pages of the demo people (save a change, watch their next events):"]
+    width = max(len(person.label) for person in people)
+    for person in people:
+        url = f"{base_url}/account/privacy#user={person.user_id}&token={token}"
+        lines.append(f"  {person.label:<{width}}  {url}")
+    return "\n".join(lines)
 
 
 def ad_account(advertiser: int) -> str:
@@ -434,6 +458,7 @@ class _View:
     def __init__(self, settings: Settings, session: aiohttp.ClientSession, feed: Feed) -> None:
         host = "127.0.0.1" if settings.web_host in ("0.0.0.0", "::", "") else settings.web_host
         self.url = f"http://{host}:{settings.web_port}/metrics"
+        self.collector_url = f"{_collector_base(settings)}/metrics"
         self.prefix = settings.topic_prefix
         self.session = session
         self.feed = feed
@@ -456,6 +481,14 @@ class _View:
                 self._history.popleft()
             if self.status == "starting the worker":
                 self.status = "running"
+        try:
+            async with self.session.get(
+                self.collector_url, timeout=aiohttp.ClientTimeout(total=2)
+            ) as r:
+                if r.status == 200:
+                    self.feed.privacy_saves = int(parse_saves(await r.text()))
+        except (aiohttp.ClientError, TimeoutError):
+            pass
         return self.frame()
 
     def frame(self) -> Frame:
@@ -494,9 +527,11 @@ async def run_demo(settings: Settings, options: DemoOptions, console: Console) -
     generator = TrafficGenerator(config, seed=seed, trust_key=trust_key.encode())
     registry = dev_registry(DEV_REGISTRY, config.advertisers, int(time.time()))
     env["PIPELINE_ADVERTISERS_FILE"] = str(registry.path)
+    if not settings.collector_worker_urls:
+        env["PIPELINE_COLLECTOR_WORKER_URLS"] = settings.canonical_url
     worker = await _Child.start("worker", env)
     collector = await _Child.start("collect", env)
-    base_url = f"http://{settings.collector_host}:{settings.collector_port}"
+    base_url = _collector_base(settings)
     say(
         f"worker (pid {worker.proc.pid}) and collector (pid {collector.proc.pid}, "
         f"{base_url}) started; logs in {LOG_DIR}/; development advertiser registry in "
@@ -504,6 +539,12 @@ async def run_demo(settings: Settings, options: DemoOptions, console: Console) -
         "Ctrl-C stops."
     )
     say(first_event_help(base_url, registry.example_token), highlight=False, soft_wrap=True)
+    people = PeopleTraffic(demo_people(), seed, advertisers=config.advertisers)
+    say(
+        settings_pages(base_url, people.people, registry.settings_token),
+        highlight=False,
+        soft_wrap=True,
+    )
     stop, abort = asyncio.Event(), asyncio.Event()
     loop = asyncio.get_running_loop()
 
@@ -518,6 +559,9 @@ async def run_demo(settings: Settings, options: DemoOptions, console: Console) -
     feed = Feed()
     sink = KafkaSink(settings)
     await sink.start()
+    await sink.write(people.bootstrap())
+    feed.produced["consent"] += len(people.people)
+    feed.produced["identity"] += len(people.people)
     report: ProduceReport | None = None
     live_mode = console.is_terminal and not os.environ.get("CI")
     async with aiohttp.ClientSession() as session:
@@ -536,6 +580,7 @@ async def run_demo(settings: Settings, options: DemoOptions, console: Console) -
             run_traffic(generator, feeder.write, rate=options.rate, stop=stop)
         )
         pumping = asyncio.create_task(feeder.pump(stop))
+        visiting = asyncio.create_task(_visits(people, feeder, stop))
         children = [asyncio.create_task(c.proc.wait()) for c in (worker, collector)]
         shown = asyncio.Event()
         showing = asyncio.create_task(_show(view, console, live_mode, shown))
@@ -545,6 +590,7 @@ async def run_demo(settings: Settings, options: DemoOptions, console: Console) -
         stop.set()
         report = await producing
         await pumping
+        await visiting
         await feeder.drain()
         await sink.flush()
         report.failures = sink.failures
@@ -565,6 +611,20 @@ async def run_demo(settings: Settings, options: DemoOptions, console: Console) -
     codes = [await c.stop() for c in (worker, collector)]
     say(f"worker and collector stopped (exit codes {codes[0]}, {codes[1]})")
     return 1 if crashed or any(code not in (0, -signal.SIGTERM) for code in codes) else 0
+
+
+async def _visits(people: PeopleTraffic, feeder: _Feeder, stop: asyncio.Event) -> None:
+    """Each demo person's next event every `PEOPLE_EVERY_S`, until `stop`."""
+    while not stop.is_set():
+        await feeder.write(people.events())
+        await _pause(stop, PEOPLE_EVERY_S)
+
+
+def _collector_base(settings: Settings) -> str:
+    host = settings.collector_host
+    if host in ("0.0.0.0", "::", ""):
+        host = "127.0.0.1"
+    return f"http://{host}:{settings.collector_port}"
 
 
 async def _show(view: _View, console: Console, live_mode: bool, done: asyncio.Event) -> None:

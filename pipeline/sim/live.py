@@ -150,6 +150,16 @@ def parse_metrics(text: str, topic_prefix: str = "") -> WorkerMetrics:
     )
 
 
+def parse_saves(text: str) -> float:
+    """Privacy settings saved through the consent API, from the collector's `/metrics` text."""
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "pipeline_collector_privacy_saves_total"
+    )
+
+
 @dataclass
 class Feed:
     """What the demo wrote, by source and by path (straight to Kafka or through the collector)."""
@@ -161,6 +171,8 @@ class Feed:
     collector_rejected: int = 0
     collector_unavailable: int = 0
     """Events the collector could not take (503 or unreachable), written straight instead."""
+    privacy_saves: int = 0
+    """Privacy settings saved on the settings pages (the collector's count)."""
 
 
 @dataclass(frozen=True)
@@ -334,6 +346,7 @@ def _header(frame: Frame) -> Text:
         frame.status,
         f"produced {_n(sum(feed.produced[s] for s in SOURCES))} events",
         f"{_n(sum(feed.via_collector.values()))} of them through the collector",
+        f"privacy settings saved {_n(feed.privacy_saves)}",
     ]
     second = []
     if worker is not None:
@@ -375,6 +388,7 @@ def plain_line(frame: Frame) -> str:
     produced = " ".join(f"{s}={feed.produced[s]}" for s in INPUT_SOURCES)
     line = f"[{frame.elapsed_s:5.0f}s] {frame.status}: produced {produced}"
     line += f" consent={feed.produced['consent']} http={sum(feed.via_collector.values())}"
+    line += f" saves={feed.privacy_saves}"
     if worker is None:
         return line + " | worker: no metrics yet"
     consumed = " ".join(f"{s}={worker.events_in.get(s, 0):.0f}" for s in INPUT_SOURCES)

@@ -1,12 +1,22 @@
-"""The demo's development registry: a trusted token per synthetic advertiser, and an
-example advertiser holding a Pinterest ad account, a Meta pixel and a Pinterest tag."""
+"""The demo's development registry: a trusted token per synthetic advertiser, an example
+advertiser holding a Pinterest ad account, a Meta pixel and a Pinterest tag, and the
+account settings frontend whose token the settings pages use; the pages' URLs."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from pipeline.ingest.registry import load_registry
-from pipeline.sim.demo import DEMO_AD_ACCOUNT, DEMO_PIXEL, DEMO_TAG, dev_registry, first_event_help
+from pipeline.sim.demo import (
+    ACCOUNT_SETTINGS,
+    DEMO_AD_ACCOUNT,
+    DEMO_PIXEL,
+    DEMO_TAG,
+    dev_registry,
+    first_event_help,
+    settings_pages,
+)
+from pipeline.sim.people import demo_people
 
 
 def test_the_dev_registry_holds_digests_of_the_tokens_the_demo_sends_with(tmp_path: Path) -> None:
@@ -15,7 +25,14 @@ def test_the_dev_registry_holds_digests_of_the_tokens_the_demo_sends_with(tmp_pa
     made = dev_registry(path, advertisers=3, now=1_700_000_000)
 
     registry = load_registry(path)
-    assert set(registry.advertisers) == {"adv-0", "adv-1", "adv-2", "widgets", "shop-demo"}
+    assert set(registry.advertisers) == {
+        "adv-0",
+        "adv-1",
+        "adv-2",
+        "widgets",
+        "shop-demo",
+        ACCOUNT_SETTINGS,
+    }
     for advertiser, token in made.tokens.items():
         credential = registry.authenticate(token)
         assert credential is not None
@@ -30,6 +47,22 @@ def test_the_dev_registry_holds_digests_of_the_tokens_the_demo_sends_with(tmp_pa
     widgets = registry.authenticate(made.widget_token)
     assert widgets is not None
     assert widgets.trusted
+    frontend = registry.authenticate(made.settings_token)
+    assert frontend is not None
+    assert (frontend.advertiser_id, frontend.trusted) == (ACCOUNT_SETTINGS, True)
+
+
+def test_the_settings_pages_are_listed_for_a_person_in_the_us_the_eea_and_under_16() -> None:
+    people = demo_people()
+
+    text = settings_pages("http://127.0.0.1:6067", people, "cpt_settings")
+
+    assert {person.country for person in people} >= {"US", "DE"}
+    assert min(person.age for person in people) < 16
+    for person in people:
+        url = f"http://127.0.0.1:6067/account/privacy#user={person.user_id}&token=cpt_settings"
+        assert url in text
+        assert person.label in text
 
 
 def test_the_first_event_help_is_a_curl_command_for_the_example_advertiser() -> None:

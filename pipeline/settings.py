@@ -115,7 +115,7 @@ class Settings(BaseSettings):
     web_port: int = Field(default=6066, ge=1, le=65535)
     web_canonical_url: str | None = Field(
         default=None,
-        pattern=r"^https?://[^/?#\s]+$",
+        pattern=r"^https?://[^/?#\s]+/?$",
         description="How other workers and the collector reach this worker's web server "
         "(default http://<web host, or the host name when it listens everywhere>:<web port>); "
         "announced to the consumer group, as Faust's canonical_url.",

@@ -9,8 +9,17 @@ from prometheus_client import CollectorRegistry, generate_latest
 from rich.console import Console
 
 from pipeline import catalogue
+from pipeline.ingest.endpoints.privacy import PrivacyMetrics
 from pipeline.runtime.metrics import Metrics
-from pipeline.sim.live import Feed, Frame, final_report, parse_metrics, plain_line, render
+from pipeline.sim.live import (
+    Feed,
+    Frame,
+    final_report,
+    parse_metrics,
+    parse_saves,
+    plain_line,
+    render,
+)
 from pipeline.sim.stream import ProduceReport
 
 
@@ -121,3 +130,17 @@ def test_the_final_report_checks_the_ledger_and_lists_what_was_generated() -> No
     assert "21 raw records consumed -> 20 audit + 1 DLQ records" in text
     assert "every input accounted for" in text
     assert "seed 42" in text
+
+
+def test_the_view_counts_the_privacy_settings_saved_as_the_collector_reports_them() -> None:
+    registry = CollectorRegistry()
+    metrics = PrivacyMetrics(registry)
+    metrics.saves.inc(3)
+    feed = Feed(privacy_saves=int(parse_saves(generate_latest(registry).decode())))
+    shown = Frame(elapsed_s=5.0, feed=feed, worker=None, status="running")
+
+    assert feed.privacy_saves == 3
+    assert "saves=3" in plain_line(shown)
+    console = Console(file=io.StringIO(), width=160, record=True)
+    console.print(render(shown, width=160))
+    assert "privacy settings saved 3" in console.export_text()

@@ -167,6 +167,11 @@ class Settings(BaseSettings):
         "consent table holds (any worker forwards to the one that owns the person's "
         "partition), e.g. the workers' Service; tried in order.",
     )
+    collector_privacy_page: bool = Field(
+        default=False,
+        description="Serve the privacy settings page at /account/privacy. It calls the consent "
+        "API with a trusted token given in its URL: for demos and tests, never for the public.",
+    )
     collector_worker_timeout_seconds: float = Field(
         default=5.0, gt=0, le=120, description="How long the consent API waits for a worker."
     )

@@ -529,6 +529,7 @@ async def run_demo(settings: Settings, options: DemoOptions, console: Console) -
     env["PIPELINE_ADVERTISERS_FILE"] = str(registry.path)
     if not settings.collector_worker_urls:
         env["PIPELINE_COLLECTOR_WORKER_URLS"] = settings.canonical_url
+    env["PIPELINE_COLLECTOR_PRIVACY_PAGE"] = "true"
     worker = await _Child.start("worker", env)
     collector = await _Child.start("collect", env)
     base_url = _collector_base(settings)

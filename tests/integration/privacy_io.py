@@ -88,7 +88,7 @@ async def consent_api(
 ) -> AsyncIterator[Running]:
     """A collector whose consent API asks `workers` (in that order)."""
     urls = ",".join(worker_url(worker) for worker in workers)
-    with_workers = configured(settings, collector_worker_urls=urls)
+    with_workers = configured(settings, collector_worker_urls=urls, collector_privacy_page=True)
     async with running_collector(with_workers, registry(tokens)) as running:
         yield running
 

@@ -20,7 +20,7 @@ from pipeline.kafka.admin import create_topics
 from pipeline.settings import Settings
 from schemas.privacy import PrivacyUpdate
 from tests.conftest import TRUST_KEY
-from tests.integration.collector_io import running_collector
+from tests.integration.collector_io import configured, running_collector
 from tests.integration.conftest import WorkerProcess
 from tests.integration.kafka_io import Read, read_topics
 from tests.integration.privacy_io import (
@@ -266,9 +266,42 @@ async def test_without_workers_configured_the_api_answers_503_and_writes_nothing
             "PUT", f"{api.url}/v1/users/{user}/privacy", tokens.settings, {"personalization": False}
         )
 
+        async with aiohttp.ClientSession() as http, http.get(f"{api.url}/account/privacy") as page:
+            page_status = page.status
+
     assert status == 503
     assert headers["Retry-After"] == str(stack.collector_retry_after_seconds)
     assert "PIPELINE_COLLECTOR_WORKER_URLS" in body["error"]
+    assert page_status == 404  # the page is off unless PIPELINE_COLLECTOR_PRIVACY_PAGE is on
+
+
+async def test_the_page_is_self_contained_and_its_scripts_run_only_with_the_nonce(
+    stack: Settings, tokens: Tokens
+) -> None:
+    on = configured(stack, collector_privacy_page=True)
+    async with (
+        running_collector(on, registry(tokens)) as api,
+        aiohttp.ClientSession() as http,
+    ):
+        pages = []
+        for _ in range(2):
+            async with http.get(f"{api.url}/account/privacy") as response:
+                pages.append((response.status, dict(response.headers), await response.text()))
+
+    (status, headers, html), (_, second, _) = pages
+    assert status == 200
+    assert headers["Content-Type"] == "text/html; charset=utf-8"
+    policy = headers["Content-Security-Policy"]
+    nonce = policy.split("'nonce-", 1)[1].split("'", 1)[0]
+    assert f'<script nonce="{nonce}">' in html
+    assert f'<style nonce="{nonce}">' in html
+    assert "default-src 'none'" in policy
+    assert "connect-src 'self'" in policy
+    assert second["Content-Security-Policy"] != policy  # a fresh nonce each time
+    assert "http://" not in html
+    assert "https://" not in html
+    assert '<html lang="en">' in html
+    assert headers["Cache-Control"] == "no-store"
 
 
 async def decided(url: str, token: str, user_id: str, event_ids: set[str]) -> None:

@@ -9,7 +9,8 @@
 - `GET /v1/users/{user_id}/privacy/decisions?since=<unix ms>[&cursor=<offset>]`: the
   person's decisions from the audit stream (`schemas.privacy.DecisionFeed`);
 - `GET /account/privacy`: the settings page (HTML, no external assets), for
-  `#user=<user_id>&token=<token>`.
+  `#user=<user_id>&token=<token>`, when `PIPELINE_COLLECTOR_PRIVACY_PAGE` is on (the demo
+  and the tests): it holds a trusted token in the browser, so it is no page for the public.
 
 Only trusted tokens may call the API (it reads and writes any person's consent): no or
 an unknown token is 401, an advertiser's ordinary token 403. Bad input is 400 (not JSON,
@@ -104,7 +105,8 @@ def register(app: web.Application, collector: Collector) -> PrivacyEndpoints:
     router.add_get(path, endpoints.guarded("read", endpoints.read))
     router.add_put(path, endpoints.guarded("save", endpoints.save))
     router.add_get(path + "/decisions", endpoints.guarded("decisions", endpoints.decisions))
-    router.add_get(PAGE_PATH, endpoints.guarded("page", endpoints.page))
+    if collector.settings.collector_privacy_page:
+        router.add_get(PAGE_PATH, endpoints.guarded("page", endpoints.page))
 
     async def close(_: web.Application) -> None:
         await endpoints.service.close()

@@ -187,9 +187,9 @@ def _opt_out(value: bool | None) -> int:
 
 
 def _att_status(value: AttStatus | None) -> int:
-    if value == "authorized":
-        return 0
-    return 1 if value is None else 2 if value == "not_determined" else 3
+    """A total order (any order of same-millisecond changes gives one state): authorized,
+    unset, not determined, denied, restricted (which the person cannot change)."""
+    return _ATT_ORDER[value]
 
 
 def _unknown_first(value: str | None) -> tuple[bool, str]:
@@ -215,6 +215,9 @@ _DEVICE_FIELDS: Final[Mapping[str, _FieldRule]] = MappingProxyType(
         "att_status": _FieldRule(_att_status, (str,)),
         "ads_opt_out": _FieldRule(_opt_out, (bool,)),
     }
+)
+_ATT_ORDER: Final[Mapping[AttStatus | None, int]] = MappingProxyType(
+    {"authorized": 0, None: 1, "not_determined": 2, "denied": 3, "restricted": 4}
 )
 _ATT_STATUSES: Final = frozenset({"authorized", "denied", "restricted", "not_determined"})
 

@@ -8,7 +8,7 @@ import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +17,17 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from pipeline import catalogue
 from pipeline.core.trust import REQUEST_HEADER, TRUST_HEADER, request_signature, trust_signature
-from pipeline.ingest.registry import Registry, new_token
 from pipeline.kafka.writer import KeyPartitioner
 from pipeline.settings import Settings
 from schemas import codec
 from tests.conftest import TRUST_KEY
-from tests.integration.collector_io import Running, configured, running_collector
+from tests.integration.collector_io import (
+    Running,
+    Tokens,
+    configured,
+    make_registry,
+    running_collector,
+)
 from tests.integration.conftest import WorkerProcess, free_port
 
 
@@ -42,20 +47,6 @@ def stack_settings(kafka_bootstrap: str, data_dir: Path) -> Settings:
             "poll_timeout_ms": 20,
         }
     )
-
-
-@dataclass
-class Tokens:
-    """The consent API's callers: the settings frontend (trusted), an advertiser (not)."""
-
-    settings: str = field(default_factory=new_token)
-    advertiser: str = field(default_factory=new_token)
-
-
-def registry(tokens: Tokens) -> Registry:
-    made, _ = Registry().with_new_token("account-settings", tokens.settings, trusted=True, now=0)
-    made, _ = made.with_new_token("shop-1", tokens.advertiser, now=0)
-    return made
 
 
 def auth(token: str | None) -> dict[str, str]:
@@ -86,10 +77,11 @@ def worker_url(worker: WorkerProcess) -> str:
 async def consent_api(
     settings: Settings, tokens: Tokens, workers: list[WorkerProcess]
 ) -> AsyncIterator[Running]:
-    """A collector whose consent API asks `workers` (in that order)."""
+    """A collector whose consent API asks `workers` (in that order); `tokens.trusted` may
+    call it, `tokens.shop` (an advertiser's ordinary token) may not."""
     urls = ",".join(worker_url(worker) for worker in workers)
     with_workers = configured(settings, collector_worker_urls=urls, collector_privacy_page=True)
-    async with running_collector(with_workers, registry(tokens)) as running:
+    async with running_collector(with_workers, make_registry(tokens)) as running:
         yield running
 
 

@@ -20,11 +20,10 @@ from pipeline.kafka.admin import create_topics
 from pipeline.settings import Settings
 from schemas.privacy import PrivacyUpdate
 from tests.conftest import TRUST_KEY
-from tests.integration.collector_io import configured, running_collector
+from tests.integration.collector_io import Tokens, configured, make_registry, running_collector
 from tests.integration.conftest import WorkerProcess
 from tests.integration.kafka_io import Read, read_topics
 from tests.integration.privacy_io import (
-    Tokens,
     Writer,
     call,
     consent_api,
@@ -33,7 +32,6 @@ from tests.integration.privacy_io import (
     consent_record_at,
     held_by_api,
     person,
-    registry,
     running_workers,
     signed_get,
     stack_settings,
@@ -62,11 +60,6 @@ def workers(
         yield running
 
 
-@pytest.fixture
-def tokens() -> Tokens:
-    return Tokens()
-
-
 def uid(stem: str) -> str:
     return f"{stem}-{uuid.uuid4().hex[:10]}"
 
@@ -80,7 +73,7 @@ async def test_the_owner_answers_with_region_defaults_and_what_is_offered(
         await writer.consent(person(eea, "DE", 30, personalization=True))
         await writer.consent(person(teen, "US", 14))
     async with consent_api(stack, tokens, workers) as api:
-        held = {user: await held_by_api(api.url, tokens.settings, user) for user in (us, eea, teen)}
+        held = {user: await held_by_api(api.url, tokens.trusted, user) for user in (us, eea, teen)}
 
     assert held[us]["region"] == "other"
     assert held[us]["personalization"] == {
@@ -147,20 +140,20 @@ async def test_every_bad_request_is_a_clear_4xx_and_writes_nothing(
             {"user_id": gone, "changed_at": int(time.time() * 1000) + 1, "deleted": True}
         )
     async with consent_api(stack, tokens, workers) as api:
-        await held_by_api(api.url, tokens.settings, user)
-        await held_by_api(api.url, tokens.settings, eea)
+        await held_by_api(api.url, tokens.trusted, user)
+        await held_by_api(api.url, tokens.trusted, eea)
         path = f"{api.url}/v1/users/{user}/privacy"
         before = await consent_ends(stack)
         cases: list[tuple[str, str, str | None, Any, bytes | None, int, str]] = [
             ("PUT", path, None, {"personalization": False}, None, 401, "token is required"),
             ("PUT", path, "cpt_unknown", {"personalization": False}, None, 401, "token"),
             ("GET", path, None, None, None, 401, "token is required"),
-            ("PUT", path, tokens.advertiser, {"personalization": False}, None, 403, "trusted"),
-            ("GET", path, tokens.advertiser, None, None, 403, "trusted"),
+            ("PUT", path, tokens.shop, {"personalization": False}, None, 403, "trusted"),
+            ("GET", path, tokens.shop, None, None, 403, "trusted"),
             (
                 "PUT",
                 path,
-                tokens.settings,
+                tokens.trusted,
                 {"personalisation": False},
                 None,
                 400,
@@ -169,7 +162,7 @@ async def test_every_bad_request_is_a_clear_4xx_and_writes_nothing(
             (
                 "PUT",
                 path,
-                tokens.settings,
+                tokens.trusted,
                 {"personalization": "off"},
                 None,
                 400,
@@ -178,20 +171,20 @@ async def test_every_bad_request_is_a_clear_4xx_and_writes_nothing(
             (
                 "PUT",
                 path,
-                tokens.settings,
+                tokens.trusted,
                 {"personalization": 0},
                 None,
                 400,
                 "personalization: bool_type",
             ),
-            ("PUT", path, tokens.settings, [False], None, 400, "JSON object"),
-            ("PUT", path, tokens.settings, {}, None, 400, "at least one"),
-            ("PUT", path, tokens.settings, None, b"{not json", 400, "not valid JSON"),
-            ("PUT", path, tokens.settings, None, b"\xff\xfe", 400, "not valid JSON"),
+            ("PUT", path, tokens.trusted, [False], None, 400, "JSON object"),
+            ("PUT", path, tokens.trusted, {}, None, 400, "at least one"),
+            ("PUT", path, tokens.trusted, None, b"{not json", 400, "not valid JSON"),
+            ("PUT", path, tokens.trusted, None, b"\xff\xfe", 400, "not valid JSON"),
             (
                 "PUT",
                 f"{api.url}/v1/users/{eea}/privacy",
-                tokens.settings,
+                tokens.trusted,
                 {"partner_sharing": True},
                 None,
                 422,
@@ -200,7 +193,7 @@ async def test_every_bad_request_is_a_clear_4xx_and_writes_nothing(
             (
                 "PUT",
                 f"{api.url}/v1/users/{uid('nobody')}/privacy",
-                tokens.settings,
+                tokens.trusted,
                 {"personalization": False},
                 None,
                 404,
@@ -209,7 +202,7 @@ async def test_every_bad_request_is_a_clear_4xx_and_writes_nothing(
             (
                 "GET",
                 f"{api.url}/v1/users/{uid('nobody')}/privacy",
-                tokens.settings,
+                tokens.trusted,
                 None,
                 None,
                 404,
@@ -218,17 +211,17 @@ async def test_every_bad_request_is_a_clear_4xx_and_writes_nothing(
             (
                 "GET",
                 f"{api.url}/v1/users/{'x' * 300}/privacy",
-                tokens.settings,
+                tokens.trusted,
                 None,
                 None,
                 400,
                 "user_id",
             ),
-            ("GET", f"{path}/decisions", tokens.settings, None, None, 400, "since is required"),
+            ("GET", f"{path}/decisions", tokens.trusted, None, None, 400, "since is required"),
             (
                 "GET",
                 f"{path}/decisions?since=-1",
-                tokens.settings,
+                tokens.trusted,
                 None,
                 None,
                 400,
@@ -246,7 +239,7 @@ async def test_every_bad_request_is_a_clear_4xx_and_writes_nothing(
             status, _, _ = await call(
                 "PUT",
                 f"{api.url}/v1/users/{gone}/privacy",
-                tokens.settings,
+                tokens.trusted,
                 {"personalization": False},
             )
             return status == 410
@@ -261,9 +254,9 @@ async def test_without_workers_configured_the_api_answers_503_and_writes_nothing
     stack: Settings, tokens: Tokens
 ) -> None:
     user = uid("lonely")
-    async with running_collector(stack, registry(tokens)) as api:
+    async with running_collector(stack, make_registry(tokens)) as api:
         status, headers, body = await call(
-            "PUT", f"{api.url}/v1/users/{user}/privacy", tokens.settings, {"personalization": False}
+            "PUT", f"{api.url}/v1/users/{user}/privacy", tokens.trusted, {"personalization": False}
         )
 
         async with aiohttp.ClientSession() as http, http.get(f"{api.url}/account/privacy") as page:
@@ -280,7 +273,7 @@ async def test_the_page_is_self_contained_and_its_scripts_run_only_with_the_nonc
 ) -> None:
     on = configured(stack, collector_privacy_page=True)
     async with (
-        running_collector(on, registry(tokens)) as api,
+        running_collector(on, make_registry(tokens)) as api,
         aiohttp.ClientSession() as http,
     ):
         pages = []
@@ -341,19 +334,19 @@ async def test_a_saved_revocation_is_acknowledged_and_governs_every_later_event(
         await writer.consent(
             person(user, "US", 40, device=device, personalization=True, ads_from_partner_info=True)
         )
-        await held_by_api(api.url, tokens.settings, user)
+        await held_by_api(api.url, tokens.trusted, user)
         before = [await writer.event(tag(user, advertiser)) for _ in range(3)]
         # Decided before the save (a later decision would apply the revocation to them too).
-        await decided(api.url, tokens.settings, user, {sent.event_id for sent in before})
+        await decided(api.url, tokens.trusted, user, {sent.event_id for sent in before})
 
         status, _, saved = await call(
-            "PUT", f"{api.url}/v1/users/{user}/privacy", tokens.settings, {"personalization": False}
+            "PUT", f"{api.url}/v1/users/{user}/privacy", tokens.trusted, {"personalization": False}
         )
         after = [await writer.event(tag(user, advertiser)) for _ in range(5)]  # at once
         assert status == 200, saved
 
         async def folded() -> dict[str, Any] | None:
-            got = await held_by_api(api.url, tokens.settings, user)
+            got = await held_by_api(api.url, tokens.trusted, user)
             return got if got["consent_version"] >= saved["changed_at"] else None
 
         held = await until(folded)
@@ -459,7 +452,7 @@ async def test_a_persons_decisions_come_from_the_audit_stream_once_each(
     since = int(time.time() * 1000) - 1000
     async with Writer(stack) as writer, consent_api(stack, tokens, workers) as api:
         await writer.consent(person(user, "DE", 30, personalization=True))
-        await held_by_api(api.url, tokens.settings, user)
+        await held_by_api(api.url, tokens.trusted, user)
         sent = [await writer.event(tag(user, advertiser)) for _ in range(4)]
         url = f"{api.url}/v1/users/{user}/privacy/decisions"
         seen: list[dict[str, Any]] = []
@@ -468,7 +461,7 @@ async def test_a_persons_decisions_come_from_the_audit_stream_once_each(
         async def everything() -> bool:
             nonlocal cursor
             query = f"?since={since}" + ("" if cursor is None else f"&cursor={cursor}")
-            status, _, feed = await call("GET", url + query, tokens.settings)
+            status, _, feed = await call("GET", url + query, tokens.trusted)
             assert status == 200, feed
             seen.extend(feed["decisions"])
             cursor = feed["cursor"]

@@ -22,11 +22,11 @@ from pipeline import catalogue
 from pipeline.kafka.admin import create_topics
 from pipeline.settings import Settings
 from tests.integration.browser import chromium, full_page_screenshot, script, wait_for
+from tests.integration.collector_io import Tokens
 from tests.integration.conftest import WorkerProcess
 from tests.integration.kafka_io import Read, read_topics
 from tests.integration.privacy_io import (
     Sent,
-    Tokens,
     Writer,
     consent_api,
     held_by_api,
@@ -116,9 +116,9 @@ async def test_turning_personalization_off_deidentifies_the_persons_next_events(
         await writer.consent(
             person(user, "US", 35, personalization=True, ads_from_partner_info=True)
         )
-        await held_by_api(api.url, tokens.settings, user)
+        await held_by_api(api.url, tokens.trusted, user)
         async with browsing(writer, user, advertiser) as sent:
-            await in_thread(open_page, driver, api.url, user, tokens.settings)
+            await in_thread(open_page, driver, api.url, user, tokens.trusted)
             switch = driver.find_element(By.ID, "personalization")
             assert switch.get_attribute("role") == "switch"
             assert await in_thread(switch.is_selected)
@@ -185,8 +185,8 @@ async def test_the_eea_persons_page_offers_no_partner_sharing(
     user = f"page-eea-{uuid.uuid4().hex[:8]}"
     async with Writer(stack) as writer, consent_api(stack, tokens, workers) as api:
         await writer.consent(person(user, "DE", 30, personalization=True))
-        await held_by_api(api.url, tokens.settings, user)
-        await in_thread(open_page, driver, api.url, user, tokens.settings)
+        await held_by_api(api.url, tokens.trusted, user)
+        await in_thread(open_page, driver, api.url, user, tokens.trusted)
 
         inputs = driver.find_elements(By.CSS_SELECTOR, "#settings input")
         assert [i.get_attribute("id") for i in inputs] == [

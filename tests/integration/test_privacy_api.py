@@ -370,19 +370,19 @@ async def test_a_saved_revocation_is_acknowledged_and_governs_every_later_event(
     got = await read_outputs(stack, later | {sent.event_id for sent in before})
     identified = {
         read.json()["event_id"]
-        for name in ("activity.personalization", "activity.ads")
+        for name in (catalogue.PERSONALIZATION.name, catalogue.ADS.name)
         for read in got[name]
     }
     assert {sent.event_id for sent in before} <= identified
     assert not later & identified
-    audits = {read.json()["event_id"]: read.json() for read in got["decisions.audit"]}
+    audits = {read.json()["event_id"]: read.json() for read in got[catalogue.AUDIT.name]}
     for event_id in later:
         audit = audits[event_id]
         assert "account.personalization_off" in audit["reasons"]
         assert audit["consent_version"] == saved["changed_at"]
         assert audit["destinations"] == ["deidentified"]
     deidentified = [
-        r for r in got["activity.deidentified"] if r.json()["advertiser_id"] == advertiser
+        r for r in got[catalogue.DEIDENTIFIED.name] if r.json()["advertiser_id"] == advertiser
     ]
     assert len(deidentified) == len(before) + len(after)
     assert (held["personalization"]["value"], held["personalization"]["chosen"]) == (False, False)

@@ -7,9 +7,10 @@ from aiokafka.coordinator.protocol import (
     ConsumerProtocolMemberMetadata,
 )
 
+from pipeline import catalogue
 from pipeline.runtime.routing import ASSIGNOR_NAME, Route, RoutingAssignor, assignors
 
-ROUTED = "t.consent.changes"
+ROUTED = f"t.{catalogue.CONSENT_CHANGES.name}"
 OTHER = "t.app.by-subject"
 
 

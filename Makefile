@@ -13,7 +13,7 @@ CHAOS_ARGS ?=
 BENCH_ARGS ?=
 BENCH_STAMP := $(VENV)/.bench-$(shell cksum < pyproject.toml | cut -d' ' -f1)
 
-.PHONY: help setup tools browser deploy-check chaos bench bench-quick kafka-fetch kafka-up kafka-down kafka-status topics worker run test unit \
+.PHONY: help setup tools browser screenshots deploy-check chaos bench bench-quick kafka-fetch kafka-up kafka-down kafka-status topics worker run test unit \
 	integration contracts lint fmt typecheck check clean
 
 help: ## Show the targets
@@ -70,6 +70,9 @@ unit: $(STAMP) ## Unit tests only (no broker)
 
 integration: setup tools browser ## Integration tests only
 	$(BIN)/pytest tests/integration $(PYTEST_ARGS)
+
+screenshots: setup browser ## Take the README's screenshots of the settings page again, into docs/
+	SCREENSHOT_DIR=docs $(BIN)/pytest tests/integration/test_settings_page.py $(PYTEST_ARGS)
 
 bench: $(BENCH_STAMP) kafka-fetch kafka-up ## Benchmarks side by side (<20 min): writes benchmarks/results/
 	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)

@@ -123,9 +123,7 @@ class Engine(Service):
         )
         self.offsets: AIOKafkaConsumer | None = None
         me = Route(settings.instance_name, settings.canonical_url)
-        self.routing, self._fallback_assignor = assignors(
-            me, settings.topic(catalogue.CONSENT_CHANGES)
-        )
+        (self.routing,) = assignors(me, settings.topic(catalogue.CONSENT_CHANGES))
         """Which worker owns each partition: for the web pages that answer from a table."""
 
     # -- lifecycle ----------------------------------------------------------------
@@ -143,7 +141,7 @@ class Engine(Service):
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             isolation_level="read_committed",
-            partition_assignment_strategy=(self.routing, self._fallback_assignor),
+            partition_assignment_strategy=(self.routing,),
             max_partition_fetch_bytes=4 * 1024 * 1024,
             fetch_max_bytes=16 * 1024 * 1024,
             # A fetch that finds no new data waits this long on the broker, and partitions

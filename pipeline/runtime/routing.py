@@ -9,9 +9,16 @@ and adds to each member's assignment the owner of every partition of the routed 
 (`consent.changes`, whose partitions the consent table follows).
 
 A worker that does not own a key's partition forwards the request to the owner
-(`pipeline.runtime.privacy`). During a rolling upgrade from a version without this
-assignor, the group falls back to plain range assignment, which carries no routes: the
-routed pages then answer 503 until every member runs this one.
+(`pipeline.runtime.privacy`).
+
+The assignor is the consumer's only strategy and goes by the protocol name `range`:
+aiokafka sends one JoinGroup per configured strategy, each listing one more protocol, and
+the coordinator takes each as a member's changed metadata and starts another rebalance,
+so a group of two or more members with two strategies never settles. Under the `range`
+name it stays compatible with a worker running plain range (a rolling upgrade from a
+version without it): what it assigns is range's assignment, whose extra user data plain
+range ignores; a plain-range leader sends no routes, and the routed pages then answer
+503 until every member runs this one.
 """
 
 from __future__ import annotations
@@ -33,7 +40,8 @@ from schemas import codec
 
 log = logging.getLogger(__name__)
 
-ASSIGNOR_NAME: Final = "consent-pipeline-routed-range"
+ASSIGNOR_NAME: Final = RangePartitionAssignor.name
+"""Kafka's range protocol: the same assignment, with the routing table as user data."""
 VERSION: Final = 0
 
 
@@ -124,6 +132,6 @@ def _routes(user_data: bytes | None) -> dict[int, Route]:
         return {}
 
 
-def assignors(me: Route, routed_topic: str) -> tuple[RoutingAssignor, type[RangePartitionAssignor]]:
-    """The consumer's assignment strategies: routed range first, plain range as fallback."""
-    return RoutingAssignor(me, routed_topic), RangePartitionAssignor
+def assignors(me: Route, routed_topic: str) -> tuple[RoutingAssignor]:
+    """The consumer's assignment strategies: the routed range assignor alone (see above)."""
+    return (RoutingAssignor(me, routed_topic),)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.coordinator.protocol import (
     ConsumerProtocolMemberAssignment,
     ConsumerProtocolMemberMetadata,
@@ -75,8 +76,20 @@ def test_an_assignment_without_a_table_and_a_rebalance_forget_the_routes() -> No
     assert a.routes == {}
 
 
-def test_the_routed_assignor_comes_first_with_plain_range_as_the_fallback() -> None:
-    routed, fallback = assignors(Route("w", "http://w:1"), ROUTED)
+def test_one_strategy_under_the_range_name_so_a_plain_range_member_can_join() -> None:
+    # aiokafka sends a JoinGroup per strategy, each a different protocol list, which the
+    # coordinator takes as changed metadata: a second strategy would rebalance forever.
+    (routed,) = assignors(Route("w", "http://w:1"), ROUTED)
+    assert routed.name == ASSIGNOR_NAME == RangePartitionAssignor.name
 
-    assert routed.name == ASSIGNOR_NAME
-    assert fallback.name == "range"
+    a, a_meta = member("worker-a")
+    plain = RangePartitionAssignor.metadata([OTHER, ROUTED])
+    members = {"m-a": a_meta, "m-p": plain}
+    cluster = Cluster({ROUTED: 4, OTHER: 4})
+    assignments = a.assign(cluster, members)
+
+    ranged = RangePartitionAssignor.assign(cluster, members)
+    for member_id, assignment in assignments.items():
+        assert assignment.assignment == ranged[member_id].assignment
+    a.on_assignment(assignments["m-a"])
+    assert a.routes == {p: Route("worker-a", "http://worker-a:6066") for p in (0, 1)}

@@ -22,7 +22,9 @@ if TYPE_CHECKING:
 
 pytestmark = pytest.mark.integration
 
-READY_LINE = "assigned partitions"
+READY_LINE = "recovered in"
+"""The worker's own line once it owns partitions and recovered them (aiokafka's
+"Revoking previously assigned partitions" says nothing of readiness)."""
 
 
 def free_port() -> int:

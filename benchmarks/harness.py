@@ -37,7 +37,7 @@ from benchmarks.workload import (
     write_records,
 )
 from pipeline import catalogue
-from pipeline.kafka.admin import partition_counts
+from pipeline.kafka.admin import create_topics, partition_counts
 from schemas import codec
 
 log = logging.getLogger(__name__)
@@ -70,6 +70,8 @@ class Context:
     run_id: str
     work_dir: Path
     hmac_key: str
+    trust_key: str
+    """The key trusted producers sign raw records with: the input has signed events."""
 
     def prefix(self, scope: str = "") -> str:
         """The topic prefix of this run (`scope` for the latency and recovery topics)."""
@@ -154,7 +156,12 @@ async def start(
     its output goes to `.../logs/<log_name or group>[-w<i>].log`."""
     log_name = log_name or group
     log_dir = _make_dirs(state_dir, ctx.work_dir / "logs")
-    env = {**os.environ, "PIPELINE_HMAC_KEY": ctx.hmac_key, "PYTHONUNBUFFERED": "1"}
+    env = {
+        **os.environ,
+        "PIPELINE_HMAC_KEY": ctx.hmac_key,
+        "PIPELINE_TRUST_KEY": ctx.trust_key,
+        "PYTHONUNBUFFERED": "1",
+    }
     if not is_pipeline(name):
         log_path = log_dir / f"{log_name}.log"
         argv = [sys.executable, "-m", MODULES[name], "--bootstrap", ctx.bootstrap]
@@ -175,6 +182,10 @@ async def start(
     processes = []
     logs = []
     ports = []
+    # The internal topics between the stages belong to the app id: a fresh one per run.
+    await create_topics(
+        bench_settings(ctx.bootstrap, prefix, ctx.partitions, app_id=group, hmac_key=ctx.hmac_key)
+    )
     for i in range(workers_of(name)):
         port = free_port()
         settings = bench_settings(
@@ -183,6 +194,7 @@ async def start(
             ctx.partitions,
             app_id=group,
             hmac_key=ctx.hmac_key,
+            trust_key=ctx.trust_key,
             web_port=port,
             worker_id=f"{group}-w{i}",
             store=store,
@@ -426,7 +438,7 @@ async def latency_phase(
     group = f"{ctx.run_id}-{scope}"
     state_dir = ctx.work_dir / "state" / group
     running = await start(ctx, name, prefix=prefix, group=group, state_dir=state_dir)
-    consent_ready = 0 if name == "ceiling" else len(pool.bootstrap)
+    consent_ready = 0 if name.startswith("ceiling") else pool.consent_records
     result: dict[str, Any] = {"target_rate": round(rate, 1)}
     try:
         # The pipeline's progress only reads once every worker serves /metrics, that is once

@@ -128,7 +128,7 @@ def parse_options(argv: list[str] | None = None) -> Options:
 
     run_root = REPO / ".local" / "bench"
     return Options(
-        bootstrap=os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
+        bootstrap=bootstrap_servers(),
         events=pick(args.events, 1_000_000, 50_000),
         users=pick(args.users, 100_000, 10_000),
         partitions=args.partitions,
@@ -147,6 +147,13 @@ def parse_options(argv: list[str] | None = None) -> Options:
         keep_topics=args.keep_topics,
         budget_s=pick(args.budget, 1140.0, 900.0),
     )
+
+
+def bootstrap_servers() -> str:
+    """The broker the benchmark runs on: `KAFKA_BOOTSTRAP_SERVERS`, else the local broker that
+    `make kafka-up` starts on `KAFKA_PORT` (9092)."""
+    servers = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    return servers or f"127.0.0.1:{os.environ.get('KAFKA_PORT') or 9092}"
 
 
 class Budget:
@@ -328,6 +335,7 @@ async def run(opts: Options) -> dict[str, Any]:
         run_id=run_id,
         work_dir=opts.work_dir / run_id,
         hmac_key=secrets.token_hex(32),
+        trust_key=secrets.token_hex(32),
     )
     settings_out = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(opts).items()}
     results: dict[str, Any] = {
@@ -340,7 +348,9 @@ async def run(opts: Options) -> dict[str, Any]:
         "notes": [],
     }
     try:
-        settings = bench_settings(opts.bootstrap, ctx.prefix(), opts.partitions)
+        settings = bench_settings(
+            opts.bootstrap, ctx.prefix(), opts.partitions, trust_key=ctx.trust_key
+        )
         await create_bench_topics(settings, [c for c in opts.contenders if not is_pipeline(c)])
         log.info("pre-producing %d users' consent and %d raw records", opts.users, opts.events)
         workload = await preproduce(settings, opts.users, opts.events, opts.seed)
@@ -401,7 +411,7 @@ async def _latency(ctx: Context, opts: Options, budget: Budget, results: dict[st
     ]
     size = int(min(POOL_CAP, max([20_000, *needs])))
     log.info("latency: generating a pool of %d live records", size)
-    pool = LivePool.generate(opts.latency_users, size, opts.seed + 2)
+    pool = LivePool.generate(opts.latency_users, size, opts.seed + 2, ctx.trust_key.encode())
     for name, c in contenders.items():
         rate = c.get("events_per_s")
         if not rate or not budget.allows(Budget.LATENCY_END, f"latency phase of {name}"):

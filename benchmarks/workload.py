@@ -95,7 +95,12 @@ async def preproduce(settings: Settings, users: int, events: int, seed: int) -> 
     Raises:
         KafkaUnavailable: the cluster cannot be reached.
     """
-    generator = TrafficGenerator(TrafficConfig(users=users), seed=seed)
+    trust_key = settings.trust_key
+    generator = TrafficGenerator(
+        TrafficConfig(users=users),
+        seed=seed,
+        trust_key=None if trust_key is None else trust_key.get_secret_value().encode(),
+    )
     sink = KafkaSink(settings)
     tally = _SizeTally(sink)
     started = time.monotonic()
@@ -127,13 +132,19 @@ class LivePool:
     records (events and their churn) replayed at a paced rate."""
 
     bootstrap: list[Record]
+    """Every registered user's consent record, then the links of every user's match keys."""
     records: list[Record]
 
     @classmethod
-    def generate(cls, users: int, size: int, seed: int) -> LivePool:
-        generator = TrafficGenerator(TrafficConfig(users=users), seed=seed)
-        bootstrap = list(generator.consent_bootstrap())
+    def generate(cls, users: int, size: int, seed: int, trust_key: bytes | None = None) -> LivePool:
+        generator = TrafficGenerator(TrafficConfig(users=users), seed=seed, trust_key=trust_key)
+        bootstrap = list(generator.bootstrap())
         return cls(bootstrap, generator.records(size))
+
+    @property
+    def consent_records(self) -> int:
+        """How many of the bootstrap records are consent records."""
+        return sum(1 for record in self.bootstrap if record.topic is catalogue.CONSENT_CHANGES)
 
     def split(self, n: int) -> tuple[list[Record], list[Record]]:
         """The first `n` records, and the rest."""

@@ -33,9 +33,9 @@ from pipeline.core.deidentify import HOUR, Pseudonymizer
 from pipeline.core.parse import (
     ParseLimits,
     Rejected,
+    decode_event,
     parse_audience_member,
     parse_consent_change,
-    parse_event,
 )
 from pipeline.core.parse import processing_error as processing_error_reject
 from pipeline.core.policy import PolicyConfig, decide, strictest
@@ -52,6 +52,7 @@ from pipeline.settings import Settings
 from pipeline.stages.errors import reject, where
 from pipeline.stages.hops import hop_name, hop_of, raw_origin, reject_hop, since
 from pipeline.state.tables import Table
+from schemas import fast
 from schemas.consent import ConsentChange
 from schemas.events import Event
 from schemas.internal import Hop
@@ -270,12 +271,12 @@ class DecisionStage(Stage):
             stats.hop_latencies.append((hop_name(record.topic), since(record, now)))
             # Bounds were checked at intake, when the raw record was read: re-checked
             # against that moment, they give the same answer.
-            event = parse_event(
+            event = decode_event(
                 hop.source, record.value, now=hop.produced_ms / 1000, limits=self.config.limits
             )
             if isinstance(event, Rejected):
                 return [reject_hop(record, hop, event, stats)]
-            event = event.model_copy(update={"user_id": hop.user_id})
+            event = fast.replace(event, user_id=hop.user_id)
             return self._decide(event, hop, record.origin.partition, now, stats)
         except Exception as exc:  # an unexpected failure is an outcome, not a lost record
             log.warning("processing_error: %s at %s", type(exc).__name__, where(exc))

@@ -27,8 +27,15 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 
 from benchmarks.contenders.ceiling import output_topic as ceiling_output
+from benchmarks.contenders.ceiling_fair import output_topic as ceiling_fair_output
 from benchmarks.measure import MetricsProgress, ProcessGroup, ProgressSource, StdoutProgress
-from benchmarks.stats import Sample, bucket_delta, bucket_quantile, measure_window
+from benchmarks.stats import (
+    Sample,
+    bucket_delta,
+    bucket_quantile,
+    measure_window,
+    written_per_input,
+)
 from benchmarks.workload import (
     LivePool,
     bench_settings,
@@ -47,7 +54,9 @@ SAMPLE_INTERVAL_S: Final = 0.2
 STOP_TIMEOUT_S: Final = 20.0
 MODULES: Final = {
     "ceiling": "benchmarks.contenders.ceiling",
+    "ceiling_fair": "benchmarks.contenders.ceiling_fair",
     "faust": "benchmarks.contenders.faust_agent",
+    "faust_batched": "benchmarks.contenders.faust_batched",
     "quix": "benchmarks.contenders.quix_app",
 }
 READY_LINE: Final = re.compile(r"assigned partitions .*\((\d+) recovered in ([0-9.]+)s\)")
@@ -91,6 +100,8 @@ def output_topic(name: str, prefix: str) -> str:
     """The topic the latency probe reads for a contender."""
     if name == "ceiling":
         return ceiling_output(prefix)
+    if name == "ceiling_fair":
+        return ceiling_fair_output(prefix)
     if is_pipeline(name):
         return f"{prefix}{catalogue.AUDIT.name}"
     return f"{prefix}{name}.{catalogue.AUDIT.name}"
@@ -267,10 +278,13 @@ class RunOutcome:
     wall_s: float
     consent_at_end: int
     error: str | None = None
+    written: dict[str, float] | None = None
+    """The pipeline's records written per raw record consumed (outputs, internal hops)."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
             **(self.window or {}),
+            **({"written_per_input": self.written} if self.written else {}),
             "peak_rss_bytes": self.peak_rss_bytes,
             "wall_s": round(self.wall_s, 2),
             "consent_at_end": self.consent_at_end,
@@ -320,13 +334,20 @@ async def throughput_run(
     timeout_s: float,
     label: str,
     keep_state: bool = False,
+    extra_args: Sequence[str] = (),
 ) -> RunOutcome:
     """Run contender `name` on the pre-produced input as `group` and measure its window;
     its log and samples are kept under `label` in the work dir."""
     state_dir = ctx.work_dir / "state" / group
     started = time.monotonic()
     running = await start(
-        ctx, name, prefix=ctx.prefix(), group=group, state_dir=state_dir, log_name=label
+        ctx,
+        name,
+        prefix=ctx.prefix(),
+        group=group,
+        state_dir=state_dir,
+        log_name=label,
+        extra_args=extra_args,
     )
     try:
         samples, error = await observe(
@@ -336,6 +357,10 @@ async def throughput_run(
             window_s=window_s,
             timeout_s=timeout_s,
         )
+        written = None
+        if isinstance(running.source, MetricsProgress):
+            texts = await running.source.scrape()
+            written = None if not texts else written_per_input(texts)
     finally:
         await running.stop()
     if error is not None:
@@ -350,6 +375,7 @@ async def throughput_run(
         wall_s=time.monotonic() - started,
         consent_at_end=samples[-1].consent if samples else 0,
         error=error,
+        written=written,
     )
 
 
@@ -594,24 +620,32 @@ async def _gauge(running: Running, name: str) -> float | None:
 
 
 async def recovery_phase(
-    ctx: Context, *, users: int, consent_records: int, timeout_s: float
+    ctx: Context, *, users: int, consent_records: int, links: int, timeout_s: float
 ) -> dict[str, Any]:
-    """A worker folds `users` users' consent; then workers restart and recover it: from the
-    changelog into memory, into an empty RocksDB, and from the first worker's RocksDB."""
+    """A worker folds `users` users' consent and `links` identity links; then workers
+    restart and recover them: from the changelog into memory, into an empty RocksDB, and
+    from the first worker's RocksDB."""
     prefix = ctx.prefix("rec")
     group = f"{ctx.run_id}-rec"
     load_dir = ctx.work_dir / "state" / f"{group}-load"
     started = time.monotonic()
     running = await start(ctx, "pipeline", prefix=prefix, group=group, state_dir=load_dir)
-    load: dict[str, Any] = {"users": users, "consent_records": consent_records}
+    load: dict[str, Any] = {"users": users, "consent_records": consent_records, "links": links}
     try:
         samples = await wait_until(
             running, lambda p: p.consent >= consent_records, timeout_s, "folding consent"
         )
+        while (await _gauge(running, "pipeline_identity_links") or 0) < links:
+            if time.monotonic() - started > timeout_s:
+                raise ContenderFailed(f"links not folded in time\n{running.log_tail()}")
+            running.group.sample()
+            await asyncio.sleep(SAMPLE_INTERVAL_S)
+        samples.append(samples[-1])
         load["seconds_from_start"] = round(time.monotonic() - started, 2)
         folding = [s for s in samples if s.consent > 0]
         load["seconds"] = round(samples[-1].t - (folding[0].t if folding else samples[0].t), 2)
-        load["records_per_s"] = round(consent_records / max(1e-9, load["seconds"]), 1)
+        load["seconds"] = round(time.time() - (folding[0].t if folding else samples[0].t), 2)
+        load["records_per_s"] = round((consent_records + links) / max(1e-9, load["seconds"]), 1)
         load["consent_table_entries"] = await _gauge(running, "pipeline_consent_table_entries")
     finally:
         await running.stop()

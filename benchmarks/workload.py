@@ -8,12 +8,14 @@ and 1% malformed records, keyed by subject and spread over co-partitioned topics
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Final
 
+from benchmarks.contenders.ceiling_fair import TOPICS as CEILING_FAIR_TOPICS
 from benchmarks.contenders.common import DESTINATIONS
 from pipeline import catalogue
 from pipeline.kafka.admin import TopicSpec, create_topics, ensure_topics
@@ -41,6 +43,8 @@ async def create_bench_topics(settings: Settings, contenders: Sequence[str]) -> 
     for name in contenders:
         if name == "ceiling":
             names = ["ceiling.out"]
+        elif name == "ceiling_fair":
+            names = list(CEILING_FAIR_TOPICS)
         else:
             names = [f"{name}.{catalogue.BY_DESTINATION[d].name}" for d in DESTINATIONS]
         specs.extend(
@@ -62,6 +66,8 @@ class Workload:
     raw_records: int
     consent_bootstrap: int
     consent_records: int
+    links: int = 0
+    """`identity.links` records written before the events."""
     records_by_topic: dict[str, int] = field(default_factory=dict)
     records_by_kind: dict[str, int] = field(default_factory=dict)
     mean_raw_bytes: float = 0.0
@@ -89,8 +95,11 @@ class _SizeTally:
         await self.sink.write(records)
 
 
-async def preproduce(settings: Settings, users: int, events: int, seed: int) -> Workload:
-    """Write every user's consent record, then `events` raw records, as fast as Kafka takes them.
+async def preproduce(
+    settings: Settings, users: int, events: int, seed: int, *, max_links: int | None = None
+) -> Workload:
+    """Write every user's consent record and the links of their match keys (at most
+    `max_links` of them), then `events` raw records, as fast as Kafka takes them.
 
     Raises:
         KafkaUnavailable: the cluster cannot be reached.
@@ -106,7 +115,14 @@ async def preproduce(settings: Settings, users: int, events: int, seed: int) -> 
     started = time.monotonic()
     await sink.start()
     try:
-        report = await run_traffic(generator, tally.write, count=events)
+        links = generator.identity_bootstrap()
+        bootstrap = itertools.chain(
+            generator.consent_bootstrap(),
+            links if max_links is None else itertools.islice(links, max_links),
+        )
+        while chunk := list(itertools.islice(bootstrap, 5000)):
+            await tally.write(chunk)
+        report = await run_traffic(generator, tally.write, count=events, bootstrap=False)
         await sink.flush()
     finally:
         await sink.stop()
@@ -116,6 +132,7 @@ async def preproduce(settings: Settings, users: int, events: int, seed: int) -> 
         seed=seed,
         raw_records=report.raw_records,
         consent_bootstrap=generator.counts["consent.bootstrap"],
+        links=generator.counts["identity.bootstrap"],
         consent_records=generator.topics[catalogue.CONSENT_CHANGES.name],
         records_by_topic=dict(generator.topics),
         records_by_kind=dict(generator.counts),

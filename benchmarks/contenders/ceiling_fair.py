@@ -2,13 +2,14 @@
 
 Per raw record it writes as many records, of as many bytes, as the pipeline writes per
 raw record (measured on the pipeline in the same benchmark run, or the defaults below):
-its outputs (`--outputs`, `--output-bytes`), its changelog records (`--changelog`,
-`--changelog-bytes`), and the internal records the pipeline's stages hand each other
-(`--internal`: the raw value plus a header's worth of bytes), which it reads back as the
-stages do. One Kafka transaction per batch holds the batch's records and its consumed
-offsets (`read_committed`, produce acks awaited, `send_offsets_to_transaction`); keys
-are partitioned by the pipeline's own partitioner (compiled murmur2). No parsing, no
-consent, no policy: what exactly-once Kafka I/O of that volume costs in Python.
+its outputs (`--outputs`, `--output-bytes`), its table writes (`--table-writes`,
+`--table-write-bytes`: what its changelogs carry), and the internal records the
+pipeline's stages hand each other (`--internal`: the raw value plus a header's worth of
+bytes), which it reads back as the stages do. One Kafka transaction per batch holds the
+batch's records and its consumed offsets (`read_committed`, produce acks awaited,
+`send_offsets_to_transaction`); keys are partitioned by the pipeline's own partitioner
+(compiled murmur2). No parsing, no consent, no policy: what exactly-once Kafka I/O of
+that volume costs in Python.
 
     python -m benchmarks.contenders.ceiling_fair --bootstrap 127.0.0.1:9092 --prefix p. --group g
 """
@@ -129,7 +130,7 @@ async def run(args: ContenderArgs, shape: argparse.Namespace) -> None:
     shapes = {
         "out": (Shape(shape.outputs), shape.output_bytes),
         "internal": (Shape(shape.internal), 0),
-        "changelog": (Shape(shape.changelog), shape.changelog_bytes),
+        "changelog": (Shape(shape.table_writes), shape.table_write_bytes),
     }
     try:
         while not stop.is_set():
@@ -178,8 +179,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--outputs", type=float, default=2.9, help="output records per input")
     parser.add_argument("--output-bytes", type=int, default=480, help="bytes per output record")
     parser.add_argument("--internal", type=float, default=3.2, help="internal records per input")
-    parser.add_argument("--changelog", type=float, default=1.05, help="changelog records per input")
-    parser.add_argument("--changelog-bytes", type=int, default=120)
+    parser.add_argument(
+        "--table-writes", type=float, default=1.05, help="changelog records per input"
+    )
+    parser.add_argument("--table-write-bytes", type=int, default=120)
     ns = parser.parse_args(argv)
     args = ContenderArgs(
         bootstrap=ns.bootstrap,

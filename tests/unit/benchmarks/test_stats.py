@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import pytest
@@ -77,7 +78,7 @@ def test_percentile_is_nearest_rank() -> None:
 
 
 def results(
-    rates: dict[str, float],
+    rates: Mapping[str, float],
     latency_ms: tuple[float, float],
     rss_mb: float,
     *,

@@ -60,8 +60,6 @@ from schemas.outputs import MembershipOutcome
 
 log = logging.getLogger(__name__)
 
-DECODED_CACHE_SIZE: Final = 16_384
-"""Decoded consent states kept (about 2 KB each); a miss costs one ~10 µs decode."""
 NOT_SUBJECT_KEY: Final = Rejected("schema_violation", "key: not_subject_key")
 """A consent change keyed by something else than its user (SPEC §3) lands in another
 partition than that user's events: it cannot be applied."""
@@ -94,7 +92,6 @@ class DecisionStage(Stage):
     def __init__(self, config: DecisionConfig) -> None:
         self.config = config
         self.aggregators: dict[int, HourlyAggregator] = {}
-        self._decoded: dict[bytes, tuple[bytes, stored.ConsentRow]] = {}
         self._dirty_cells: dict[int, set[CellKey]] = {}
 
     def bind(self, tables: Mapping[TableName, Table]) -> None:
@@ -240,21 +237,12 @@ class DecisionStage(Stage):
         return current, [state for state in candidates if state is not current]
 
     def _stored_state(self, partition: int, key: bytes) -> tuple[ConsentState | None, int]:
-        """A user's current state and when Kafka acknowledged its newest change (unix ms).
-
-        Decoded rows are cached by their bytes.
-        """
+        """A user's current state and when Kafka acknowledged its newest change (unix ms),
+        decoded from its row (a few µs: nothing is cached)."""
         value = self.consent.get(partition, key)
         if value is None:
             return None, -1
-        cached = self._decoded.get(key)
-        if cached is not None and cached[0] == value:
-            return cached[1]
-        row = stored.decode_consent_row(value)
-        if len(self._decoded) >= DECODED_CACHE_SIZE:
-            self._decoded.clear()
-        self._decoded[key] = (value, row)
-        return row
+        return stored.decode_consent_row(value)
 
     # -- events -------------------------------------------------------------------
 

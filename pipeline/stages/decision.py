@@ -387,11 +387,12 @@ class DecisionStage(Stage):
         up_to = int(now - self.config.aggregate_grace_s) // HOUR * HOUR
         outputs: list[Output] = []
         for partition, aggregator in self.aggregators.items():
-            if up_to <= aggregator.closed_before and not len(aggregator):
+            closing_before = max(aggregator.closed_before, up_to)
+            oldest = aggregator.oldest_open_hour
+            if oldest is None or oldest >= closing_before:  # nothing to close: most batches
+                aggregator.closed_before = closing_before
                 continue
-            closed = aggregator.close(up_to)
-            if not closed.closed and up_to <= aggregator.closed_before:
-                continue
+            closed = aggregator.close(closing_before)
             for key in closed.closed:
                 self._store_cell(partition, key, None)
             meta = stored.encode_aggregate_meta(aggregator.closed_before, aggregator.late_events)

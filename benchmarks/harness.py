@@ -27,8 +27,15 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 
 from benchmarks.contenders.ceiling import output_topic as ceiling_output
+from benchmarks.contenders.ceiling_fair import output_topic as ceiling_fair_output
 from benchmarks.measure import MetricsProgress, ProcessGroup, ProgressSource, StdoutProgress
-from benchmarks.stats import Sample, bucket_delta, bucket_quantile, measure_window
+from benchmarks.stats import (
+    Sample,
+    bucket_delta,
+    bucket_quantile,
+    measure_window,
+    written_per_input,
+)
 from benchmarks.workload import (
     LivePool,
     bench_settings,
@@ -37,7 +44,7 @@ from benchmarks.workload import (
     write_records,
 )
 from pipeline import catalogue
-from pipeline.kafka.admin import partition_counts
+from pipeline.kafka.admin import create_topics, partition_counts
 from schemas import codec
 
 log = logging.getLogger(__name__)
@@ -47,7 +54,9 @@ SAMPLE_INTERVAL_S: Final = 0.2
 STOP_TIMEOUT_S: Final = 20.0
 MODULES: Final = {
     "ceiling": "benchmarks.contenders.ceiling",
+    "ceiling_fair": "benchmarks.contenders.ceiling_fair",
     "faust": "benchmarks.contenders.faust_agent",
+    "faust_batched": "benchmarks.contenders.faust_batched",
     "quix": "benchmarks.contenders.quix_app",
 }
 READY_LINE: Final = re.compile(r"assigned partitions .*\((\d+) recovered in ([0-9.]+)s\)")
@@ -70,6 +79,8 @@ class Context:
     run_id: str
     work_dir: Path
     hmac_key: str
+    trust_key: str
+    """The key trusted producers sign raw records with: the input has signed events."""
 
     def prefix(self, scope: str = "") -> str:
         """The topic prefix of this run (`scope` for the latency and recovery topics)."""
@@ -89,6 +100,8 @@ def output_topic(name: str, prefix: str) -> str:
     """The topic the latency probe reads for a contender."""
     if name == "ceiling":
         return ceiling_output(prefix)
+    if name == "ceiling_fair":
+        return ceiling_fair_output(prefix)
     if is_pipeline(name):
         return f"{prefix}{catalogue.AUDIT.name}"
     return f"{prefix}{name}.{catalogue.AUDIT.name}"
@@ -154,7 +167,12 @@ async def start(
     its output goes to `.../logs/<log_name or group>[-w<i>].log`."""
     log_name = log_name or group
     log_dir = _make_dirs(state_dir, ctx.work_dir / "logs")
-    env = {**os.environ, "PIPELINE_HMAC_KEY": ctx.hmac_key, "PYTHONUNBUFFERED": "1"}
+    env = {
+        **os.environ,
+        "PIPELINE_HMAC_KEY": ctx.hmac_key,
+        "PIPELINE_TRUST_KEY": ctx.trust_key,
+        "PYTHONUNBUFFERED": "1",
+    }
     if not is_pipeline(name):
         log_path = log_dir / f"{log_name}.log"
         argv = [sys.executable, "-m", MODULES[name], "--bootstrap", ctx.bootstrap]
@@ -175,6 +193,10 @@ async def start(
     processes = []
     logs = []
     ports = []
+    # The internal topics between the stages belong to the app id: a fresh one per run.
+    await create_topics(
+        bench_settings(ctx.bootstrap, prefix, ctx.partitions, app_id=group, hmac_key=ctx.hmac_key)
+    )
     for i in range(workers_of(name)):
         port = free_port()
         settings = bench_settings(
@@ -183,6 +205,7 @@ async def start(
             ctx.partitions,
             app_id=group,
             hmac_key=ctx.hmac_key,
+            trust_key=ctx.trust_key,
             web_port=port,
             worker_id=f"{group}-w{i}",
             store=store,
@@ -255,10 +278,13 @@ class RunOutcome:
     wall_s: float
     consent_at_end: int
     error: str | None = None
+    written: dict[str, float] | None = None
+    """The pipeline's records written per raw record consumed (outputs, internal hops)."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
             **(self.window or {}),
+            **({"written_per_input": self.written} if self.written else {}),
             "peak_rss_bytes": self.peak_rss_bytes,
             "wall_s": round(self.wall_s, 2),
             "consent_at_end": self.consent_at_end,
@@ -308,13 +334,20 @@ async def throughput_run(
     timeout_s: float,
     label: str,
     keep_state: bool = False,
+    extra_args: Sequence[str] = (),
 ) -> RunOutcome:
     """Run contender `name` on the pre-produced input as `group` and measure its window;
     its log and samples are kept under `label` in the work dir."""
     state_dir = ctx.work_dir / "state" / group
     started = time.monotonic()
     running = await start(
-        ctx, name, prefix=ctx.prefix(), group=group, state_dir=state_dir, log_name=label
+        ctx,
+        name,
+        prefix=ctx.prefix(),
+        group=group,
+        state_dir=state_dir,
+        log_name=label,
+        extra_args=extra_args,
     )
     try:
         samples, error = await observe(
@@ -324,6 +357,10 @@ async def throughput_run(
             window_s=window_s,
             timeout_s=timeout_s,
         )
+        written = None
+        if isinstance(running.source, MetricsProgress):
+            texts = await running.source.scrape()
+            written = None if not texts else written_per_input(texts)
     finally:
         await running.stop()
     if error is not None:
@@ -338,6 +375,7 @@ async def throughput_run(
         wall_s=time.monotonic() - started,
         consent_at_end=samples[-1].consent if samples else 0,
         error=error,
+        written=written,
     )
 
 
@@ -426,7 +464,7 @@ async def latency_phase(
     group = f"{ctx.run_id}-{scope}"
     state_dir = ctx.work_dir / "state" / group
     running = await start(ctx, name, prefix=prefix, group=group, state_dir=state_dir)
-    consent_ready = 0 if name == "ceiling" else len(pool.bootstrap)
+    consent_ready = 0 if name.startswith("ceiling") else pool.consent_records
     result: dict[str, Any] = {"target_rate": round(rate, 1)}
     try:
         # The pipeline's progress only reads once every worker serves /metrics, that is once
@@ -582,24 +620,32 @@ async def _gauge(running: Running, name: str) -> float | None:
 
 
 async def recovery_phase(
-    ctx: Context, *, users: int, consent_records: int, timeout_s: float
+    ctx: Context, *, users: int, consent_records: int, links: int, timeout_s: float
 ) -> dict[str, Any]:
-    """A worker folds `users` users' consent; then workers restart and recover it: from the
-    changelog into memory, into an empty RocksDB, and from the first worker's RocksDB."""
+    """A worker folds `users` users' consent and `links` identity links; then workers
+    restart and recover them: from the changelog into memory, into an empty RocksDB, and
+    from the first worker's RocksDB."""
     prefix = ctx.prefix("rec")
     group = f"{ctx.run_id}-rec"
     load_dir = ctx.work_dir / "state" / f"{group}-load"
     started = time.monotonic()
     running = await start(ctx, "pipeline", prefix=prefix, group=group, state_dir=load_dir)
-    load: dict[str, Any] = {"users": users, "consent_records": consent_records}
+    load: dict[str, Any] = {"users": users, "consent_records": consent_records, "links": links}
     try:
         samples = await wait_until(
             running, lambda p: p.consent >= consent_records, timeout_s, "folding consent"
         )
+        while (await _gauge(running, "pipeline_identity_links") or 0) < links:
+            if time.monotonic() - started > timeout_s:
+                raise ContenderFailed(f"links not folded in time\n{running.log_tail()}")
+            running.group.sample()
+            await asyncio.sleep(SAMPLE_INTERVAL_S)
+        samples.append(samples[-1])
         load["seconds_from_start"] = round(time.monotonic() - started, 2)
         folding = [s for s in samples if s.consent > 0]
         load["seconds"] = round(samples[-1].t - (folding[0].t if folding else samples[0].t), 2)
-        load["records_per_s"] = round(consent_records / max(1e-9, load["seconds"]), 1)
+        load["seconds"] = round(time.time() - (folding[0].t if folding else samples[0].t), 2)
+        load["records_per_s"] = round((consent_records + links) / max(1e-9, load["seconds"]), 1)
         load["consent_table_entries"] = await _gauge(running, "pipeline_consent_table_entries")
     finally:
         await running.stop()

@@ -53,7 +53,17 @@ from pipeline.kafka.admin import admin_client, create_topics
 
 log = logging.getLogger("benchmarks")
 
-CONTENDERS: Final = ("ceiling", "faust", "quix", "pipeline", "pipeline-2w")
+CONTENDERS: Final = (
+    "ceiling",
+    "pipeline",
+    "pipeline-2w",
+    "ceiling_fair",
+    "faust",
+    "faust_batched",
+    "quix",
+)
+"""In this order: the fair ceiling writes per input what the pipeline's runs measured."""
+FAUST: Final = ("faust", "faust_batched")
 PACKAGES: Final = (
     "faust-streaming",
     "aiokafka",
@@ -80,6 +90,7 @@ class Options:
     latency_warmup_s: float
     latency_users: int
     recovery_users: int
+    recovery_links: int
     contenders: tuple[str, ...]
     out_dir: Path
     work_dir: Path
@@ -102,6 +113,9 @@ def parse_options(argv: list[str] | None = None) -> Options:
     parser.add_argument("--window", type=float, help="longest throughput window, s (20)")
     parser.add_argument("--latency-seconds", type=float, help="measured latency phase, s (15)")
     parser.add_argument("--recovery-users", type=int, help="users of the recovery test (1M)")
+    parser.add_argument(
+        "--recovery-links", type=int, help="identity links of the recovery test (3M)"
+    )
     parser.add_argument(
         "--contenders",
         default=",".join(CONTENDERS),
@@ -128,7 +142,7 @@ def parse_options(argv: list[str] | None = None) -> Options:
 
     run_root = REPO / ".local" / "bench"
     return Options(
-        bootstrap=os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
+        bootstrap=bootstrap_servers(),
         events=pick(args.events, 1_000_000, 50_000),
         users=pick(args.users, 100_000, 10_000),
         partitions=args.partitions,
@@ -138,6 +152,7 @@ def parse_options(argv: list[str] | None = None) -> Options:
         latency_warmup_s=pick(None, 10.0, 5.0),
         latency_users=pick(None, 10_000, 5_000),
         recovery_users=pick(args.recovery_users, 1_000_000, 50_000),
+        recovery_links=pick(args.recovery_links, 3_000_000, 150_000),
         contenders=contenders,
         out_dir=pick(args.out, REPO / "benchmarks" / "results", run_root / "quick-results"),
         work_dir=run_root,
@@ -147,6 +162,13 @@ def parse_options(argv: list[str] | None = None) -> Options:
         keep_topics=args.keep_topics,
         budget_s=pick(args.budget, 1140.0, 900.0),
     )
+
+
+def bootstrap_servers() -> str:
+    """The broker the benchmark runs on: `KAFKA_BOOTSTRAP_SERVERS`, else the local broker that
+    `make kafka-up` starts on `KAFKA_PORT` (9092)."""
+    servers = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    return servers or f"127.0.0.1:{os.environ.get('KAFKA_PORT') or 9092}"
 
 
 class Budget:
@@ -235,20 +257,42 @@ def summarize(name: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def _fair_shape(shape: dict[str, float] | None) -> list[str]:
+    """The fair ceiling's command line for what the pipeline wrote per input."""
+    if not shape:
+        return []
+    return ["--outputs", str(shape["outputs"]), "--internal", str(shape["internal"])]
+
+
+def pipeline_shape(contenders: dict[str, Any]) -> dict[str, float] | None:
+    """What one pipeline worker wrote per raw record, the median over its runs."""
+    runs = contenders.get("pipeline", {}).get("runs", [])
+    shapes = [r["written_per_input"] for r in runs if r.get("written_per_input")]
+    if not shapes:
+        return None
+    return {k: statistics.median(s[k] for s in shapes) for k in ("outputs", "internal")}
+
+
 async def throughput(
-    ctx: Context, opts: Options, budget: Budget, name: str, consent_ready: int, total: int
+    ctx: Context,
+    opts: Options,
+    budget: Budget,
+    name: str,
+    consent_ready: int,
+    total: int,
+    shape: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     """Every throughput run of one contender, summarized; runs after the first are skipped
     when the budget's throughput share is used up."""
     timeout = opts.window_s + opts.startup_timeout_s
     runs: list[dict[str, Any]] = []
     extra: dict[str, Any] = {}
-    if name == "faust":
+    if name in FAUST:
         # Faust folds consent at a few hundred to a few thousand records/s: loading it three
         # times would take most of the budget. It is loaded once; each run rewinds the group
         # on the raw topics and restarts with the table in its local RocksDB store.
-        group = f"{ctx.run_id}-faust"
-        log.info("faust: loading the consent table once")
+        group = f"{ctx.run_id}-{name}"
+        log.info("%s: loading the consent table once", name)
         extra["consent_load"] = await load_consent(
             ctx, name, group=group, consent_ready=consent_ready, timeout_s=opts.startup_timeout_s
         )
@@ -257,7 +301,7 @@ async def throughput(
             "its consumer group to the start of the raw topics and restarts with that table."
         )
         for i in range(opts.runs):
-            if i and not budget.allows(Budget.THROUGHPUT_END, f"faust run {i + 1}"):
+            if i and not budget.allows(Budget.THROUGHPUT_END, f"{name} run {i + 1}"):
                 break
             await rewind_group(ctx.bootstrap, group, raw_topic_names(ctx.prefix()))
             outcome = await throughput_run(
@@ -272,9 +316,12 @@ async def throughput(
                 keep_state=True,
             )
             runs.append(outcome.to_dict())
-            log.info("faust run %d: %s", i + 1, _brief(runs[-1]))
+            log.info("%s run %d: %s", name, i + 1, _brief(runs[-1]))
         shutil.rmtree(ctx.work_dir / "state" / group, ignore_errors=True)
     else:
+        extra_args = _fair_shape(shape) if name == "ceiling_fair" else []
+        if extra_args:
+            extra["shape"] = shape
         for i in range(opts.runs):
             if i and not budget.allows(Budget.THROUGHPUT_END, f"{name} run {i + 1}"):
                 break
@@ -284,10 +331,11 @@ async def throughput(
                 name,
                 group=group,
                 label=group,
-                consent_ready=0 if name == "ceiling" else consent_ready,
+                consent_ready=0 if name.startswith("ceiling") else consent_ready,
                 total_events=total,
                 window_s=opts.window_s,
                 timeout_s=timeout,
+                extra_args=extra_args,
             )
             runs.append(outcome.to_dict())
             log.info("%s run %d: %s", name, i + 1, _brief(runs[-1]))
@@ -328,6 +376,7 @@ async def run(opts: Options) -> dict[str, Any]:
         run_id=run_id,
         work_dir=opts.work_dir / run_id,
         hmac_key=secrets.token_hex(32),
+        trust_key=secrets.token_hex(32),
     )
     settings_out = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(opts).items()}
     results: dict[str, Any] = {
@@ -340,7 +389,9 @@ async def run(opts: Options) -> dict[str, Any]:
         "notes": [],
     }
     try:
-        settings = bench_settings(opts.bootstrap, ctx.prefix(), opts.partitions)
+        settings = bench_settings(
+            opts.bootstrap, ctx.prefix(), opts.partitions, trust_key=ctx.trust_key
+        )
         await create_bench_topics(settings, [c for c in opts.contenders if not is_pipeline(c)])
         log.info("pre-producing %d users' consent and %d raw records", opts.users, opts.events)
         workload = await preproduce(settings, opts.users, opts.events, opts.seed)
@@ -359,10 +410,18 @@ async def run(opts: Options) -> dict[str, Any]:
             rec_settings = bench_settings(opts.bootstrap, ctx.prefix("rec"), opts.partitions)
             await create_topics(rec_settings)
             log.info("pre-producing %d users' consent for the recovery test", opts.recovery_users)
-            recovery_input = await preproduce(rec_settings, opts.recovery_users, 0, opts.seed + 1)
+            recovery_input = await preproduce(
+                rec_settings, opts.recovery_users, 0, opts.seed + 1, max_links=opts.recovery_links
+            )
         for name in opts.contenders:
             results["contenders"][name] = await throughput(
-                ctx, opts, budget, name, workload.consent_bootstrap, workload.raw_records
+                ctx,
+                opts,
+                budget,
+                name,
+                workload.consent_bootstrap,
+                workload.raw_records,
+                pipeline_shape(results["contenders"]),
             )
         await _latency(ctx, opts, budget, results)
         if recovery_input is not None and budget.allows(Budget.RECOVERY_START, "recovery test"):
@@ -371,6 +430,7 @@ async def run(opts: Options) -> dict[str, Any]:
                 ctx,
                 users=opts.recovery_users,
                 consent_records=recovery_input.consent_records,
+                links=recovery_input.links,
                 timeout_s=opts.startup_timeout_s,
             )
     finally:
@@ -381,6 +441,8 @@ async def run(opts: Options) -> dict[str, Any]:
     results["machine"]["loadavg_end"] = " ".join(f"{v:.2f}" for v in os.getloadavg())
     results["duration_s"] = round(budget.elapsed(), 1)
     results["notes"].extend(budget.cuts)
+    for contender in results["contenders"].values():
+        contender.update(report.summary(contender))
     results["ratios"] = report.ratios(results["contenders"])
     results["targets"] = report.targets(results)
     results["notes"].append(
@@ -401,7 +463,7 @@ async def _latency(ctx: Context, opts: Options, budget: Budget, results: dict[st
     ]
     size = int(min(POOL_CAP, max([20_000, *needs])))
     log.info("latency: generating a pool of %d live records", size)
-    pool = LivePool.generate(opts.latency_users, size, opts.seed + 2)
+    pool = LivePool.generate(opts.latency_users, size, opts.seed + 2, ctx.trust_key.encode())
     for name, c in contenders.items():
         rate = c.get("events_per_s")
         if not rate or not budget.allows(Budget.LATENCY_END, f"latency phase of {name}"):

@@ -23,6 +23,17 @@ def metric_sum(text: str, family: str) -> float:
     return total
 
 
+def written_per_input(texts: list[str]) -> dict[str, float] | None:
+    """Records the pipeline workers wrote per raw record consumed, from their scrapes:
+    `outputs` (every output topic, audit and DLQ included) and `internal` (the hops)."""
+    consumed = sum(metric_sum(text, "pipeline_events_in") for text in texts)
+    if not consumed:
+        return None
+    outputs = sum(metric_sum(text, "pipeline_events_out") for text in texts)
+    internal = sum(metric_sum(text, "pipeline_hop_records") for text in texts)
+    return {"outputs": round(outputs / consumed, 3), "internal": round(internal / consumed, 3)}
+
+
 def histogram_buckets(text: str, family: str) -> list[tuple[float, float]]:
     """The cumulative `_bucket` samples (le, count) of a histogram family in a scrape."""
     out = []

@@ -8,12 +8,14 @@ and 1% malformed records, keyed by subject and spread over co-partitioned topics
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Final
 
+from benchmarks.contenders.ceiling_fair import TOPICS as CEILING_FAIR_TOPICS
 from benchmarks.contenders.common import DESTINATIONS
 from pipeline import catalogue
 from pipeline.kafka.admin import TopicSpec, create_topics, ensure_topics
@@ -41,6 +43,8 @@ async def create_bench_topics(settings: Settings, contenders: Sequence[str]) -> 
     for name in contenders:
         if name == "ceiling":
             names = ["ceiling.out"]
+        elif name == "ceiling_fair":
+            names = list(CEILING_FAIR_TOPICS)
         else:
             names = [f"{name}.{catalogue.BY_DESTINATION[d].name}" for d in DESTINATIONS]
         specs.extend(
@@ -62,6 +66,8 @@ class Workload:
     raw_records: int
     consent_bootstrap: int
     consent_records: int
+    links: int = 0
+    """`identity.links` records written before the events."""
     records_by_topic: dict[str, int] = field(default_factory=dict)
     records_by_kind: dict[str, int] = field(default_factory=dict)
     mean_raw_bytes: float = 0.0
@@ -89,19 +95,34 @@ class _SizeTally:
         await self.sink.write(records)
 
 
-async def preproduce(settings: Settings, users: int, events: int, seed: int) -> Workload:
-    """Write every user's consent record, then `events` raw records, as fast as Kafka takes them.
+async def preproduce(
+    settings: Settings, users: int, events: int, seed: int, *, max_links: int | None = None
+) -> Workload:
+    """Write every user's consent record and the links of their match keys (at most
+    `max_links` of them), then `events` raw records, as fast as Kafka takes them.
 
     Raises:
         KafkaUnavailable: the cluster cannot be reached.
     """
-    generator = TrafficGenerator(TrafficConfig(users=users), seed=seed)
+    trust_key = settings.trust_key
+    generator = TrafficGenerator(
+        TrafficConfig(users=users),
+        seed=seed,
+        trust_key=None if trust_key is None else trust_key.get_secret_value().encode(),
+    )
     sink = KafkaSink(settings)
     tally = _SizeTally(sink)
     started = time.monotonic()
     await sink.start()
     try:
-        report = await run_traffic(generator, tally.write, count=events)
+        links = generator.identity_bootstrap()
+        bootstrap = itertools.chain(
+            generator.consent_bootstrap(),
+            links if max_links is None else itertools.islice(links, max_links),
+        )
+        while chunk := list(itertools.islice(bootstrap, 5000)):
+            await tally.write(chunk)
+        report = await run_traffic(generator, tally.write, count=events, bootstrap=False)
         await sink.flush()
     finally:
         await sink.stop()
@@ -111,6 +132,7 @@ async def preproduce(settings: Settings, users: int, events: int, seed: int) -> 
         seed=seed,
         raw_records=report.raw_records,
         consent_bootstrap=generator.counts["consent.bootstrap"],
+        links=generator.counts["identity.bootstrap"],
         consent_records=generator.topics[catalogue.CONSENT_CHANGES.name],
         records_by_topic=dict(generator.topics),
         records_by_kind=dict(generator.counts),
@@ -127,13 +149,19 @@ class LivePool:
     records (events and their churn) replayed at a paced rate."""
 
     bootstrap: list[Record]
+    """Every registered user's consent record, then the links of every user's match keys."""
     records: list[Record]
 
     @classmethod
-    def generate(cls, users: int, size: int, seed: int) -> LivePool:
-        generator = TrafficGenerator(TrafficConfig(users=users), seed=seed)
-        bootstrap = list(generator.consent_bootstrap())
+    def generate(cls, users: int, size: int, seed: int, trust_key: bytes | None = None) -> LivePool:
+        generator = TrafficGenerator(TrafficConfig(users=users), seed=seed, trust_key=trust_key)
+        bootstrap = list(generator.bootstrap())
         return cls(bootstrap, generator.records(size))
+
+    @property
+    def consent_records(self) -> int:
+        """How many of the bootstrap records are consent records."""
+        return sum(1 for record in self.bootstrap if record.topic is catalogue.CONSENT_CHANGES)
 
     def split(self, n: int) -> tuple[list[Record], list[Record]]:
         """The first `n` records, and the rest."""

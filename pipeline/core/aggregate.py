@@ -45,7 +45,7 @@ class ClosedHours:
 class HourlyAggregator:
     """Tumbling hourly windows over `activity.deidentified` records."""
 
-    __slots__ = ("_cells", "closed_before", "k", "late_events")
+    __slots__ = ("_hours", "closed_before", "k", "late_events")
 
     def __init__(self, k: int = DEFAULT_K) -> None:
         if k < 1:
@@ -55,10 +55,16 @@ class HourlyAggregator:
         """Every hour before this one (unix seconds) is closed."""
         self.late_events = 0
         """Records that arrived for an hour already closed, and were not counted."""
-        self._cells: dict[CellKey, Cell] = {}
+        self._hours: dict[int, dict[CellKey, Cell]] = {}
+        """The open cells by hour: closing touches only the hours it closes."""
 
     def __len__(self) -> int:
-        return len(self._cells)
+        return sum(len(cells) for cells in self._hours.values())
+
+    @property
+    def oldest_open_hour(self) -> int | None:
+        """The earliest hour with an open cell (unix seconds), if any."""
+        return min(self._hours, default=None)
 
     def add(self, record: Mapping[str, Any]) -> CellKey | None:
         """Count a de-identified record and return its cell; None (counted as late) if closed."""
@@ -75,31 +81,40 @@ class HourlyAggregator:
             record["country"],
             record["currency"],
         )
-        cell = self._cells.get(key)
+        cells = self._hours.get(hour)
+        if cells is None:
+            cells = self._hours[hour] = {}
+        cell = cells.get(key)
         if cell is None:
-            cell = self._cells[key] = Cell()
+            cell = cells[key] = Cell()
         cell.count += 1
         cell.value_sum += record["value"] or 0.0
         return key
 
     def cell(self, key: CellKey) -> Cell | None:
         """The open cell `key`, if any."""
-        return self._cells.get(key)
+        cells = self._hours.get(key[1])
+        return None if cells is None else cells.get(key)
 
     def restore(self, key: CellKey, cell: Cell) -> None:
         """Put back an open cell read from storage."""
-        self._cells[key] = cell
+        self._hours.setdefault(key[1], {})[key] = cell
 
     def close(self, up_to_hour: int) -> ClosedHours:
-        """Close every hour that starts before `up_to_hour` (unix seconds)."""
+        """Close every hour that starts before `up_to_hour` (unix seconds).
+
+        Only the closing hours' cells are read: nothing when the oldest open hour is
+        still open, however many cells the later hours hold.
+        """
         self.closed_before = max(self.closed_before, up_to_hour)
-        closing = sorted(
-            (key for key in self._cells if key[1] < self.closed_before), key=cell_sort_key
-        )
+        cells: dict[CellKey, Cell] = {}
+        for hour in [hour for hour in self._hours if hour < self.closed_before]:
+            cells.update(self._hours.pop(hour))
+        closing = sorted(cells, key=cell_sort_key)
         records: list[dict[str, Any]] = []
         suppressed_cells = suppressed_events = 0
         for key in closing:
-            cell = self._cells.pop(key)
+            cell = cells[key]
             if cell.count >= self.k:
                 records.append(self._record(key, cell))
             else:
@@ -113,7 +128,11 @@ class HourlyAggregator:
             "k": self.k,
             "closed_before": self.closed_before,
             "late_events": self.late_events,
-            "cells": [[*key, cell.count, cell.value_sum] for key, cell in self._cells.items()],
+            "cells": [
+                [*key, cell.count, cell.value_sum]
+                for cells in self._hours.values()
+                for key, cell in cells.items()
+            ],
         }
 
     @classmethod
@@ -123,7 +142,7 @@ class HourlyAggregator:
         aggregator.closed_before = data["closed_before"]
         aggregator.late_events = data["late_events"]
         for *key, count, value_sum in data["cells"]:
-            aggregator._cells[cell_key_from_list(key)] = Cell(count, value_sum)
+            aggregator.restore(cell_key_from_list(key), Cell(count, value_sum))
         return aggregator
 
     def _record(self, key: CellKey, cell: Cell) -> dict[str, Any]:

@@ -33,9 +33,9 @@ from pipeline.core.deidentify import HOUR, Pseudonymizer
 from pipeline.core.parse import (
     ParseLimits,
     Rejected,
+    decode_event,
     parse_audience_member,
     parse_consent_change,
-    parse_event,
 )
 from pipeline.core.parse import processing_error as processing_error_reject
 from pipeline.core.policy import PolicyConfig, decide, strictest
@@ -52,6 +52,7 @@ from pipeline.settings import Settings
 from pipeline.stages.errors import reject, where
 from pipeline.stages.hops import hop_name, hop_of, raw_origin, reject_hop, since
 from pipeline.state.tables import Table
+from schemas import fast
 from schemas.consent import ConsentChange
 from schemas.events import Event
 from schemas.internal import Hop
@@ -59,8 +60,6 @@ from schemas.outputs import MembershipOutcome
 
 log = logging.getLogger(__name__)
 
-DECODED_CACHE_SIZE: Final = 16_384
-"""Decoded consent states kept (about 2 KB each); a miss costs one ~10 µs decode."""
 NOT_SUBJECT_KEY: Final = Rejected("schema_violation", "key: not_subject_key")
 """A consent change keyed by something else than its user (SPEC §3) lands in another
 partition than that user's events: it cannot be applied."""
@@ -93,7 +92,6 @@ class DecisionStage(Stage):
     def __init__(self, config: DecisionConfig) -> None:
         self.config = config
         self.aggregators: dict[int, HourlyAggregator] = {}
-        self._decoded: dict[bytes, tuple[bytes, stored.ConsentRow]] = {}
         self._dirty_cells: dict[int, set[CellKey]] = {}
 
     def bind(self, tables: Mapping[TableName, Table]) -> None:
@@ -239,21 +237,12 @@ class DecisionStage(Stage):
         return current, [state for state in candidates if state is not current]
 
     def _stored_state(self, partition: int, key: bytes) -> tuple[ConsentState | None, int]:
-        """A user's current state and when Kafka acknowledged its newest change (unix ms).
-
-        Decoded rows are cached by their bytes.
-        """
+        """A user's current state and when Kafka acknowledged its newest change (unix ms),
+        decoded from its row (a few µs: nothing is cached)."""
         value = self.consent.get(partition, key)
         if value is None:
             return None, -1
-        cached = self._decoded.get(key)
-        if cached is not None and cached[0] == value:
-            return cached[1]
-        row = stored.decode_consent_row(value)
-        if len(self._decoded) >= DECODED_CACHE_SIZE:
-            self._decoded.clear()
-        self._decoded[key] = (value, row)
-        return row
+        return stored.decode_consent_row(value)
 
     # -- events -------------------------------------------------------------------
 
@@ -270,12 +259,12 @@ class DecisionStage(Stage):
             stats.hop_latencies.append((hop_name(record.topic), since(record, now)))
             # Bounds were checked at intake, when the raw record was read: re-checked
             # against that moment, they give the same answer.
-            event = parse_event(
+            event = decode_event(
                 hop.source, record.value, now=hop.produced_ms / 1000, limits=self.config.limits
             )
             if isinstance(event, Rejected):
                 return [reject_hop(record, hop, event, stats)]
-            event = event.model_copy(update={"user_id": hop.user_id})
+            event = fast.replace(event, user_id=hop.user_id)
             return self._decide(event, hop, record.origin.partition, now, stats)
         except Exception as exc:  # an unexpected failure is an outcome, not a lost record
             log.warning("processing_error: %s at %s", type(exc).__name__, where(exc))
@@ -398,11 +387,12 @@ class DecisionStage(Stage):
         up_to = int(now - self.config.aggregate_grace_s) // HOUR * HOUR
         outputs: list[Output] = []
         for partition, aggregator in self.aggregators.items():
-            if up_to <= aggregator.closed_before and not len(aggregator):
+            closing_before = max(aggregator.closed_before, up_to)
+            oldest = aggregator.oldest_open_hour
+            if oldest is None or oldest >= closing_before:  # nothing to close: most batches
+                aggregator.closed_before = closing_before
                 continue
-            closed = aggregator.close(up_to)
-            if not closed.closed and up_to <= aggregator.closed_before:
-                continue
+            closed = aggregator.close(closing_before)
             for key in closed.closed:
                 self._store_cell(partition, key, None)
             meta = stored.encode_aggregate_meta(aggregator.closed_before, aggregator.late_events)

@@ -29,6 +29,7 @@ from pipeline.runtime.stage import Forward, InputRecord, Stage
 from pipeline.stages.errors import reject, where
 from pipeline.stages.hops import forward, hop_name, hop_of, reject_hop, since, to_decision
 from pipeline.state.tables import Table
+from schemas import fast
 from schemas.internal import Hop
 
 log = logging.getLogger(__name__)
@@ -71,7 +72,7 @@ class DedupStage(Stage):
             duplicate = self._seen_before(record, hop, now)
             if duplicate:
                 stats.duplicates[hop.source] += 1
-                hop = hop.model_copy(update={"duplicate": True})
+                hop = fast.replace(hop, duplicate=True)
             return [route_to_resolution(hop, record.value, stats)]
         except Exception as exc:  # an unexpected failure is an outcome, not a lost record
             log.warning("processing_error: %s at %s", type(exc).__name__, where(exc))
@@ -117,9 +118,9 @@ class DedupStage(Stage):
 def route_to_resolution(hop: Hop, value: bytes | None, stats: BatchStats) -> Forward:
     """Where a deduplicated event goes next: its first match key, or straight to decide."""
     if hop.trusted_user_id is not None:
-        hop = hop.model_copy(update={"match": "provided", "user_id": hop.trusted_user_id})
+        hop = fast.replace(hop, match="provided", user_id=hop.trusted_user_id)
         return to_decision(hop, value, stats)
     if not hop.keys:
-        return to_decision(hop.model_copy(update={"match": "none"}), value, stats)
+        return to_decision(fast.replace(hop, match="none"), value, stats)
     stats.hops[hop_name(catalogue.BY_MATCH_KEY)] += 1
     return forward(catalogue.BY_MATCH_KEY, hop.keys[0].encode(), value, hop)

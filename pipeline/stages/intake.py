@@ -25,8 +25,8 @@ from pipeline.core.identity import match_keys
 from pipeline.core.parse import (
     ParseLimits,
     Rejected,
+    decode_event,
     parse_audience_member,
-    parse_event,
     processing_error,
 )
 from pipeline.core.route import Output, subject_key
@@ -36,6 +36,7 @@ from pipeline.runtime.stage import Forward, InputRecord, Stage
 from pipeline.stages.errors import reject, where
 from pipeline.stages.hops import forward, hop_name
 from pipeline.state.tables import Table
+from schemas import fast
 from schemas.internal import Hop
 from schemas.outputs import Origin
 
@@ -81,7 +82,7 @@ class IntakeStage(Stage):
         try:
             if source == "audience":
                 return [self._member(record, stats)]
-            event = parse_event(source, record.value, now=now, limits=self.config.limits)
+            event = decode_event(source, record.value, now=now, limits=self.config.limits)
             if isinstance(event, Rejected):
                 return [reject(record, event, stats, source)]
             trusted = None
@@ -90,7 +91,7 @@ class IntakeStage(Stage):
                     trusted = event.user_id
                 else:
                     stats.untrusted_user_ids[source] += 1
-                event = event.model_copy(update={"user_id": None})
+                event = fast.replace(event, user_id=None)
             key = stored.dedup_key(event.advertiser_id, event.event_id)
             hop = Hop(
                 origin=_origin(record),

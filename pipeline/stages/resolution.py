@@ -28,6 +28,7 @@ from pipeline.runtime.stage import Forward, InputRecord, Stage
 from pipeline.stages.errors import reject, where
 from pipeline.stages.hops import forward, hop_name, hop_of, reject_hop, since, to_decision
 from pipeline.state.tables import Table
+from schemas import fast
 from schemas.internal import Found, Hop
 
 log = logging.getLogger(__name__)
@@ -133,19 +134,18 @@ class ResolutionStage(Stage):
             found.append(look_up(keys.pop(0)))
         if keys:
             stats.hops[hop_name(catalogue.BY_MATCH_KEY)] += 1
-            onward = hop.model_copy(update={"keys": keys, "found": found})
+            onward = fast.replace(hop, keys=keys, found=found)
             return forward(catalogue.BY_MATCH_KEY, keys[0].encode(), record.value, onward)
         resolution = identity.choose((f.kind, f.user_id) for f in found)
         if resolution.conflict:
             stats.identity_conflicts += 1
-        resolved = hop.model_copy(
-            update={
-                "keys": [],
-                "found": found,
-                "match": resolution.match or "none",
-                "user_id": resolution.user_id,
-                "conflict": resolution.conflict,
-            }
+        resolved = fast.replace(
+            hop,
+            keys=[],
+            found=found,
+            match=resolution.match or "none",
+            user_id=resolution.user_id,
+            conflict=resolution.conflict,
         )
         return to_decision(resolved, record.value, stats)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import pytest
@@ -76,15 +77,30 @@ def test_percentile_is_nearest_rank() -> None:
     assert percentile([], 0.5) is None
 
 
-def results(rates: dict[str, float], p99_ms: float, rss_mb: float) -> dict[str, Any]:
+def results(
+    rates: Mapping[str, float],
+    latency_ms: tuple[float, float],
+    rss_mb: float,
+    *,
+    cpu: tuple[float, float] = (100.0, 50.0),
+    revocation_ms: float = 100.0,
+) -> dict[str, Any]:
     contenders: dict[str, dict[str, Any]] = {
         name: {"events_per_s": rate} for name, rate in rates.items()
     }
-    contenders["pipeline"]["latency"] = {"p99_ms": p99_ms}
+    contenders["pipeline"]["latency"] = {"p50_ms": latency_ms[0], "p99_ms": latency_ms[1]}
+    contenders["pipeline"]["cpu_s_per_million"] = cpu[0]
+    if "ceiling_fair" in contenders:
+        contenders["ceiling_fair"]["cpu_s_per_million"] = cpu[1]
     out: dict[str, Any] = {
         "contenders": contenders,
+        "revocation_latency": {"p99_ms": revocation_ms},
         "recovery": {
-            "initial_load": {"users": 1_000_000, "peak_rss_bytes": rss_mb * report.MB},
+            "initial_load": {
+                "users": 1_000_000,
+                "links": 3_000_000,
+                "peak_rss_bytes": rss_mb * report.MB,
+            },
             "restarts": [{"store": "memory", "peak_rss_bytes": 10_000 * report.MB}],
         },
     }
@@ -93,14 +109,41 @@ def results(rates: dict[str, float], p99_ms: float, rss_mb: float) -> dict[str, 
 
 
 def test_targets_are_judged_on_the_same_runs_ratios() -> None:
-    met = results({"ceiling": 100, "quix": 40, "faust": 8, "pipeline": 50}, 200, 400)
-    assert met["ratios"]["pipeline/ceiling"] == 0.5
-    assert [row["met"] for row in report.targets(met)] == [True, True, True, True, True]
-    missed = results({"ceiling": 100, "quix": 60, "faust": 12, "pipeline": 49}, 250, 500)
-    assert [row["met"] for row in report.targets(missed)] == [False, False, False, False, False]
+    rates = {"ceiling_fair": 100, "quix": 20, "faust_batched": 20, "pipeline": 60}
+    met = results(rates, (40, 140), 400, cpu=(100, 50), revocation_ms=200)
+    assert met["ratios"]["pipeline/ceiling_fair"] == 0.6
+    assert [row["met"] for row in report.targets(met)] == [True] * 8
+    rates = {"ceiling_fair": 100, "quix": 20, "faust_batched": 20, "pipeline": 49}
+    missed = results(rates, (60, 160), 500, cpu=(101, 50), revocation_ms=250)
+    assert [row["met"] for row in report.targets(missed)] == [
+        False,
+        False,
+        False,
+        False,
+        False,
+        False,
+        False,
+        False,
+    ]
+
+
+def test_every_contender_reports_its_five_numbers() -> None:
+    contender = {
+        "events_per_s": 10.0,
+        "cpu_s_per_million": 123.456,
+        "peak_rss_bytes": 200 * report.MB,
+        "latency": {"p50_ms": 12.34, "p99_ms": 99.99},
+    }
+    assert report.summary(contender) == {
+        "events_per_s": 10.0,
+        "cpu_us_per_event": 123.5,
+        "p50_ms": 12.3,
+        "p99_ms": 100.0,
+        "rss_mb": 200.0,
+    }
 
 
 def test_the_memory_store_does_not_count_for_the_rss_target() -> None:
-    rows = report.targets(results({"ceiling": 1, "pipeline": 1}, 1, 400))
+    rows = report.targets(results({"ceiling_fair": 1, "pipeline": 1}, (1, 1), 400))
     assert rows[-1]["value"] == "400 MB"
     assert rows[1]["met"] is None  # Quix not measured: neither met nor missed

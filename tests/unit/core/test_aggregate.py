@@ -111,6 +111,40 @@ def test_only_hours_before_the_watermark_close() -> None:
     assert len(aggregator) == 1
 
 
+def test_the_oldest_open_hour_is_known_and_closing_keeps_the_order() -> None:
+    aggregator = HourlyAggregator(k=1)
+    assert aggregator.oldest_open_hour is None
+    aggregator.add(deidentified(event_hour=HOUR + 3600, advertiser_id="adv-1"))
+    aggregator.add(deidentified(policy_version="v2", advertiser_id=None))
+    aggregator.add(deidentified(advertiser_id="adv-0"))
+    assert aggregator.oldest_open_hour == HOUR
+
+    closed = aggregator.close(up_to_hour=HOUR + 7200)
+
+    assert [(r["policy_version"], r["hour"], r["advertiser_id"]) for r in closed.records] == [
+        ("v1", HOUR, "adv-0"),
+        ("v1", HOUR + 3600, "adv-1"),
+        ("v2", HOUR, None),
+    ]
+    assert aggregator.oldest_open_hour is None
+    assert len(aggregator) == 0
+
+
+def test_a_restored_cell_older_than_the_watermark_closes_next() -> None:
+    aggregator = HourlyAggregator(k=1)
+    aggregator.close(up_to_hour=HOUR + 3600)
+    key = aggregator.add(deidentified(event_hour=HOUR + 3600))
+    assert key is not None
+    old_key = (key[0], HOUR, *key[2:])
+    restored = HourlyAggregator.from_dict(
+        {**aggregator.to_dict(), "cells": [[*old_key, 3, 1.0], [*key, 1, 10.0]]}
+    )
+
+    assert restored.oldest_open_hour == HOUR
+    assert [r["count"] for r in restored.close(up_to_hour=HOUR).records] == [3]
+    assert restored.oldest_open_hour == HOUR + 3600
+
+
 def test_a_record_for_a_closed_hour_is_late_and_not_counted() -> None:
     aggregator = HourlyAggregator(k=1)
     aggregator.close(up_to_hour=HOUR + 3600)

@@ -235,6 +235,20 @@ def consent_changes(draw: st.DrawFn) -> ConsentChange:
     return change(changed_at=draw(st.integers(0, 4)), **fields)
 
 
+@settings(max_examples=300, deadline=None)
+@given(changes=st.lists(consent_changes(), min_size=1, max_size=8))
+def test_any_state_reads_back_from_its_compact_and_its_dict_form(
+    changes: list[ConsentChange],
+) -> None:
+    state = fold(changes)
+    assert state is not None
+
+    compact = stored.decode_state(stored.encode_state(state))
+    assert compact == state
+    assert compact == stored.decode_state(codec.dumps(state.to_dict()))
+    assert type(compact.devices) is type(state.devices)
+
+
 @settings(max_examples=200, deadline=None)
 @given(changes=st.lists(consent_changes(), max_size=8), data=st.data())
 def test_any_order_of_the_same_changes_gives_the_same_state(

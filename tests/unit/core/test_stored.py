@@ -9,6 +9,7 @@ from pipeline.core import stored
 from pipeline.core.aggregate import Cell
 from pipeline.core.consent import apply_change
 from pipeline.core.errors import ConsentStateError
+from schemas import codec
 from tests.unit.factories import change
 
 STATE = apply_change(
@@ -23,15 +24,47 @@ def test_a_consent_row_keeps_its_state_and_acknowledgement_time() -> None:
 
 
 def test_a_row_stored_before_rows_carried_their_time_reads_with_the_time_unknown() -> None:
-    row = stored.decode_consent_row(stored.encode_state(STATE))
+    row = stored.decode_consent_row(codec.dumps(STATE.to_dict()))
 
     assert row == stored.ConsentRow(STATE, stored.UNKNOWN_ACKNOWLEDGEMENT)
 
 
-@pytest.mark.parametrize("data", [b"", b"12", b"x:{}", b"12:not json", b"12:[]"])
+def test_a_row_stored_with_the_dict_state_still_reads() -> None:
+    row = stored.decode_consent_row(b"17:" + codec.dumps(STATE.to_dict()))
+
+    assert row == stored.ConsentRow(STATE, 17)
+
+
+def test_a_consent_row_is_compact() -> None:
+    row = stored.encode_consent_row(STATE, 17)
+
+    assert row.startswith(b'17:[2,["user-1",')
+    assert len(row) < len(b"17:" + codec.dumps(STATE.to_dict())) / 2
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        b"12",
+        b"x:{}",
+        b"12:not json",
+        b"12:[]",
+        b"12:[2]",
+        b'12:[3,["u",1]]',
+        b'12:[2,["u",true]]',
+        b'12:[2,["u",1,false,[1,1]]]',
+        b'12:[2,["u",1,false,null,null,null,null,[true,1]]]',
+        b'12:[2,["u",1,false,null,null,null,["US"]]]',
+        b'12:[2,["u",1,false,null,null,null,null,null,{"d":[null,["secret",1]]}]]',
+        b'12:[2,["u",1,false,null,null,null,null,null,{},1]]',
+        b'12:[2,["u",1]] x',
+    ],
+)
 def test_a_malformed_consent_row_is_a_consent_state_error(data: bytes) -> None:
-    with pytest.raises(ConsentStateError):
+    with pytest.raises(ConsentStateError) as raised:
         stored.decode_consent_row(data)
+    assert "secret" not in str(raised.value)
 
 
 def test_history_keys_are_apart_from_user_rows() -> None:

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from pipeline import catalogue
+from pipeline.core import stored
 from pipeline.stages import decision
 from pipeline.state.stores import MemoryStore
 from pipeline.state.tables import Table
@@ -166,7 +167,8 @@ def test_a_state_stored_without_its_acknowledgement_time_is_still_read() -> None
     store = consent.stores[0]
     stamped = store.get(USER.encode())
     assert stamped is not None
-    store.write({USER.encode(): stamped.partition(b":")[2]}, None)  # the older layout
+    older_layout = codec.dumps(stored.decode_consent_row(stamped).state.to_dict())
+    store.write({USER.encode(): older_layout}, None)
 
     outputs = chain.raw("tag", _event(), PRODUCED_MS)
 

@@ -19,6 +19,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from pipeline import catalogue
 from pipeline.core.policy import Reason
 from pipeline.runtime.canary import CHECKED
+from pipeline.runtime.privacy import PAGES
+from pipeline.runtime.privacy import Outcome as PageOutcome
 from pipeline.settings import Settings
 from schemas.identity import IdentityMatch
 from schemas.outputs import DlqReason, MembershipChangeReason, MembershipOutcome
@@ -37,8 +39,16 @@ def closed_label_sets(settings: Settings) -> dict[str, frozenset[str]]:
         "match": frozenset(get_args(IdentityMatch)),
         "purpose": frozenset({"personalization", "ads", "measurement", "partner_sharing"}),
         "outcome": frozenset(
-            {"allow", "deny", "identified", "deidentified", *get_args(MembershipOutcome)}
+            {
+                "allow",
+                "deny",
+                "identified",
+                "deidentified",
+                *get_args(MembershipOutcome),
+                *get_args(PageOutcome),
+            }
         ),
+        "page": frozenset(PAGES),
         "reason": frozenset(
             {r.value for r in Reason}
             | set(get_args(DlqReason))

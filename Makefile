@@ -12,6 +12,9 @@ DURATION ?=
 CHAOS_ARGS ?=
 BENCH_ARGS ?=
 BENCH_STAMP := $(VENV)/.bench-$(shell cksum < pyproject.toml | cut -d' ' -f1)
+# The Quix Streams contender's own virtualenv: quixstreams pins pydantic below the project's.
+QUIX_VENV := .local/venv-quix
+QUIX_STAMP := $(QUIX_VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
 
 .PHONY: help setup tools browser screenshots deploy-check chaos bench bench-quick kafka-fetch kafka-up kafka-down kafka-status topics worker run test unit \
 	integration contracts lint fmt typecheck check clean
@@ -29,6 +32,12 @@ $(STAMP): pyproject.toml
 $(BENCH_STAMP): $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	@rm -f $(VENV)/.bench-* && touch $@
+
+$(QUIX_STAMP): pyproject.toml
+	@test -x $(QUIX_VENV)/bin/python || $(PYTHON) -m venv $(QUIX_VENV)
+	$(QUIX_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(QUIX_VENV)/bin/python -m pip install --quiet -e '.[quix]'
+	@rm -f $(QUIX_VENV)/.installed-* && touch $@
 
 setup: $(STAMP) kafka-fetch ## Create the virtualenv, install the package, fetch Kafka
 
@@ -74,11 +83,11 @@ integration: setup tools browser ## Integration tests only
 screenshots: setup browser ## Take the README's screenshots of the settings page again, into docs/
 	SCREENSHOT_DIR=docs $(BIN)/pytest tests/integration/test_settings_page.py $(PYTEST_ARGS)
 
-bench: $(BENCH_STAMP) kafka-fetch kafka-up ## Benchmarks side by side (<20 min): writes benchmarks/results/
-	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
+bench: $(BENCH_STAMP) $(QUIX_STAMP) kafka-fetch kafka-up ## Benchmarks side by side (<20 min): writes benchmarks/results/
+	BENCH_QUIX_PYTHON=$(QUIX_VENV)/bin/python $(BIN)/python -m benchmarks.run $(BENCH_ARGS)
 
-bench-quick: $(BENCH_STAMP) kafka-fetch kafka-up ## A ~5 min benchmark smoke run into .local/bench/
-	$(BIN)/python -m benchmarks.run --quick $(BENCH_ARGS)
+bench-quick: $(BENCH_STAMP) $(QUIX_STAMP) kafka-fetch kafka-up ## A ~5 min benchmark smoke run into .local/bench/
+	BENCH_QUIX_PYTHON=$(QUIX_VENV)/bin/python $(BIN)/python -m benchmarks.run --quick $(BENCH_ARGS)
 
 chaos: setup ## Fault-injection suite (~25 min): writes deploy/chaos/report.{md,json}
 	$(BIN)/python -m tests.chaos $(CHAOS_ARGS)

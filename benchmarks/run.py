@@ -39,6 +39,7 @@ from benchmarks import chart, report
 from benchmarks.harness import (
     REPO,
     Context,
+    contender_python,
     is_pipeline,
     latency_phase,
     load_consent,
@@ -195,6 +196,18 @@ class Budget:
         return False
 
 
+def quix_version() -> str | None:
+    """The quixstreams version of the Quix contender's own interpreter."""
+    code = "from importlib.metadata import version; print(version('quixstreams'))"
+    try:
+        done = subprocess.run(
+            [contender_python("quix"), "-c", code], capture_output=True, text=True, timeout=60
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return (done.stdout.strip() or None) if done.returncode == 0 else None
+
+
 def machine_info() -> dict[str, Any]:
     """What the numbers were measured on."""
     cpu = "unknown CPU"
@@ -210,6 +223,7 @@ def machine_info() -> dict[str, Any]:
             versions[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
             versions[package] = None
+    versions["quixstreams"] = quix_version()
     return {
         "cpu": cpu,
         "cores": os.cpu_count(),

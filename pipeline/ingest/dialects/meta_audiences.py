@@ -177,7 +177,7 @@ def _rows(data: object, width: int) -> list[list[object]] | GraphError:
 
 def _session_id(session: object) -> str | GraphError:
     if session is None:
-        return str(secrets.randbelow(10**15) + 10**14)
+        return str(10**14 + secrets.randbelow(9 * 10**14))  # 15 digits, like Meta's
     if isinstance(session, GraphError):
         return session
     if not isinstance(session, Mapping):

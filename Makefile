@@ -89,7 +89,7 @@ bench: $(BENCH_STAMP) $(QUIX_STAMP) kafka-fetch kafka-up ## Benchmarks side by s
 bench-quick: $(BENCH_STAMP) $(QUIX_STAMP) kafka-fetch kafka-up ## A ~5 min benchmark smoke run into .local/bench/
 	BENCH_QUIX_PYTHON=$(QUIX_VENV)/bin/python $(BIN)/python -m benchmarks.run --quick $(BENCH_ARGS)
 
-chaos: setup ## Fault-injection suite (~25 min): writes deploy/chaos/report.{md,json}
+chaos: setup ## Fault-injection suite (~30-45 min): writes deploy/chaos/report.{md,json}
 	$(BIN)/python -m tests.chaos $(CHAOS_ARGS)
 
 contracts: $(STAMP) ## Regenerate the published contracts (schemas/json, schemas/asyncapi.yaml)

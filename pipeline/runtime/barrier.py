@@ -6,6 +6,11 @@ acknowledged before an event was produced is therefore applied before that event
 decided (SPEC §7.2). The end offsets come on a connection of their own: on the
 consumer's, the request would queue behind a fetch the broker holds for up to
 `fetch_max_wait_ms`.
+
+A barrier folds at most `limit` records: a table input far behind (a worker starting on a
+large consent topic, or taking over partitions) is caught up over several transactions of
+bounded size while the stream records wait, instead of in one transaction that stages the
+whole backlog in memory.
 """
 
 from __future__ import annotations
@@ -30,12 +35,17 @@ async def catch_up(
     partitions: Iterable[TopicPartition],
     *,
     timeout_s: float,
+    limit: int,
     on_record: Callable[[TopicPartition, ConsumerRecord[bytes, bytes]], None],
-) -> float:
-    """Read `partitions` with `consumer` up to their end offsets now; returns the seconds.
+) -> tuple[float, bool]:
+    """Read `partitions` with `consumer` up to their end offsets now, or `limit` records.
+
+    Returns the seconds it took and whether every partition reached its end offset (False:
+    `limit` records were read first; the caller processes no stream record this time).
 
     Args:
         offsets: a client on its own connection, asked for the end offsets.
+        limit: the most records read in one call.
         on_record: called for every record read, in offset order.
 
     Raises:
@@ -45,11 +55,15 @@ async def catch_up(
     deadline = started + timeout_s
     tps = sorted(partitions)
     ends = await offsets.end_offsets(tps)
+    read = 0
     for tp in tps:
         while await consumer.position(tp) < ends[tp]:
+            if read >= limit:
+                return time.monotonic() - started, False
             if time.monotonic() > deadline:
                 raise BarrierTimeout("a table input did not catch up")
-            got = await consumer.getmany(tp, timeout_ms=FETCH_TIMEOUT_MS)
+            got = await consumer.getmany(tp, timeout_ms=FETCH_TIMEOUT_MS, max_records=limit - read)
             for record in got.get(tp, []):
                 on_record(tp, record)
-    return time.monotonic() - started
+                read += 1
+    return time.monotonic() - started, True

@@ -56,6 +56,9 @@ LAG_INTERVAL_S = 1.0
 FETCH_MAX_WAIT_MS = 100
 SWEEP_INTERVAL_S = 600.0
 GC_THRESHOLD = 50_000
+BARRIER_BATCHES = 10
+"""A barrier folds at most this many batches' worth (`batch_max_records`) of table-input
+records in one transaction; the stream records wait for the next."""
 Batch = dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
 
 
@@ -264,10 +267,14 @@ class Engine(Service):
             else:
                 streams.extend((stage, self._input(tp, topic, record)) for record in records)
                 waiting.setdefault(stage, set()).add(tp.partition)
+        behind: set[Stage] = set()
         for stage, partitions in waiting.items():
-            await self._barrier(stage, partitions, now, stats, outputs, offsets, starts)
+            if not await self._barrier(stage, partitions, now, stats, outputs, offsets, starts):
+                behind.add(stage)
+        deferred = self._defer(batch, behind, offsets) if behind else {}
         for stage, record in streams:
-            outputs.extend(stage.process(record, now, stats))
+            if stage not in behind:
+                outputs.extend(stage.process(record, now, stats))
         for stage in self.stages:
             outputs.extend(stage.tick(now, stats, sweep=sweep))
 
@@ -290,6 +297,10 @@ class Engine(Service):
             self.producer, writer, self.tables.values(), offsets, self.group_id
         )
         self._next.update(offsets)
+        consumer = self.consumer
+        assert consumer is not None
+        for tp, offset in deferred.items():
+            consumer.seek(tp, offset)
         sizes = [size for stage in self.stages if (size := stage.table_size()) is not None]
         report(
             self.metrics,
@@ -307,10 +318,11 @@ class Engine(Service):
         outputs: list[Output | Forward],
         offsets: dict[TopicPartition, int],
         starts: dict[TopicPartition, int],
-    ) -> None:
-        """Fold every table-input record the cluster holds for `partitions` before deciding."""
+    ) -> bool:
+        """Fold every table-input record the cluster holds for `partitions` before deciding,
+        or a bounded share of them; returns whether the stage's tables are caught up."""
         if not stage.table_inputs:
-            return
+            return True
         consumer, client = self.consumer, self.offsets
         assert consumer is not None
         assert client is not None
@@ -323,14 +335,32 @@ class Engine(Service):
             )
             offsets[tp] = record.offset + 1
 
-        waited = await catch_up(
+        waited, caught_up = await catch_up(
             consumer,
             client,
             [TopicPartition(name, p) for name in entries for p in partitions],
             timeout_s=self.settings.barrier_timeout_seconds,
+            limit=BARRIER_BATCHES * self.settings.batch_max_records,
             on_record=fold,
         )
         self.metrics.barrier_wait_seconds.observe(waited)
+        if not caught_up:
+            self.metrics.barrier_deferrals.inc()
+        return caught_up
+
+    def _defer(
+        self, batch: Batch, behind: set[Stage], offsets: dict[TopicPartition, int]
+    ) -> dict[TopicPartition, int]:
+        """Leave the stream records of the stages in `behind` for a later batch: their
+        offsets are not committed and the consumer is sent back to them after the commit.
+        Returns those partitions' first offsets."""
+        deferred: dict[TopicPartition, int] = {}
+        for tp, records in batch.items():
+            stage, _, is_table = self._inputs[tp.topic]
+            if records and not is_table and stage in behind:
+                deferred[tp] = records[0].offset
+                offsets.pop(tp, None)
+        return deferred
 
     async def _past_markers(self) -> dict[TopicPartition, int]:
         """Positions of input partitions that moved past what this worker committed.

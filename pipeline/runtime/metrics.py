@@ -86,6 +86,12 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=registry,
         )
+        self.barrier_deferrals = Counter(
+            "pipeline_barrier_deferrals_total",
+            "Batches whose stream records waited for a later batch: their table inputs were "
+            "further behind than one barrier folds.",
+            registry=registry,
+        )
         self.consumer_lag = Gauge(
             "pipeline_consumer_lag_messages",
             "Records behind the end of each input partition.",

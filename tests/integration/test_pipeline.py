@@ -259,6 +259,48 @@ def test_a_revocation_acknowledged_before_an_event_governs_it(worker: WorkerProc
     assert scrape(settings)["pipeline_revocation_latency_seconds_count"] > 0
 
 
+def test_events_behind_a_long_consent_backlog_are_decided_under_all_of_it(
+    pipeline_settings: Settings, start_worker: Callable[[Settings], WorkerProcess]
+) -> None:
+    """A worker starting on 3,000 consent changes with events waiting behind them, with
+    small batches (a barrier folds at most 500 records, so the events may wait for
+    several transactions): every event is decided under its user's last change, which
+    granted personalization to every other user and revoked it from the rest."""
+    settings = pipeline_settings.model_copy(update={"batch_max_records": 50})
+    bootstrap = settings.kafka_bootstrap_servers
+    consent_topic = settings.topic(catalogue.CONSENT_CHANGES)
+    users = [f"backlog-{uuid.uuid4().hex[:6]}-{i}" for i in range(30)]
+    base_ms = int(time.time() * 1000)
+    changes: list[Produced] = []
+    for n in range(100):
+        for i, user in enumerate(users):
+            granted = n % 2 == 0 if n < 99 else i % 2 == 0
+            change = consent(user, base_ms + n, personalization=granted)
+            changes.append((consent_topic, user.encode(), codec.dumps(change)))
+    produce_sync(bootstrap, changes)
+    time.sleep(0.01)
+    raw_tag = settings.topic(catalogue.RAW_TAG)
+    events = [
+        signed(raw_tag, user.encode(), codec.dumps(tag_event(f"{user}-after", user)))
+        for user in users
+    ]
+    produce_sync(bootstrap, events)
+    start_worker(settings).wait_ready()
+
+    out = read_outputs(settings, audited(len(users)))
+
+    decided = {
+        r.json()["event_id"]: r.json()["outcomes"]["personalization"]
+        for r in out[catalogue.AUDIT.name]
+    }
+    assert decided == {
+        f"{user}-after": "allow" if i % 2 == 0 else "deny" for i, user in enumerate(users)
+    }
+    metrics = scrape(settings)
+    assert metrics["pipeline_consent_changes_total"] == len(changes)
+    assert "pipeline_barrier_deferrals_total" in metrics
+
+
 def test_duplicates_are_audited_once_more_and_not_emitted_again(worker: WorkerProcess) -> None:
     settings = worker.settings
     bootstrap = settings.kafka_bootstrap_servers

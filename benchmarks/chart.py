@@ -56,14 +56,14 @@ def chart(results: dict[str, Any], path: Path) -> None:
     rss = [(contenders[n].get("peak_rss_bytes") or 0) / MB for n in names]
     ax.bar(x, rss, color=colors)
     state = state_rss_mb(results)
-    users = results.get("recovery", {}).get("initial_load", {}).get("users")
+    users = results.get("scale", {}).get("initial_load", {}).get("users")
     if state is not None:
         ax.axhline(
             state,
             color="black",
             linestyle=":",
             linewidth=1,
-            label=f"pipeline worker, {count(users)} users' consent (RocksDB): {state:.0f} MB",
+            label=f"one worker, {count(users)} users + links (RocksDB): {state:.0f} MB",
         )
     ax.axhline(TARGET_RSS_MB, color="red", linestyle="--", linewidth=1, label="500 MB target")
     ax.legend(fontsize=8)

@@ -2,7 +2,8 @@
 
 - `throughput_run`: one contender on the pre-produced input, measured over a window;
 - `latency_phase`: one contender on fresh topics fed at a paced rate, with the probe;
-- `recovery_phase`: pipeline workers recovering a large consent table.
+- `scale_phase`: pipeline workers folding, recovering and deciding with the state of 1M
+  users and 3M identity links.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from benchmarks.workload import (
 )
 from pipeline import catalogue
 from pipeline.kafka.admin import create_topics, partition_counts
+from pipeline.sim.traffic import Record
 from schemas import codec
 
 log = logging.getLogger(__name__)
@@ -339,6 +341,9 @@ async def observe(
         window = measure_window(samples, consent_ready, total_events, window_s)
         if window is not None and (window.complete or window.seconds >= window_s):
             break
+        if window is None and progress is not None and progress.events >= total_events:
+            error = f"{running.name} consumed the whole input before its window opened"
+            break
         if time.monotonic() - started > timeout_s:
             error = f"{running.name} did not finish its window within {timeout_s:.0f}s"
             break
@@ -357,15 +362,18 @@ async def throughput_run(
     label: str,
     keep_state: bool = False,
     extra_args: Sequence[str] = (),
+    prefix: str | None = None,
+    state_dir: Path | None = None,
 ) -> RunOutcome:
-    """Run contender `name` on the pre-produced input as `group` and measure its window;
-    its log and samples are kept under `label` in the work dir."""
-    state_dir = ctx.work_dir / "state" / group
+    """Run contender `name` on the pre-produced input (under `prefix`, the run's own by
+    default) as `group` and measure its window; its log and samples are kept under `label`
+    in the work dir."""
+    state_dir = state_dir or ctx.work_dir / "state" / group
     started = time.monotonic()
     running = await start(
         ctx,
         name,
-        prefix=ctx.prefix(),
+        prefix=prefix or ctx.prefix(),
         group=group,
         state_dir=state_dir,
         log_name=label,
@@ -641,18 +649,32 @@ async def _gauge(running: Running, name: str) -> float | None:
     return await running.source.gauge(name)
 
 
-async def recovery_phase(
-    ctx: Context, *, users: int, consent_records: int, links: int, timeout_s: float
+async def scale_phase(
+    ctx: Context,
+    *,
+    users: int,
+    consent_records: int,
+    links: int,
+    events: Sequence[Record],
+    window_s: float,
+    timeout_s: float,
 ) -> dict[str, Any]:
-    """A worker folds `users` users' consent and `links` identity links; then workers
-    restart and recover them: from the changelog into memory, into an empty RocksDB, and
-    from the first worker's RocksDB."""
+    """The state of `users` users and `links` identity links: two workers (one per core)
+    fold it; then one worker takes every partition and recovers it from the changelogs
+    into an empty RocksDB store (cold), restarts on that store (warm), and decides
+    `events` of those users while holding all of it."""
     prefix = ctx.prefix("rec")
     group = f"{ctx.run_id}-rec"
-    load_dir = ctx.work_dir / "state" / f"{group}-load"
+    fold_dir = ctx.work_dir / "state" / f"{group}-fold"
+    one_dir = ctx.work_dir / "state" / f"{group}-one"
     started = time.monotonic()
-    running = await start(ctx, "pipeline", prefix=prefix, group=group, state_dir=load_dir)
-    load: dict[str, Any] = {"users": users, "consent_records": consent_records, "links": links}
+    running = await start(ctx, "pipeline-2w", prefix=prefix, group=group, state_dir=fold_dir)
+    load: dict[str, Any] = {
+        "users": users,
+        "consent_records": consent_records,
+        "links": links,
+        "workers": workers_of("pipeline-2w"),
+    }
     try:
         samples = await wait_until(
             running, lambda p: p.consent >= consent_records, timeout_s, "folding consent"
@@ -662,10 +684,8 @@ async def recovery_phase(
                 raise ContenderFailed(f"links not folded in time\n{running.log_tail()}")
             running.group.sample()
             await asyncio.sleep(SAMPLE_INTERVAL_S)
-        samples.append(samples[-1])
         load["seconds_from_start"] = round(time.monotonic() - started, 2)
         folding = [s for s in samples if s.consent > 0]
-        load["seconds"] = round(samples[-1].t - (folding[0].t if folding else samples[0].t), 2)
         load["seconds"] = round(time.time() - (folding[0].t if folding else samples[0].t), 2)
         load["records_per_s"] = round((consent_records + links) / max(1e-9, load["seconds"]), 1)
         load["consent_table_entries"] = await _gauge(running, "pipeline_consent_table_entries")
@@ -673,32 +693,57 @@ async def recovery_phase(
         await running.stop()
     load["peak_rss_bytes"] = running.group.peak_rss
     load["wall_s"] = round(time.monotonic() - started, 2)
+    shutil.rmtree(fold_dir, ignore_errors=True)
     restarts = []
-    for tag, label, store, state_dir in (
-        ("memory", "memory, cold", "memory", ctx.work_dir / "state" / f"{group}-memory"),
-        (
-            "cold",
-            "rocksdb, cold (empty data dir)",
-            "rocksdb",
-            ctx.work_dir / "state" / f"{group}-cold",
-        ),
-        ("warm", "rocksdb, warm (local state kept)", "rocksdb", load_dir),
-    ):
+    for tag, label in (("cold", "rocksdb, cold (empty data dir)"), ("warm", "rocksdb, warm")):
         result = await start_and_wait_ready(
             ctx,
             prefix=prefix,
             group=group,
-            state_dir=state_dir,
-            store=store,
+            state_dir=one_dir,
+            store="rocksdb",
             timeout_s=timeout_s,
             log_name=f"{group}-{tag}",
         )
-        result["case"] = label
+        result["case"] = label + (" (the cold restart's state kept)" if tag == "warm" else "")
         restarts.append(result)
-        if state_dir != load_dir:
-            shutil.rmtree(state_dir, ignore_errors=True)
-    shutil.rmtree(load_dir, ignore_errors=True)
-    return {"initial_load": load, "restarts": restarts}
+    settings = bench_settings(ctx.bootstrap, prefix, ctx.partitions)
+    await write_records(settings, events)
+    raw = sum(1 for record in events if record.topic.source is not None)
+    outcome = await throughput_run(
+        ctx,
+        "pipeline",
+        group=group,
+        consent_ready=0,
+        total_events=raw,
+        window_s=window_s,
+        timeout_s=window_s + timeout_s,
+        label=f"{group}-events",
+        prefix=prefix,
+        state_dir=one_dir,
+    )
+    return {
+        "initial_load": load,
+        "restarts": restarts,
+        "throughput": {"raw_records": raw, **outcome.to_dict()},
+    }
+
+
+async def memory_restart(ctx: Context, *, timeout_s: float) -> dict[str, Any]:
+    """One worker recovering the scale phase's state into the in-memory store."""
+    state_dir = ctx.work_dir / "state" / f"{ctx.run_id}-rec-memory"
+    result = await start_and_wait_ready(
+        ctx,
+        prefix=ctx.prefix("rec"),
+        group=f"{ctx.run_id}-rec",
+        state_dir=state_dir,
+        store="memory",
+        timeout_s=timeout_s,
+        log_name=f"{ctx.run_id}-rec-memory",
+    )
+    result["case"] = "memory, cold"
+    shutil.rmtree(state_dir, ignore_errors=True)
+    return result
 
 
 def raw_topic_names(prefix: str) -> list[str]:

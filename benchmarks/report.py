@@ -100,7 +100,7 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         None if revocation is None else revocation < TARGET_REVOCATION_P99_MS,
     )
     rss = state_rss_mb(results)
-    load = results.get("recovery", {}).get("initial_load", {})
+    load = results.get("scale", {}).get("initial_load", {})
     users, links = load.get("users"), load.get("links")
     row(
         f"RSS < {TARGET_RSS_MB} MB with {count(users) if users else '1M'} users' consent and "
@@ -113,13 +113,12 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def state_rss_mb(results: dict[str, Any]) -> float | None:
-    """Peak RSS of a worker holding the recovery phase's users in the default RocksDB store:
-    the largest of its initial fold and its RocksDB restarts."""
-    recovery = results.get("recovery") or {}
-    peaks = [recovery.get("initial_load", {}).get("peak_rss_bytes")]
-    peaks += [
-        r.get("peak_rss_bytes") for r in recovery.get("restarts", []) if r.get("store") == "rocksdb"
-    ]
+    """Peak RSS of one worker holding all of the scale phase's state in the default RocksDB
+    store: the largest of its restarts and of its run deciding events with that state."""
+    scale = results.get("scale") or {}
+    restarts = scale.get("restarts", [])
+    peaks = [r.get("peak_rss_bytes") for r in restarts if r.get("store") == "rocksdb"]
+    peaks.append((scale.get("throughput") or {}).get("peak_rss_bytes"))
     values = [p for p in peaks if isinstance(p, int | float) and p > 0]
     return max(values) / MB if values else None
 
@@ -169,7 +168,7 @@ def markdown(results: dict[str, Any]) -> str:
         f"on the same machine); load average {m['loadavg_start']} at the start, "
         f"{m.get('loadavg_end', '-')} at the end.",
         "",
-        f"| contender | events/s (median of {s['runs']}) | runs | vs fair ceiling | "
+        "| contender | events/s (median of its runs) | runs | vs fair ceiling | "
         "p50 / p99 latency at 50% load | peak RSS | CPU µs per event |",
         "|---|---:|---|---:|---:|---:|---:|",
     ]
@@ -198,7 +197,7 @@ def markdown(results: dict[str, Any]) -> str:
             "what the paced producer sent at half its measured maximum (`sent_rate` and "
             "`consumed_rate` in the JSON), so its latency grew through the phase.",
         ]
-    lines += _revocation_lines(results) + _recovery_lines(results)
+    lines += _revocation_lines(results) + _scale_lines(results)
     notes = [c["note"] for c in contenders.values() if c.get("note")]
     notes += results.get("notes", [])
     if notes:
@@ -250,29 +249,43 @@ def _bucket_label(le: Any) -> str:
     return f"{le * 1000:g} ms" if le < 1 else f"{le:g} s"
 
 
-def _recovery_lines(results: dict[str, Any]) -> list[str]:
-    rec = results.get("recovery")
-    if not rec:
+def _scale_lines(results: dict[str, Any]) -> list[str]:
+    scale = results.get("scale")
+    if not scale:
         return []
-    load = rec["initial_load"]
+    load = scale["initial_load"]
     lines = [
         "",
-        f"## Consent table: {count(load['users'])} users",
+        f"## Scale: {count(load['users'])} users' consent and {count(load['links'])} identity "
+        "links",
         "",
-        f"A worker folded {count(load['consent_records'])} consent records in "
-        f"{_num(load.get('seconds'), 1)} s ({_num(load.get('records_per_s'))} records/s; "
+        f"{load.get('workers', 1)} workers (one per core) folded {count(load['consent_records'])} "
+        f"consent records and {count(load['links'])} links in {_num(load.get('seconds'), 1)} s "
+        f"({_num(load.get('records_per_s'))} records/s; "
         f"{_num(load.get('seconds_from_start'), 1)} s from process start), peak RSS "
-        f"{_num(load.get('peak_rss_bytes', 0) / MB)} MB (RocksDB store). Restarts of that "
-        "worker, recovering the tables from their changelogs:",
+        f"{_num(load.get('peak_rss_bytes', 0) / MB)} MB for both. Then one worker took every "
+        "partition, recovering all of it from the changelogs:",
         "",
-        "| restart | seconds to /ready | recovery (worker log) | peak RSS |",
+        "| restart of one worker | seconds to /ready | recovery (worker log) | peak RSS |",
         "|---|---:|---:|---:|",
     ]
-    for r in rec["restarts"]:
+    for r in scale["restarts"]:
         lines.append(
             f"| {r['case']} | {_num(r.get('seconds_to_ready'), 1)} | "
             f"{_num(r.get('recovered_in_s'), 1)} s | {_num(r.get('peak_rss_bytes', 0) / MB)} MB |"
         )
+    run = scale.get("throughput") or {}
+    if run:
+        cpu = run.get("cpu_s_per_million")
+        lines += [
+            "",
+            f"That worker, holding all of it, then decided {count(run.get('raw_records'))} "
+            f"raw records of those users: {_num(run.get('events_per_s'))} events/s over "
+            f"{_num(run.get('seconds'), 1)} s, {_num(cpu, 1)} CPU µs per event, peak RSS "
+            f"{_num(run.get('peak_rss_bytes', 0) / MB)} MB"
+            + (f" ({run['error']})" if run.get("error") else "")
+            + ".",
+        ]
     return lines
 
 

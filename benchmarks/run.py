@@ -1,15 +1,18 @@
 """`python -m benchmarks.run`: the whole benchmark, end to end, and its report.
 
 1. Pre-produce the input (consent of every user first, then the raw events) under a
-   fresh topic prefix on the broker at KAFKA_BOOTSTRAP_SERVERS.
-2. Throughput: every contender, `--runs` times, each as its own process with a fresh
-   consumer group, measured over at most `--window` seconds once its consent table is
-   loaded.
-3. Latency: every contender on fresh topics, fed at half its median rate, measured end
-   to end by the probe; the pipeline's revocation latency histogram alongside.
-4. Recovery: a pipeline worker folds `--recovery-users` users' consent, then restarts
-   recover it from the changelogs.
-5. Write `results.json`, `results.md` and `results.png` and delete the run's topics.
+   fresh topic prefix on the broker at KAFKA_BOOTSTRAP_SERVERS, and the scale phase's
+   state (`--scale-users` users' consent, `--scale-links` identity links).
+2. What every report needs, in this order: one throughput run of the raw loops and the
+   pipeline (each its own process with a fresh consumer group, measured over at most
+   `--window` seconds once its consent table is loaded); the pipeline's latency phase
+   (fresh topics fed at half its rate, measured end to end by the probe, with its
+   revocation latency histogram); the scale phase (two workers fold the large state, one
+   worker recovers all of it and decides events with it); one run of Faust, Faust with
+   batches and Quix Streams (the two Faust apps load their tables side by side first).
+3. Then, while the budget lasts: the further throughput runs (`--runs` in all), the other
+   contenders' latency phases, and the scale state recovered into the in-memory store.
+4. Write `results.json`, `results.md` and `results.png` and delete the run's topics.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import statistics
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -43,9 +46,10 @@ from benchmarks.harness import (
     is_pipeline,
     latency_phase,
     load_consent,
+    memory_restart,
     raw_topic_names,
-    recovery_phase,
     rewind_group,
+    scale_phase,
     throughput_run,
     workers_of,
 )
@@ -63,8 +67,13 @@ CONTENDERS: Final = (
     "faust_batched",
     "quix",
 )
-"""In this order: the fair ceiling writes per input what the pipeline's runs measured."""
+"""In this order: the fair ceiling writes per input what the pipeline's first run measured."""
 FAUST: Final = ("faust", "faust_batched")
+FRAMEWORKS: Final = (*FAUST, "quix")
+"""Contenders run after the scale phase: their first runs take minutes each."""
+LATENCY_ESTIMATE_S: Final = 60.0
+MEMORY_RESTART_ESTIMATE_S: Final = 45.0
+SCALE_EVENTS: Final = 300_000
 PACKAGES: Final = (
     "faust-streaming",
     "aiokafka",
@@ -90,8 +99,8 @@ class Options:
     latency_s: float
     latency_warmup_s: float
     latency_users: int
-    recovery_users: int
-    recovery_links: int
+    scale_users: int
+    scale_links: int
     contenders: tuple[str, ...]
     out_dir: Path
     work_dir: Path
@@ -113,10 +122,8 @@ def parse_options(argv: list[str] | None = None) -> Options:
     parser.add_argument("--runs", type=int, help="throughput runs per contender (3)")
     parser.add_argument("--window", type=float, help="longest throughput window, s (20)")
     parser.add_argument("--latency-seconds", type=float, help="measured latency phase, s (15)")
-    parser.add_argument("--recovery-users", type=int, help="users of the recovery test (1M)")
-    parser.add_argument(
-        "--recovery-links", type=int, help="identity links of the recovery test (3M)"
-    )
+    parser.add_argument("--scale-users", type=int, help="users of the scale phase (1M)")
+    parser.add_argument("--scale-links", type=int, help="identity links of the scale phase (3M)")
     parser.add_argument(
         "--contenders",
         default=",".join(CONTENDERS),
@@ -152,8 +159,8 @@ def parse_options(argv: list[str] | None = None) -> Options:
         latency_s=pick(args.latency_seconds, 15.0, 8.0),
         latency_warmup_s=pick(None, 10.0, 5.0),
         latency_users=pick(None, 10_000, 5_000),
-        recovery_users=pick(args.recovery_users, 1_000_000, 50_000),
-        recovery_links=pick(args.recovery_links, 3_000_000, 150_000),
+        scale_users=pick(args.scale_users, 1_000_000, 50_000),
+        scale_links=pick(args.scale_links, 3_000_000, 150_000),
         contenders=contenders,
         out_dir=pick(args.out, REPO / "benchmarks" / "results", run_root / "quick-results"),
         work_dir=run_root,
@@ -173,11 +180,8 @@ def bootstrap_servers() -> str:
 
 
 class Budget:
-    """The run's time budget: each phase has a share of it it must start within."""
-
-    THROUGHPUT_END: Final = 0.60
-    LATENCY_END: Final = 0.74
-    RECOVERY_START: Final = 0.80
+    """The run's time budget. What every report needs runs whatever the clock says; the
+    rest starts only when its estimated duration still fits."""
 
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
@@ -187,11 +191,14 @@ class Budget:
     def elapsed(self) -> float:
         return time.monotonic() - self.started
 
-    def allows(self, share: float, what: str) -> bool:
-        """Whether `what` may still start before `share` of the budget has passed."""
-        if self.elapsed() < share * self.seconds:
+    def allows(self, what: str, estimate_s: float) -> bool:
+        """Whether `what`, expected to take `estimate_s`, ends within the budget."""
+        if self.elapsed() + estimate_s <= self.seconds:
             return True
-        self.cuts.append(f"{what}: skipped at {self.elapsed():.0f}s to stay within the budget")
+        self.cuts.append(
+            f"{what}: skipped at {self.elapsed():.0f}s (about {estimate_s:.0f}s more would "
+            f"pass the {self.seconds:.0f}s budget)"
+        )
         log.warning("budget: %s", self.cuts[-1])
         return False
 
@@ -278,82 +285,105 @@ def _fair_shape(shape: dict[str, float] | None) -> list[str]:
     return ["--outputs", str(shape["outputs"]), "--internal", str(shape["internal"])]
 
 
-def pipeline_shape(contenders: dict[str, Any]) -> dict[str, float] | None:
-    """What one pipeline worker wrote per raw record, the median over its runs."""
-    runs = contenders.get("pipeline", {}).get("runs", [])
+def pipeline_shape(runs: list[dict[str, Any]]) -> dict[str, float] | None:
+    """What one pipeline worker wrote per raw record, the median over `runs`."""
     shapes = [r["written_per_input"] for r in runs if r.get("written_per_input")]
     if not shapes:
         return None
     return {k: statistics.median(s[k] for s in shapes) for k in ("outputs", "internal")}
 
 
-async def throughput(
+@dataclass
+class Runs:
+    """One contender's throughput runs and phases, as they accumulate."""
+
+    name: str
+    runs: list[dict[str, Any]] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        return {**summarize(self.name, self.runs), **self.extra}
+
+    def rate(self) -> float | None:
+        rate: float | None = summarize(self.name, self.runs)["events_per_s"]
+        return rate
+
+    def estimate_s(self) -> float:
+        """How long another run should take: the longest so far, and a margin."""
+        return max((r["wall_s"] for r in self.runs), default=120.0) + 10.0
+
+
+def faust_group(ctx: Context, name: str) -> str:
+    """A Faust contender's one consumer group: its tables are loaded once, for every run."""
+    return f"{ctx.run_id}-{name}"
+
+
+async def run_once(
     ctx: Context,
     opts: Options,
-    budget: Budget,
-    name: str,
+    c: Runs,
     consent_ready: int,
     total: int,
-    shape: dict[str, float] | None = None,
-) -> dict[str, Any]:
-    """Every throughput run of one contender, summarized; runs after the first are skipped
-    when the budget's throughput share is used up."""
+    shape: dict[str, float] | None,
+) -> None:
+    """One more throughput run of contender `c`. A Faust run rewinds the contender's group
+    on the raw topics and restarts with the tables in its local RocksDB store."""
+    name = c.name
+    i = len(c.runs) + 1
     timeout = opts.window_s + opts.startup_timeout_s
-    runs: list[dict[str, Any]] = []
-    extra: dict[str, Any] = {}
     if name in FAUST:
-        # Faust folds consent at a few hundred to a few thousand records/s: loading it three
-        # times would take most of the budget. It is loaded once; each run rewinds the group
-        # on the raw topics and restarts with the table in its local RocksDB store.
-        group = f"{ctx.run_id}-{name}"
-        log.info("%s: loading the consent table once", name)
-        extra["consent_load"] = await load_consent(
-            ctx, name, group=group, consent_ready=consent_ready, timeout_s=opts.startup_timeout_s
+        group = faust_group(ctx, name)
+        await rewind_group(ctx.bootstrap, group, raw_topic_names(ctx.prefix()))
+        outcome = await throughput_run(
+            ctx,
+            name,
+            group=group,
+            consent_ready=0,
+            total_events=total,
+            window_s=opts.window_s,
+            timeout_s=timeout,
+            label=f"{group}-r{i}",
+            keep_state=True,
         )
-        extra["note"] = (
-            "Faust loads the consent table once (see consent_load); each of its runs rewinds "
-            "its consumer group to the start of the raw topics and restarts with that table."
-        )
-        for i in range(opts.runs):
-            if i and not budget.allows(Budget.THROUGHPUT_END, f"{name} run {i + 1}"):
-                break
-            await rewind_group(ctx.bootstrap, group, raw_topic_names(ctx.prefix()))
-            outcome = await throughput_run(
-                ctx,
-                name,
-                group=group,
-                consent_ready=0,
-                total_events=total,
-                window_s=opts.window_s,
-                timeout_s=timeout,
-                label=f"{group}-r{i + 1}",
-                keep_state=True,
-            )
-            runs.append(outcome.to_dict())
-            log.info("%s run %d: %s", name, i + 1, _brief(runs[-1]))
-        shutil.rmtree(ctx.work_dir / "state" / group, ignore_errors=True)
     else:
         extra_args = _fair_shape(shape) if name == "ceiling_fair" else []
         if extra_args:
-            extra["shape"] = shape
-        for i in range(opts.runs):
-            if i and not budget.allows(Budget.THROUGHPUT_END, f"{name} run {i + 1}"):
-                break
-            group = f"{ctx.run_id}-{name}-r{i + 1}"
-            outcome = await throughput_run(
+            c.extra["shape"] = shape
+        group = f"{ctx.run_id}-{name}-r{i}"
+        outcome = await throughput_run(
+            ctx,
+            name,
+            group=group,
+            label=group,
+            consent_ready=0 if name.startswith("ceiling") else consent_ready,
+            total_events=total,
+            window_s=opts.window_s,
+            timeout_s=timeout,
+            extra_args=extra_args,
+        )
+    c.runs.append(outcome.to_dict())
+    log.info("%s run %d: %s", name, i, _brief(c.runs[-1]))
+
+
+async def load_faust(ctx: Context, opts: Options, runs: dict[str, Runs], consent: int) -> None:
+    """Both Faust contenders load their tables once, side by side (they fold consent at a
+    few thousand records/s; loading is not what their runs measure)."""
+    names = [n for n in FAUST if n in runs]
+    log.info("%s: loading the consent and identity tables", ", ".join(names))
+    loads = await asyncio.gather(
+        *(
+            load_consent(
                 ctx,
-                name,
-                group=group,
-                label=group,
-                consent_ready=0 if name.startswith("ceiling") else consent_ready,
-                total_events=total,
-                window_s=opts.window_s,
-                timeout_s=timeout,
-                extra_args=extra_args,
+                n,
+                group=faust_group(ctx, n),
+                consent_ready=consent,
+                timeout_s=opts.startup_timeout_s,
             )
-            runs.append(outcome.to_dict())
-            log.info("%s run %d: %s", name, i + 1, _brief(runs[-1]))
-    return {**summarize(name, runs), **extra}
+            for n in names
+        )
+    )
+    for name, load in zip(names, loads, strict=True):
+        runs[name].extra["consent_load"] = load
 
 
 def _brief(run: dict[str, Any]) -> str:
@@ -402,6 +432,7 @@ async def run(opts: Options) -> dict[str, Any]:
         "contenders": {},
         "notes": [],
     }
+    runs = {name: Runs(name) for name in opts.contenders}
     try:
         settings = bench_settings(
             opts.bootstrap, ctx.prefix(), opts.partitions, trust_key=ctx.trust_key
@@ -419,39 +450,82 @@ async def run(opts: Options) -> dict[str, Any]:
             workload.produce_seconds,
             workload.mean_raw_bytes,
         )
-        recovery_input = None
-        if any(is_pipeline(c) for c in opts.contenders) and opts.recovery_users:
-            rec_settings = bench_settings(opts.bootstrap, ctx.prefix("rec"), opts.partitions)
-            await create_topics(rec_settings)
-            log.info("pre-producing %d users' consent for the recovery test", opts.recovery_users)
-            recovery_input = await preproduce(
-                rec_settings, opts.recovery_users, 0, opts.seed + 1, max_links=opts.recovery_links
+        scale_input = None
+        if "pipeline" in runs and opts.scale_users:
+            scale_settings = bench_settings(
+                opts.bootstrap, ctx.prefix("rec"), opts.partitions, trust_key=ctx.trust_key
+            )
+            await create_topics(scale_settings)
+            log.info(
+                "pre-producing %d users' consent and %d links for the scale phase",
+                opts.scale_users,
+                opts.scale_links,
+            )
+            scale_input = await preproduce(
+                scale_settings,
+                opts.scale_users,
+                0,
+                opts.seed + 1,
+                max_links=opts.scale_links,
+                hold=min(SCALE_EVENTS, opts.events),
+            )
+        consent, total = workload.consent_bootstrap, workload.raw_records
+        shape = None
+        for name in opts.contenders:
+            if name not in FRAMEWORKS:
+                await run_once(ctx, opts, runs[name], consent, total, shape)
+                if name == "pipeline":
+                    shape = pipeline_shape(runs[name].runs)
+        pool = _live_pool(ctx, opts, runs)
+        if "pipeline" in runs:
+            await _latency(ctx, opts, pool, runs["pipeline"])
+        if scale_input is not None:
+            log.info("scale: %d users, %d links", opts.scale_users, scale_input.links)
+            results["scale"] = await scale_phase(
+                ctx,
+                users=opts.scale_users,
+                consent_records=scale_input.consent_records,
+                links=scale_input.links,
+                events=scale_input.held,
+                window_s=opts.window_s,
+                timeout_s=opts.startup_timeout_s,
+            )
+        if any(n in FAUST for n in runs):
+            await load_faust(ctx, opts, runs, consent)
+            results["notes"].append(
+                "The two Faust contenders load their tables once, side by side (consent_load "
+                "in the JSON); each of their runs rewinds its consumer group to the start of "
+                "the raw topics and restarts with those tables."
             )
         for name in opts.contenders:
-            results["contenders"][name] = await throughput(
-                ctx,
-                opts,
-                budget,
-                name,
-                workload.consent_bootstrap,
-                workload.raw_records,
-                pipeline_shape(results["contenders"]),
-            )
-        await _latency(ctx, opts, budget, results)
-        if recovery_input is not None and budget.allows(Budget.RECOVERY_START, "recovery test"):
-            log.info("recovery: %d users", opts.recovery_users)
-            results["recovery"] = await recovery_phase(
-                ctx,
-                users=opts.recovery_users,
-                consent_records=recovery_input.consent_records,
-                links=recovery_input.links,
-                timeout_s=opts.startup_timeout_s,
+            if name in FRAMEWORKS:
+                await run_once(ctx, opts, runs[name], consent, total, shape)
+        for i in range(2, opts.runs + 1):
+            for name, c in runs.items():
+                if budget.allows(f"{name} run {i}", c.estimate_s()):
+                    await run_once(ctx, opts, c, consent, total, shape)
+        for name, c in runs.items():
+            if (
+                name != "pipeline"
+                and c.rate()
+                and budget.allows(f"latency phase of {name}", LATENCY_ESTIMATE_S)
+            ):
+                await _latency(ctx, opts, pool, c)
+        if "scale" in results and budget.allows(
+            "scale: recovery into the in-memory store", MEMORY_RESTART_ESTIMATE_S
+        ):
+            results["scale"]["restarts"].append(
+                await memory_restart(ctx, timeout_s=opts.startup_timeout_s)
             )
     finally:
         if not opts.keep_topics:
             deleted = await delete_run_topics(opts.bootstrap, run_id)
             log.info("deleted %d topics of %s", deleted, run_id)
         shutil.rmtree(ctx.work_dir / "state", ignore_errors=True)
+    results["contenders"] = {name: c.summary() for name, c in runs.items()}
+    revocation = results["contenders"].get("pipeline", {}).get("latency", {}).get("revocation")
+    if revocation:
+        results["revocation_latency"] = revocation
     results["machine"]["loadavg_end"] = " ".join(f"{v:.2f}" for v in os.getloadavg())
     results["duration_s"] = round(budget.elapsed(), 1)
     results["notes"].extend(budget.cuts)
@@ -467,41 +541,36 @@ async def run(opts: Options) -> dict[str, Any]:
     return results
 
 
-async def _latency(ctx: Context, opts: Options, budget: Budget, results: dict[str, Any]) -> None:
-    contenders = results["contenders"]
+def _live_pool(ctx: Context, opts: Options, runs: dict[str, Runs]) -> LivePool:
+    """Live records enough for the pipeline contenders' latency phases at half their rate."""
     span = opts.latency_warmup_s + opts.latency_s
-    needs = [
-        0.5 * (contenders[n].get("events_per_s") or 0) * span * 1.1
-        for n in contenders
-        if is_pipeline(n)
-    ]
+    needs = [0.5 * (c.rate() or 0) * span * 1.1 for n, c in runs.items() if is_pipeline(n)]
     size = int(min(POOL_CAP, max([20_000, *needs])))
     log.info("latency: generating a pool of %d live records", size)
-    pool = LivePool.generate(opts.latency_users, size, opts.seed + 2, ctx.trust_key.encode())
-    for name, c in contenders.items():
-        rate = c.get("events_per_s")
-        if not rate or not budget.allows(Budget.LATENCY_END, f"latency phase of {name}"):
-            continue
-        log.info("latency: %s at %.0f events/s", name, 0.5 * rate)
-        try:
-            c["latency"] = await latency_phase(
-                ctx,
-                name,
-                rate=0.5 * rate,
-                pool=pool,
-                warmup_s=opts.latency_warmup_s,
-                duration_s=opts.latency_s,
-            )
-        except Exception as exc:  # one failed phase must not lose the rest of the report
-            log.warning("latency phase of %s failed: %s", name, exc)
-            c["latency"] = {"error": f"{type(exc).__name__}: {str(exc)[:2000]}"}
-            continue
-        log.info(
-            "latency: %s: %s", name, {k: v for k, v in c["latency"].items() if k != "revocation"}
+    return LivePool.generate(opts.latency_users, size, opts.seed + 2, ctx.trust_key.encode())
+
+
+async def _latency(ctx: Context, opts: Options, pool: LivePool, c: Runs) -> None:
+    """Contender `c`'s latency phase at half its median rate."""
+    rate = c.rate()
+    if not rate:
+        return
+    log.info("latency: %s at %.0f events/s", c.name, 0.5 * rate)
+    try:
+        c.extra["latency"] = await latency_phase(
+            ctx,
+            c.name,
+            rate=0.5 * rate,
+            pool=pool,
+            warmup_s=opts.latency_warmup_s,
+            duration_s=opts.latency_s,
         )
-    pipeline = contenders.get("pipeline", {}).get("latency", {})
-    if "revocation" in pipeline:
-        results["revocation_latency"] = pipeline["revocation"]
+    except Exception as exc:  # one failed phase must not lose the rest of the report
+        log.warning("latency phase of %s failed: %s", c.name, exc)
+        c.extra["latency"] = {"error": f"{type(exc).__name__}: {str(exc)[:2000]}"}
+        return
+    shown = {k: v for k, v in c.extra["latency"].items() if k != "revocation"}
+    log.info("latency: %s: %s", c.name, shown)
 
 
 def main(argv: list[str] | None = None) -> None:

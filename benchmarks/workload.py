@@ -74,9 +74,11 @@ class Workload:
     mean_consent_bytes: float = 0.0
     produce_seconds: float = 0.0
     failures: dict[str, int] = field(default_factory=dict)
+    held: list[Record] = field(default_factory=list, repr=False)
+    """Live records of the same users generated but not written (`hold`)."""
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {k: v for k, v in asdict(self).items() if k != "held"}
 
 
 class _SizeTally:
@@ -96,10 +98,17 @@ class _SizeTally:
 
 
 async def preproduce(
-    settings: Settings, users: int, events: int, seed: int, *, max_links: int | None = None
+    settings: Settings,
+    users: int,
+    events: int,
+    seed: int,
+    *,
+    max_links: int | None = None,
+    hold: int = 0,
 ) -> Workload:
     """Write every user's consent record and the links of their match keys (at most
-    `max_links` of them), then `events` raw records, as fast as Kafka takes them.
+    `max_links` of them), then `events` raw records, as fast as Kafka takes them; then
+    generate `hold` more records of the same users, kept in `Workload.held`.
 
     Raises:
         KafkaUnavailable: the cluster cannot be reached.
@@ -126,7 +135,7 @@ async def preproduce(
         await sink.flush()
     finally:
         await sink.stop()
-    return Workload(
+    workload = Workload(
         prefix=settings.topic_prefix,
         users=users,
         seed=seed,
@@ -141,6 +150,9 @@ async def preproduce(
         produce_seconds=time.monotonic() - started,
         failures=dict(sink.failures),
     )
+    # After the counts above: they describe what was written.
+    workload.held = generator.records(hold) if hold else []
+    return workload
 
 
 @dataclass

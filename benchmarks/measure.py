@@ -1,10 +1,12 @@
 """Measuring a contender from outside: its progress, CPU time and memory.
 
 Progress comes from the contender itself: `PROGRESS` lines on its stdout (ceiling, Faust,
-Quix), or the pipeline worker's Prometheus endpoint (`pipeline_events_in_total`,
-`pipeline_consent_changes_total`). CPU time and resident memory come from /proc through
-psutil, for every process of the contender. The arithmetic on what is measured is in
-`benchmarks.stats`.
+Quix), or the pipeline workers' Prometheus endpoints: raw records finished (an audit or DLQ
+record written: `pipeline_events_out_total{topic="decisions.audit"}` and the raw sources'
+`pipeline_dlq_total`; a record the first stage has taken in but the last has not decided
+is not progress) and `pipeline_consent_changes_total`. CPU time and resident memory come
+from /proc through psutil, for every process of the contender. The arithmetic on what is
+measured is in `benchmarks.stats`.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import psutil
 from prometheus_client.parser import text_string_to_metric_families
 
 from benchmarks.contenders.common import PROGRESS_PREFIX
-from benchmarks.stats import histogram_buckets, metric_sum
+from benchmarks.stats import completed_inputs, histogram_buckets, metric_sum
 from schemas import codec
 
 
@@ -92,7 +94,7 @@ class MetricsProgress:
             return None
         events = consent = 0.0
         for text in texts:
-            events += metric_sum(text, "pipeline_events_in")
+            events += completed_inputs(text)
             consent += metric_sum(text, "pipeline_consent_changes")
         return Progress(time.time(), int(events), int(consent))
 

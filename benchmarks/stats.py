@@ -9,9 +9,11 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from prometheus_client.parser import text_string_to_metric_families
+
+from pipeline import catalogue
 
 
 def metric_sum(text: str, family: str) -> float:
@@ -23,15 +25,40 @@ def metric_sum(text: str, family: str) -> float:
     return total
 
 
+TABLE_SOURCES: Final = frozenset({"consent", "identity"})
+"""DLQ sources that are table inputs, not raw records."""
+
+
+def completed_inputs(text: str) -> float:
+    """Raw records a pipeline worker has finished, from one scrape: each ends in exactly one
+    audit record or one DLQ record (SPEC §8), written by the last stage it reached; records
+    still between the stages are not counted."""
+    total = 0.0
+    for metric in text_string_to_metric_families(text):
+        for sample in metric.samples:
+            if not sample.name.endswith("_total"):
+                continue
+            audited = metric.name == "pipeline_events_out" and (
+                sample.labels.get("topic") == catalogue.AUDIT.name
+            )
+            source = sample.labels.get("source")
+            dead = metric.name == "pipeline_dlq" and source not in TABLE_SOURCES
+            if audited or dead:
+                total += sample.value
+    return total
+
+
 def written_per_input(texts: list[str]) -> dict[str, float] | None:
-    """Records the pipeline workers wrote per raw record consumed, from their scrapes:
-    `outputs` (every output topic, audit and DLQ included) and `internal` (the hops)."""
+    """Records the pipeline workers wrote per raw record, from their scrapes: `outputs`
+    (every output topic, audit and DLQ included) per record finished, `internal` (the hops
+    between the stages) per record taken in."""
+    completed = sum(completed_inputs(text) for text in texts)
     consumed = sum(metric_sum(text, "pipeline_events_in") for text in texts)
-    if not consumed:
+    if not completed or not consumed:
         return None
     outputs = sum(metric_sum(text, "pipeline_events_out") for text in texts)
     internal = sum(metric_sum(text, "pipeline_hop_records") for text in texts)
-    return {"outputs": round(outputs / consumed, 3), "internal": round(internal / consumed, 3)}
+    return {"outputs": round(outputs / completed, 3), "internal": round(internal / consumed, 3)}
 
 
 def histogram_buckets(text: str, family: str) -> list[tuple[float, float]]:

@@ -13,8 +13,10 @@ from benchmarks.stats import (
     Sample,
     bucket_delta,
     bucket_quantile,
+    completed_inputs,
     measure_window,
     percentile,
+    written_per_input,
 )
 
 
@@ -154,3 +156,25 @@ def test_the_rss_target_is_one_rocksdb_worker_holding_all_of_the_scale_state() -
     rows = report.targets(results({"ceiling_fair": 1, "pipeline": 1}, (1, 1), 400))
     assert rows[-1]["value"] == "400 MB"
     assert rows[1]["met"] is None  # Quix not measured: neither met nor missed
+
+
+SCRAPE = """\
+# TYPE pipeline_events_in_total counter
+pipeline_events_in_total{source="tag"} 900.0
+pipeline_events_in_total{source="sdk"} 100.0
+# TYPE pipeline_events_out_total counter
+pipeline_events_out_total{topic="decisions.audit"} 390.0
+pipeline_events_out_total{topic="activity.personalization"} 300.0
+pipeline_events_out_total{topic="dlq"} 12.0
+# TYPE pipeline_dlq_total counter
+pipeline_dlq_total{source="tag",reason="invalid_json"} 10.0
+pipeline_dlq_total{source="consent",reason="wrong_partition"} 2.0
+# TYPE pipeline_hop_records_total counter
+pipeline_hop_records_total{hop="by-event"} 1000.0
+pipeline_hop_records_total{hop="by-subject"} 400.0
+"""
+
+
+def test_a_pipeline_event_counts_once_audited_or_dead_lettered_not_when_taken_in() -> None:
+    assert completed_inputs(SCRAPE) == 400.0  # 390 audited + 10 raw DLQ, not consent's 2
+    assert written_per_input([SCRAPE]) == {"outputs": 1.755, "internal": 1.4}

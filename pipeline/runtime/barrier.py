@@ -56,14 +56,24 @@ async def catch_up(
     tps = sorted(partitions)
     ends = await offsets.end_offsets(tps)
     read = 0
-    for tp in tps:
-        while await consumer.position(tp) < ends[tp]:
-            if read >= limit:
-                return time.monotonic() - started, False
-            if time.monotonic() > deadline:
-                raise BarrierTimeout("a table input did not catch up")
-            got = await consumer.getmany(tp, timeout_ms=FETCH_TIMEOUT_MS, max_records=limit - read)
-            for record in got.get(tp, []):
+    behind = await _behind(consumer, tps, ends)
+    while behind:
+        if read >= limit:
+            return time.monotonic() - started, False
+        if time.monotonic() > deadline:
+            raise BarrierTimeout("a table input did not catch up")
+        # Every partition still behind in one call, so their fetches are waited for together.
+        got = await consumer.getmany(*behind, timeout_ms=FETCH_TIMEOUT_MS, max_records=limit - read)
+        for tp, records in got.items():
+            for record in records:
                 on_record(tp, record)
-                read += 1
+            read += len(records)
+        behind = await _behind(consumer, behind, ends)
     return time.monotonic() - started, True
+
+
+async def _behind(
+    consumer: AIOKafkaConsumer, tps: Iterable[TopicPartition], ends: dict[TopicPartition, int]
+) -> list[TopicPartition]:
+    """The partitions of `tps` whose position is short of their end offset."""
+    return [tp for tp in tps if await consumer.position(tp) < ends[tp]]

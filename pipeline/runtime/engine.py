@@ -53,7 +53,11 @@ log = logging.getLogger(__name__)
 WRONG_PARTITION = Rejected("wrong_partition", "key: wrong_partition")
 """A table-input record on another partition than murmur2 of its key (SPEC §3)."""
 LAG_INTERVAL_S = 1.0
-FETCH_MAX_WAIT_MS = 100
+FETCH_MAX_WAIT_MS = 20
+PREFETCH_BACKOFF_S = 0.01
+INTAKE_PAUSE_BATCHES = 2
+"""The raw topics are paused while the internal topics hold more than this many batches
+(`batch_max_records`) not yet processed, and resumed once they hold less than one."""
 SWEEP_INTERVAL_S = 600.0
 GC_THRESHOLD = 50_000
 BARRIER_BATCHES = 10
@@ -162,6 +166,7 @@ class Engine(Service):
         listener = Rebalance(self._lock, self.generation, self.revoke, self.assign)
         self.consumer.subscribe(topics=list(self._inputs), listener=listener)
         await self.consumer.start()
+        shorten_prefetch_backoff(self.consumer)
         log.info("engine started as %s in group %s", settings.instance_name, self.group_id)
 
     async def on_stop(self) -> None:
@@ -194,6 +199,36 @@ class Engine(Service):
                     self._refetch(batch)
                     continue
                 await self._cycle(batch)
+                await self._pace_intake()
+
+    async def _pace_intake(self) -> None:
+        """Hold the raw topics back while the later stages have a backlog.
+
+        Every raw record goes on through the internal topics, each hop read in a later
+        batch; with raw records waiting (a worker behind, or starting on a backlog),
+        batches filled with them would move the backlog into the internal topics while
+        few events get decided. Pausing the raw partitions lets the later stages drain
+        first, so each event is decided soon after it is taken in and the internal
+        topics stay short.
+        """
+        consumer = self.consumer
+        assert consumer is not None
+        pending = 0
+        raw: list[TopicPartition] = []
+        for tp in consumer.assignment():
+            _, topic, is_table = self._inputs[tp.topic]
+            if topic.source is not None:
+                raw.append(tp)
+            elif not is_table:
+                end = consumer.last_stable_offset(tp) or consumer.highwater(tp)
+                if end is not None:
+                    pending += max(0, end - await consumer.position(tp))
+        paused = consumer.paused()
+        held = pace_intake(pending, self.settings.batch_max_records, bool(paused & set(raw)))
+        if held and not paused.issuperset(raw):
+            consumer.pause(*raw)
+        elif not held and paused:
+            consumer.resume(*[tp for tp in raw if tp in paused])
 
     def _refetch(self, batch: Batch) -> None:
         """Put back a batch fetched across a rebalance: it is read again from where it began.
@@ -512,6 +547,37 @@ class Engine(Service):
             if highwater is not None:
                 lag = max(0, highwater - position)
                 self.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(lag)
+
+
+def pace_intake(pending: int, batch_max_records: int, held: bool) -> bool:
+    """Whether the raw topics should be held back: `pending` internal records are not yet
+    processed; `held` says whether they are now (between one batch and two, they stay as
+    they are)."""
+    if pending > INTAKE_PAUSE_BATCHES * batch_max_records:
+        return True
+    if pending < batch_max_records:
+        return False
+    return held
+
+
+def shorten_prefetch_backoff(consumer: AIOKafkaConsumer) -> bool:
+    """Let the consumer fetch again 10 ms after a response, not 100 ms; returns whether it
+    could.
+
+    aiokafka sends no fetch to a broker while a partition it leads still holds records the
+    application has not taken, for up to its fetcher's `prefetch_backoff` (0.1 s; not an
+    option of `AIOKafkaConsumer`). A batch takes at most `batch_max_records` and leaves
+    the rest buffered, so the records a batch writes to the internal topics, and the
+    consent changes a barrier waits for, would each wait up to 0.1 s more for their fetch.
+    The pinned aiokafka keeps the value on the consumer's fetcher (`tests/integration/
+    test_barrier.py` checks it is still there).
+    """
+    fetcher = getattr(consumer, "_fetcher", None)
+    if fetcher is None or not hasattr(fetcher, "_prefetch_backoff"):
+        log.warning("aiokafka's fetcher has no prefetch backoff to shorten")
+        return False
+    fetcher._prefetch_backoff = PREFETCH_BACKOFF_S
+    return True
 
 
 def _table_source(topic: Topic) -> str:

@@ -12,6 +12,7 @@ from aiokafka.admin import NewTopic
 
 from pipeline.kafka.admin import admin_client
 from pipeline.runtime.barrier import catch_up
+from pipeline.runtime.engine import PREFETCH_BACKOFF_S, shorten_prefetch_backoff
 from pipeline.settings import Settings
 from tests.integration.kafka_io import produce
 
@@ -78,3 +79,29 @@ def test_a_backlog_is_caught_up_in_calls_of_at_most_the_limit(
 
     assert [n for n, _ in steps] == [300, 300, 300, 100]
     assert [done for _, done in steps] == [False, False, False, True]
+
+
+async def _prefetch_backoff(settings: Settings, topic: str) -> float:
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap_servers, enable_auto_commit=False
+    )
+    await consumer.start()
+    consumer.assign([TopicPartition(topic, 0)])
+    try:
+        await consumer.getmany(timeout_ms=200)  # its routines settle before it stops
+        assert shorten_prefetch_backoff(consumer)
+        backoff: float = consumer._fetcher._prefetch_backoff
+        return backoff
+    finally:
+        await consumer.stop()
+
+
+def test_the_engine_shortens_aiokafkas_prefetch_backoff(
+    settings_factory: Callable[..., Settings], unique_name: Callable[[str], str]
+) -> None:
+    """The setting lives on a private attribute of aiokafka's fetcher: a new aiokafka
+    without it fails here, not silently in the latency of every hop."""
+    settings = settings_factory()
+    topic = unique_name("prefetch")
+    asyncio.run(_fill(settings, topic))
+    assert asyncio.run(_prefetch_backoff(settings, topic)) == PREFETCH_BACKOFF_S

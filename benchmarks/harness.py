@@ -64,6 +64,17 @@ MODULES: Final = {
 }
 READY_LINE: Final = re.compile(r"assigned partitions .*\((\d+) recovered in ([0-9.]+)s\)")
 REVOCATION_HISTOGRAM: Final = "pipeline_revocation_latency_seconds"
+LATENCY_SCOPES: Final = {
+    "ceiling": "lc",
+    "ceiling_fair": "lcf",
+    "faust": "lf",
+    "faust_batched": "lfb",
+    "quix": "lq",
+    "pipeline": "lp",
+    "pipeline-2w": "lp2",
+}
+"""Short topic scopes of the latency phases (`<run>.lq.` for Quix Streams): Quix names its
+changelog topic after every input topic, and Kafka allows 249 characters."""
 PRIMER_RECORDS: Final = 500
 """Live records a contender processes before a latency phase's clock starts."""
 
@@ -451,7 +462,7 @@ async def load_consent(
     if ready_after is None:
         log.warning("%s did not load its consent table\n%s", name, running.log_tail())
     return {
-        "consent_records": consent_ready,
+        "table_records": consent_ready,
         "seconds": None if ready_after is None else round(ready_after, 2),
         "wall_s": round(time.monotonic() - started, 2),
         "peak_rss_bytes": running.group.peak_rss,
@@ -486,7 +497,7 @@ async def latency_phase(
 ) -> dict[str, Any]:
     """Feed contender `name` fresh traffic at `rate` raw records/s and measure end-to-end
     latency with the probe (and, for the pipeline, its revocation latency histogram)."""
-    scope = f"lat-{name}"
+    scope = LATENCY_SCOPES[name]
     prefix = ctx.prefix(scope)
     settings = bench_settings(ctx.bootstrap, prefix, ctx.partitions)
     await create_bench_topics(settings, [] if is_pipeline(name) else [name])
@@ -494,7 +505,7 @@ async def latency_phase(
     group = f"{ctx.run_id}-{scope}"
     state_dir = ctx.work_dir / "state" / group
     running = await start(ctx, name, prefix=prefix, group=group, state_dir=state_dir)
-    consent_ready = 0 if name.startswith("ceiling") else pool.consent_records
+    consent_ready = 0 if name.startswith("ceiling") else len(pool.bootstrap)
     result: dict[str, Any] = {"target_rate": round(rate, 1)}
     try:
         # The pipeline's progress only reads once every worker serves /metrics, that is once
@@ -636,7 +647,7 @@ async def start_and_wait_ready(
         running.group.sample()
         progress = await running.source.read()
         result["consent_table_entries"] = await _gauge(running, "pipeline_consent_table_entries")
-        result["consent_changes_applied"] = None if progress is None else progress.consent
+        result["table_records_applied"] = None if progress is None else progress.consent
     finally:
         await running.stop()
     result["peak_rss_bytes"] = running.group.peak_rss
@@ -677,7 +688,10 @@ async def scale_phase(
     }
     try:
         samples = await wait_until(
-            running, lambda p: p.consent >= consent_records, timeout_s, "folding consent"
+            running,
+            lambda p: p.consent >= consent_records + links,
+            timeout_s,
+            "folding consent and links",
         )
         while (await _gauge(running, "pipeline_identity_links") or 0) < links:
             if time.monotonic() - started > timeout_s:

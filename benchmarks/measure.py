@@ -4,7 +4,8 @@ Progress comes from the contender itself: `PROGRESS` lines on its stdout (ceilin
 Quix), or the pipeline workers' Prometheus endpoints: raw records finished (an audit or DLQ
 record written: `pipeline_events_out_total{topic="decisions.audit"}` and the raw sources'
 `pipeline_dlq_total`; a record the first stage has taken in but the last has not decided
-is not progress) and `pipeline_consent_changes_total`. CPU time and resident memory come
+is not progress) and the table records folded (`pipeline_consent_changes_total` and
+`pipeline_identity_links_total`). CPU time and resident memory come
 from /proc through psutil, for every process of the contender. The arithmetic on what is
 measured is in `benchmarks.stats`.
 """
@@ -35,6 +36,7 @@ class Progress:
     t: float
     events: int
     consent: int
+    """Table records folded: consent changes and identity links."""
 
 
 class ProgressSource(Protocol):
@@ -55,7 +57,8 @@ class StdoutProgress:
             while line := await stream.readline():
                 if line.startswith(PROGRESS_PREFIX.encode()):
                     data = codec.loads(line[len(PROGRESS_PREFIX) :])
-                    self.latest = Progress(data["t"], data["events"], data["consent"])
+                    tables = data["consent"] + data.get("links", 0)
+                    self.latest = Progress(data["t"], data["events"], tables)
                 else:
                     log.write(line)
 
@@ -96,6 +99,7 @@ class MetricsProgress:
         for text in texts:
             events += completed_inputs(text)
             consent += metric_sum(text, "pipeline_consent_changes")
+            consent += metric_sum(text, "pipeline_identity_links")
         return Progress(time.time(), int(events), int(consent))
 
     async def gauge(self, name: str) -> float | None:

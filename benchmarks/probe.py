@@ -29,7 +29,10 @@ GRACE_S = 5.0
 
 def received_at(value: bytes) -> float | None:
     """The input's append time (unix seconds) an output record carries, if any."""
-    record = codec.loads(value)
+    try:
+        record = codec.loads(value)
+    except ValueError:  # not JSON: it carries no timestamp the probe can read
+        return None
     if not isinstance(record, dict):
         return None
     timings = record.get("timings")

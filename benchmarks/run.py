@@ -469,7 +469,8 @@ async def run(opts: Options) -> dict[str, Any]:
                 max_links=opts.scale_links,
                 hold=min(SCALE_EVENTS, opts.events),
             )
-        consent, total = workload.consent_bootstrap, workload.raw_records
+        # A window opens once the tables hold the pre-produced consent and links.
+        consent, total = workload.consent_bootstrap + workload.links, workload.raw_records
         shape = None
         for name in opts.contenders:
             if name not in FRAMEWORKS:

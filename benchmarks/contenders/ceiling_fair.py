@@ -149,13 +149,13 @@ async def run(args: ContenderArgs, shape: argparse.Namespace) -> None:
                 for record in records:
                     key = record.key or b""
                     value = record.value or b""
-                    stamp = b'{"received_at":%.3f}' % (record.timestamp / 1000)
+                    stamp = b'{"received_at":%.3f,"pad":"' % (record.timestamp / 1000)
                     for kind, (counter, size) in shapes.items():
                         for i in range(counter.take()):
                             sized = (
                                 value + _payload(value, HEADER_BYTES)
                                 if kind == "internal"
-                                else stamp + _payload(value, max(0, size - len(stamp)))
+                                else stamp + b"x" * max(0, size - len(stamp) - 2) + b'"}'
                             )
                             await out.append(names[kind], key + b"%d" % i, sized)
             await out.flush()

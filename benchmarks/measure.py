@@ -55,8 +55,10 @@ class StdoutProgress:
     async def _follow(self, stream: asyncio.StreamReader, log_path: Path) -> None:
         with log_path.open("ab") as log:
             while line := await stream.readline():
-                if line.startswith(PROGRESS_PREFIX.encode()):
-                    data = codec.loads(line[len(PROGRESS_PREFIX) :])
+                # Faust's spinner may put terminal escape codes before a line.
+                at = line.find(PROGRESS_PREFIX.encode())
+                if at >= 0:
+                    data = codec.loads(line[at + len(PROGRESS_PREFIX) :])
                     tables = data["consent"] + data.get("links", 0)
                     self.latest = Progress(data["t"], data["events"], tables)
                 else:

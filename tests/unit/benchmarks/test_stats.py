@@ -18,6 +18,7 @@ from benchmarks.stats import (
     percentile,
     written_per_input,
 )
+from pipeline import catalogue
 
 
 def samples(*rows: tuple[float, int, int]) -> list[Sample]:
@@ -158,20 +159,25 @@ def test_the_rss_target_is_one_rocksdb_worker_holding_all_of_the_scale_state() -
     assert rows[1]["met"] is None  # Quix not measured: neither met nor missed
 
 
-SCRAPE = """\
+AUDIT, PERSONALIZATION, DLQ = (
+    catalogue.AUDIT.name,
+    catalogue.PERSONALIZATION.name,
+    catalogue.DLQ.name,
+)
+SCRAPE = f"""\
 # TYPE pipeline_events_in_total counter
-pipeline_events_in_total{source="tag"} 900.0
-pipeline_events_in_total{source="sdk"} 100.0
+pipeline_events_in_total{{source="tag"}} 900.0
+pipeline_events_in_total{{source="sdk"}} 100.0
 # TYPE pipeline_events_out_total counter
-pipeline_events_out_total{topic="decisions.audit"} 390.0
-pipeline_events_out_total{topic="activity.personalization"} 300.0
-pipeline_events_out_total{topic="dlq"} 12.0
+pipeline_events_out_total{{topic="{AUDIT}"}} 390.0
+pipeline_events_out_total{{topic="{PERSONALIZATION}"}} 300.0
+pipeline_events_out_total{{topic="{DLQ}"}} 12.0
 # TYPE pipeline_dlq_total counter
-pipeline_dlq_total{source="tag",reason="invalid_json"} 10.0
-pipeline_dlq_total{source="consent",reason="wrong_partition"} 2.0
+pipeline_dlq_total{{source="tag",reason="invalid_json"}} 10.0
+pipeline_dlq_total{{source="consent",reason="wrong_partition"}} 2.0
 # TYPE pipeline_hop_records_total counter
-pipeline_hop_records_total{hop="by-event"} 1000.0
-pipeline_hop_records_total{hop="by-subject"} 400.0
+pipeline_hop_records_total{{hop="by-event"}} 1000.0
+pipeline_hop_records_total{{hop="by-subject"}} 400.0
 """
 
 

@@ -16,7 +16,7 @@ BENCH_STAMP := $(VENV)/.bench-$(shell cksum < pyproject.toml | cut -d' ' -f1)
 QUIX_VENV := .local/venv-quix
 QUIX_STAMP := $(QUIX_VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
 
-.PHONY: help setup tools browser screenshots deploy-check chaos bench bench-quick kafka-fetch kafka-up kafka-down kafka-status topics worker run test unit \
+.PHONY: help setup tools browser screenshots deploy-check chaos chaos-faust bench bench-quick kafka-fetch kafka-up kafka-down kafka-status topics worker run test unit \
 	integration contracts lint fmt typecheck check clean
 
 help: ## Show the targets
@@ -91,6 +91,9 @@ bench-quick: $(BENCH_STAMP) $(QUIX_STAMP) kafka-fetch kafka-up ## A ~5 min bench
 
 chaos: setup ## Fault-injection suite (~30-45 min): writes deploy/chaos/report.{md,json}
 	$(BIN)/python -m tests.chaos $(CHAOS_ARGS)
+
+chaos-faust: setup ## The fault suite's invariants over the faust_batched contender (~10 min): deploy/chaos/faust_batched/
+	$(BIN)/python -m tests.chaos --contender faust_batched $(CHAOS_ARGS)
 
 contracts: $(STAMP) ## Regenerate the published contracts (schemas/json, schemas/asyncapi.yaml)
 	$(BIN)/consent-pipeline contracts

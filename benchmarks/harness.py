@@ -28,6 +28,7 @@ import aiohttp
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 
+from benchmarks.contenders import MODULES
 from benchmarks.contenders.ceiling import output_topic as ceiling_output
 from benchmarks.contenders.ceiling_fair import output_topic as ceiling_fair_output
 from benchmarks.measure import MetricsProgress, ProcessGroup, ProgressSource, StdoutProgress
@@ -55,13 +56,6 @@ log = logging.getLogger(__name__)
 REPO: Final = Path(__file__).resolve().parent.parent
 SAMPLE_INTERVAL_S: Final = 0.2
 STOP_TIMEOUT_S: Final = 20.0
-MODULES: Final = {
-    "ceiling": "benchmarks.contenders.ceiling",
-    "ceiling_fair": "benchmarks.contenders.ceiling_fair",
-    "faust": "benchmarks.contenders.faust_agent",
-    "faust_batched": "benchmarks.contenders.faust_batched",
-    "quix": "benchmarks.contenders.quix_app",
-}
 READY_LINE: Final = re.compile(r"assigned partitions .*\((\d+) recovered in ([0-9.]+)s\)")
 REVOCATION_HISTOGRAM: Final = "pipeline_revocation_latency_seconds"
 LATENCY_SCOPES: Final = {

@@ -87,10 +87,12 @@ def build_app(
     outputs = {
         destination: _raw_topic(app, args.output_topic(destination)) for destination in DESTINATIONS
     }
-    # Keyed by the user id as the topic is; values are the states' JSON-ready dicts.
-    consent = app.Table("consent", partitions=args.partitions, use_partitioner=True)
+    # Keyed by the user id as the topic is; values are the states' JSON-ready dicts. The
+    # keys are the topics' raw bytes (`key_type=bytes`): a table's keys are JSON otherwise,
+    # and its changelog records would not decode when a rebalance recovers it from them.
+    consent = app.Table("consent", partitions=args.partitions, use_partitioner=True, key_type=bytes)
     # Keyed by the match key; values are the stored link rows, as text.
-    links = app.Table("links", partitions=args.partitions, use_partitioner=True)
+    links = app.Table("links", partitions=args.partitions, use_partitioner=True, key_type=bytes)
 
     def consent_of(user_id: str) -> ConsentState | None:
         value = consent.get(user_id.encode())

@@ -5,6 +5,9 @@ on `--kafka-port` (9192), runs every scenario at full size, prints each scenario
 faults and invariants, and writes `deploy/chaos/report.md` and `report.json`. `--short`
 runs the small sizes and writes the report under `.local/chaos/` instead. With
 `--bootstrap` an existing cluster is used and the broker scenario is skipped.
+`--contender faust_batched` runs that benchmark contender through a scenario of its own
+instead, held to the same ledger, and reports which invariants hold there (in
+`deploy/chaos/faust_batched/`); it fails only if the scenario could not run.
 """
 
 from __future__ import annotations
@@ -20,7 +23,13 @@ from pathlib import Path
 from pipeline.settings import Settings
 from tests.chaos.faults import REPO, LocalBroker
 from tests.chaos.report import report_data, scenario_text, write_report
-from tests.chaos.scenarios import BY_NAME, SCENARIOS, ScenarioResult, run_scenario
+from tests.chaos.scenarios import (
+    BY_NAME,
+    CONTENDER_SCENARIOS,
+    SCENARIOS,
+    ScenarioResult,
+    run_scenario,
+)
 
 log = logging.getLogger("tests.chaos")
 
@@ -41,6 +50,13 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         choices=sorted(BY_NAME),
         help="run only this scenario (repeatable; default: all)",
+    )
+    parser.add_argument(
+        "--contender",
+        choices=sorted(CONTENDER_SCENARIOS),
+        default=None,
+        help="run the contender's scenario instead, reporting which invariants hold there "
+        "(report in deploy/chaos/<contender>/)",
     )
     parser.add_argument("--short", action="store_true", help="small sizes (a few minutes)")
     parser.add_argument("--events", type=int, default=None, help="override every scenario's size")
@@ -84,7 +100,12 @@ async def _run(args: argparse.Namespace) -> int:
         topic_partitions=max(6, args.partitions),
         poll_timeout_ms=20,
     )
-    selected = [BY_NAME[name] for name in args.scenario] if args.scenario else list(SCENARIOS)
+    if args.contender:
+        selected = [CONTENDER_SCENARIOS[args.contender]]
+    elif args.scenario:
+        selected = [BY_NAME[name] for name in args.scenario]
+    else:
+        selected = list(SCENARIOS)
     results: list[ScenarioResult] = []
     skipped: list[str] = []
     started = time.monotonic()
@@ -120,15 +141,20 @@ async def _run(args: argparse.Namespace) -> int:
         directory = args.report_dir or (
             REPO / ".local" / "chaos" / "report" if args.short else REPO / "deploy" / "chaos"
         )
+        if args.contender and not args.report_dir:
+            directory = directory / args.contender
         meta = {
             "command": "python -m tests.chaos " + shlex.join(sys.argv[1:]),
             "variant": "short" if args.short else "full",
             "seed": args.seed,
+            "contender": args.contender,
             "skipped": skipped,
             "total_duration_s": round(time.monotonic() - started, 1),
         }
         md, js = write_report(report_data(results, meta), directory)
         _out(f"report: {md} and {js}")
+    if args.contender:  # the report is the finding: which invariants hold for the contender
+        return 0 if results and all(r.error is None for r in results) else 1
     return 0 if passed else 1
 
 

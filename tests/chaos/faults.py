@@ -1,10 +1,11 @@
 """What breaks: worker processes (killed, stopped, restarted, added, removed) and the broker.
 
-Workers are `python -m pipeline.cli worker` child processes, each in its own session, with
-a stable worker id (its transactional id), its own web port and state folder, and one log
-file per start. Only processes this module started are ever signalled, by their pid.
-The local broker is `deploy/local/kafka.sh`'s, on a port the suite owns: it is killed with
-SIGKILL through the pid the script recorded and started again with the script.
+Workers are `python -m pipeline.cli worker` child processes (or a benchmark contender's,
+`benchmarks.contenders`), each in its own session, with a stable worker id (its
+transactional id), its own web port and state folder, and one log file per start. Only
+processes this module started are ever signalled, by their pid. The local broker is
+`deploy/local/kafka.sh`'s, on a port the suite owns: it is killed with SIGKILL through the
+pid the script recorded and started again with the script.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
+from benchmarks.contenders import MODULES
+from benchmarks.contenders.common import PROGRESS_PREFIX
 from pipeline import catalogue
 from pipeline.errors import PipelineError
 from pipeline.kafka.config import client_options
@@ -65,11 +68,20 @@ class FaultLog:
 
 
 class Worker:
-    """One worker slot: a stable id, port and state folder; a process per start."""
+    """One worker slot: a stable id, port and state folder; a process per start.
 
-    def __init__(self, settings: Settings, log_dir: Path, name: str) -> None:
+    With `contender` (a name of `benchmarks.contenders.MODULES`) the slot runs that
+    contender instead, in the consumer group `settings.app_id`, reading the raw topics
+    under `settings.topic_prefix` and writing under the prefix and its own name; it has no
+    web server and counts as ready once it reports progress.
+    """
+
+    def __init__(
+        self, settings: Settings, log_dir: Path, name: str, contender: str | None = None
+    ) -> None:
         self.settings = settings
         self.name = name
+        self.contender = contender
         self.log_dir = log_dir
         self.logs: list[Path] = []
         self.proc: subprocess.Popen[bytes] | None = None
@@ -88,7 +100,7 @@ class Worker:
         env.pop("KAFKA_BOOTSTRAP_SERVERS", None)
         with path.open("ab") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "pipeline.cli", "worker"],
+                self.command(),
                 env=env,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -96,6 +108,27 @@ class Worker:
                 start_new_session=True,
             )
         self.expected_exit = False
+
+    def command(self) -> list[str]:
+        """The process this slot runs: the pipeline's worker, or the contender."""
+        if self.contender is None:
+            return [sys.executable, "-m", "pipeline.cli", "worker"]
+        s = self.settings
+        return [
+            sys.executable,
+            "-m",
+            MODULES[self.contender],
+            "--bootstrap",
+            s.kafka_bootstrap_servers,
+            "--prefix",
+            s.topic_prefix,
+            "--group",
+            s.app_id,
+            "--partitions",
+            str(s.topic_partitions),
+            "--state-dir",
+            str(s.data_dir),
+        ]
 
     @property
     def running(self) -> bool:
@@ -145,14 +178,22 @@ class Worker:
         while time.monotonic() - started < timeout_s:
             if not self.running:
                 raise FaultError(f"worker {self.name} exited while starting")
-            if await asyncio.to_thread(_http_ok, url):
+            if self.contender is not None:
+                if self._reported_progress():
+                    return time.monotonic() - started
+            elif await asyncio.to_thread(_http_ok, url):
                 return time.monotonic() - started
             await asyncio.sleep(0.25)
         raise FaultError(f"worker {self.name} not ready after {timeout_s:.0f}s")
 
+    def _reported_progress(self) -> bool:
+        """The contender's current log has a progress line (it runs and has its tables)."""
+        path = self.logs[-1]
+        return path.exists() and PROGRESS_PREFIX.encode() in path.read_bytes()
+
     async def scrape(self) -> str | None:
-        """The worker's `/metrics` text, or None when it does not answer."""
-        if not self.running:
+        """The worker's `/metrics` text, or None when it does not answer (or is a contender)."""
+        if not self.running or self.contender is not None:
             return None
         url = f"http://127.0.0.1:{self.settings.web_port}/metrics"
         return await asyncio.to_thread(_http_text, url)
@@ -180,10 +221,13 @@ def _http_text(url: str) -> str | None:
 class WorkerPool:
     """Worker slots `w0`, `w1`, ... of one consumer group (one app id)."""
 
-    def __init__(self, settings: Settings, root: Path, faults: FaultLog) -> None:
+    def __init__(
+        self, settings: Settings, root: Path, faults: FaultLog, contender: str | None = None
+    ) -> None:
         self.settings = settings
         self.root = root
         self.faults = faults
+        self.contender = contender
         self.workers: dict[str, Worker] = {}
         (root / "logs").mkdir(parents=True, exist_ok=True)
 
@@ -197,7 +241,8 @@ class WorkerPool:
                     "data_dir": self.root / "state" / name,
                 }
             )
-            worker = self.workers[name] = Worker(settings, self.root / "logs", name)
+            worker = Worker(settings, self.root / "logs", name, self.contender)
+            self.workers[name] = worker
         return worker
 
     async def start(self, name: str, *, wait: bool = True) -> Worker:

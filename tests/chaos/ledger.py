@@ -189,8 +189,12 @@ class LedgerChecker:
         *,
         scanner: PiiScanner | None = None,
         limits: ParseLimits | None = None,
+        outputs_prefix: str | None = None,
     ) -> None:
         self.settings = settings
+        self.outputs_prefix = outputs_prefix
+        """Where a benchmark contender's outputs are (`<prefix><contender>.`), if they are
+        not the pipeline's own."""
         self.scanner = scanner
         self.policy: PolicyConfig = settings.policy()
         self.pseudonymizer = Pseudonymizer(settings.require_hmac_key(), settings.hmac_key_id)
@@ -436,8 +440,10 @@ class LedgerChecker:
             self.scanner.scan("aggregates", msg.key, msg.value)
 
     def _logical(self, topic: str) -> str:
-        prefix = self.settings.topic_prefix
-        return topic[len(prefix) :] if prefix and topic.startswith(prefix) else topic
+        for prefix in (self.outputs_prefix, self.settings.topic_prefix):
+            if prefix and topic.startswith(prefix):
+                return topic[len(prefix) :]
+        return topic
 
     def _account(self, position: Position, kind: str) -> None:
         topic, partition, offset = position
@@ -920,10 +926,21 @@ async def check(
     *,
     acknowledged: Acknowledged | None = None,
     scanner: PiiScanner | None = None,
+    contender: str | None = None,
 ) -> list[Invariant]:
-    """Read every input and output topic of `settings` back and check the invariants."""
-    checker = LedgerChecker(settings, scanner=scanner)
-    topic = settings.topic
+    """Read every input and output topic of `settings` back and check the invariants.
+
+    With `contender`, the outputs are that benchmark contender's (`<prefix><contender>.`
+    + the catalogue's name; it has no internal topics, so `hops.exactly_once` finds none).
+    """
+    outputs_prefix = None if contender is None else f"{settings.topic_prefix}{contender}."
+    checker = LedgerChecker(settings, scanner=scanner, outputs_prefix=outputs_prefix)
+
+    def topic(t: catalogue.Topic) -> str:
+        if outputs_prefix is not None and t not in catalogue.INPUTS:
+            return f"{outputs_prefix}{t.name}"
+        return settings.topic(t)
+
     await read_topic(settings, topic(catalogue.CONSENT_CHANGES), checker.add_consent)
     await read_topic(settings, topic(catalogue.IDENTITY_LINKS), checker.add_identity)
     await read_topic(settings, topic(catalogue.DLQ), checker.add_dlq)
@@ -936,6 +953,7 @@ async def check(
     await read_topic(settings, topic(catalogue.DEIDENTIFIED), checker.add_deidentified)
     await read_topic(settings, topic(catalogue.AGGREGATES), checker.add_aggregate)
     await read_topic(settings, topic(catalogue.AUDIENCES), checker.add_audience)
-    for hop in HOP_TOPICS:
-        await read_topic(settings, topic(hop), checker.add_hop)
+    if contender is None:
+        for hop in HOP_TOPICS:
+            await read_topic(settings, topic(hop), checker.add_hop)
     return checker.invariants(acknowledged)

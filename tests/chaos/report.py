@@ -77,8 +77,11 @@ def scenario_text(result: ScenarioResult) -> str:
 
 
 def markdown(data: dict[str, Any]) -> str:
+    contender = data.get("contender")
     out = [
-        "# Fault-injection report",
+        f"# Fault-injection report: the `{contender}` contender"
+        if contender
+        else "# Fault-injection report",
         "",
         f"Generated {data['generated_at']} at commit `{data.get('commit') or 'unknown'}` by "
         f"`{data.get('command', 'python -m tests.chaos')}` "
@@ -89,6 +92,17 @@ def markdown(data: dict[str, Any]) -> str:
         f"checked against `{catalogue.AUDIT.name}` and `{catalogue.DLQ.name}` read with "
         "`read_committed`; see `tests/chaos/ledger.py` for each invariant.",
         "",
+        *(
+            [
+                f"The benchmark contender `{contender}` runs in place of the pipeline's workers "
+                "and is held to the invariants that apply to what it does (not the hops "
+                "between stages, customer lists or metrics); a `no` is a finding about the "
+                "contender, not a failure of the suite.",
+                "",
+            ]
+            if contender
+            else []
+        ),
         "| scenario | passed | raw records | faults | invariants | duration |",
         "|---|---|---:|---:|---|---:|",
     ]

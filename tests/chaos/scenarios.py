@@ -14,10 +14,12 @@ import contextlib
 import hashlib
 import logging
 import random
+import re
 import secrets
 import shutil
 import signal
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +29,7 @@ from typing import Any, Final
 from aiokafka.partitioner import murmur2
 from pydantic import SecretStr
 
+from benchmarks.workload import create_bench_topics
 from pipeline import catalogue
 from pipeline.catalogue import Topic
 from pipeline.core.route import list_key
@@ -49,6 +52,12 @@ from tests.chaos.state import changelog_table, compare, replay_consent, rocksdb_
 log = logging.getLogger(__name__)
 
 SCRAPE_EVERY_S: Final = 5.0
+CRASH_LINE: Final = re.compile(r"Crashed reason=(\w+)\(")
+"""A Faust service that crashed, and the exception's class."""
+LOG_LEVEL_LINE: Final = re.compile(
+    r"\[(WARNING|ERROR|CRITICAL)\] (?:\[[^\]]*\]:? )?((?:[A-Za-z]+ ?){1,4})"
+)
+"""A contender's log line at WARNING or above, and its first words (never its values)."""
 RESOLVE_MIX: Final[Mapping[str, float]] = MappingProxyType(
     {
         "trusted_share": 0.0,
@@ -159,9 +168,12 @@ class Harness:
         broker: LocalBroker | None = None,
         keep: bool = False,
         raw_partitioner: str = "murmur2",
+        contender: str | None = None,
     ) -> None:
         run = secrets.token_hex(4)
         self.name = name
+        self.contender = contender
+        """A benchmark contender the workers run instead of the pipeline (`Worker`)."""
         self.size = size
         self.seed = seed
         self.rng = random.Random(seed)
@@ -183,7 +195,7 @@ class Harness:
         self.broker = broker
         if broker is not None:
             broker.faults = self.faults
-        self.pool = WorkerPool(self.settings, self.root, self.faults)
+        self.pool = WorkerPool(self.settings, self.root, self.faults, contender)
         self.sink = LoadSink(self.settings, seed=seed, raw_partitioner=raw_partitioner)
         self.stats = LoadStats()
         self.metrics = MetricsCheck(self.settings)
@@ -204,7 +216,10 @@ class Harness:
 
     async def start(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
-        await create_topics(self.settings)
+        if self.contender is None:
+            await create_topics(self.settings)
+        else:
+            await create_bench_topics(self.settings, [self.contender])
         await self.sink.start()
         self._watch = asyncio.create_task(self._watch_workers())
 
@@ -228,6 +243,9 @@ class Harness:
             await admin.start()
             existing = set(await admin.list_topics())
             doomed = [n for n in names if n in existing]
+            if self.contender is not None:  # its outputs, and Faust's changelogs
+                owned = (self.settings.topic_prefix, f"{self.settings.app_id}-")
+                doomed += [n for n in existing - set(doomed) if n.startswith(owned)]
             if doomed:
                 await admin.delete_topics(doomed)
         except Exception as exc:  # cleanup only: the run's verdict is already made
@@ -379,9 +397,15 @@ class Harness:
             )
         )
         scanner = PiiScanner(self.canaries)
-        self.invariants.extend(
-            await ledger.check(self.settings, acknowledged=self.sink.acknowledged, scanner=scanner)
+        checked = await ledger.check(
+            self.settings,
+            acknowledged=self.sink.acknowledged,
+            scanner=scanner,
+            contender=self.contender,
         )
+        if self.contender is not None:
+            checked = [i for i in checked if i.name in CONTENDER_INVARIANTS]
+        self.invariants.extend(checked)
         if self.misplaced:
             self.invariants.append(await self._partition_guarded())
         for worker in self.pool.workers.values():
@@ -403,6 +427,9 @@ class Harness:
                 [f"{where} x{n}" for where, n in summary["hits_by_location"].items()][:5],
             )
         )
+        if self.contender is not None:
+            self.notes.extend(self._contender_log_notes())
+            return  # no /metrics to hold to the pipeline's label sets
         self.invariants.append(self.metrics.invariant())
         p50 = self.metrics.revocation_p50_s()
         if p50 is not None:
@@ -410,6 +437,22 @@ class Harness:
                 f"revocation latency: median within {p50:g}s (`pipeline_revocation_latency_seconds`"
                 " of each worker's last scrape; changes queued behind a backlog count too)"
             )
+
+    def _contender_log_notes(self) -> list[str]:
+        """What the contender's logs say went wrong: warnings and errors by their text's
+        first words (no values), and the exceptions it crashed with."""
+        lines: Counter[str] = Counter()
+        crashes: Counter[str] = Counter()
+        for worker in self.pool.workers.values():
+            for _, text in worker.log_texts():
+                for line in text.decode(errors="replace").splitlines():
+                    if crash := CRASH_LINE.search(line):
+                        crashes[crash.group(1)] += 1
+                    if level := LOG_LEVEL_LINE.search(line):
+                        lines[f"{level.group(1)} {level.group(2).strip()}"] += 1
+        notes = [f"{self.contender} crashed with {name} x{n}" for name, n in crashes.most_common()]
+        notes += [f"{self.contender} logged `{what} ...` x{n}" for what, n in lines.most_common(8)]
+        return notes
 
     async def _partition_guarded(self) -> Invariant:
         """Every table-input record sent to a wrong partition is in the DLQ as such."""
@@ -531,6 +574,22 @@ async def consent_race(h: Harness) -> None:
     probes = asyncio.create_task(revocation_probes(h, rounds=max(5, h.size.events // 2000)))
     await h.wait_progress(0.5, load)
     await h.pool.restart("w0", signal.SIGKILL, pause_s=1.0)
+    await load
+    await probes
+    await h.settle()
+
+
+async def contender_race(h: Harness) -> None:
+    """The consent race, without customer lists, with a kill -9 every few seconds."""
+    generator = h.generator(users=200, mix={**RACE_MIX, "list_share": 0.0})
+    await h.start_workers(2)
+    load = h.start_load(h.plan(h.size.events, generator=generator))
+    probes = asyncio.create_task(revocation_probes(h, rounds=max(5, h.size.events // 2000)))
+
+    async def fault(name: str) -> None:
+        await h.pool.restart(name, signal.SIGKILL, pause_s=h.rng.uniform(0.5, 3.0))
+
+    await h.periodic_faults(load, fault)
     await load
     await probes
     await h.settle()
@@ -934,6 +993,8 @@ class Scenario:
     store: str = "rocksdb"
     needs_broker: bool = False
     raw_partitioner: str = "murmur2"
+    contender: str | None = None
+    """The benchmark contender it runs instead of the pipeline's workers."""
 
 
 def _size(
@@ -1037,6 +1098,36 @@ SCENARIOS: Final = (
     ),
 )
 BY_NAME: Final[Mapping[str, Scenario]] = MappingProxyType({s.name: s for s in SCENARIOS})
+CONTENDER_SCENARIOS: Final[Mapping[str, Scenario]] = MappingProxyType(
+    {
+        "faust_batched": Scenario(
+            "faust-batched-race",
+            "the faust_batched benchmark contender (Faust with exactly_once) in place of the "
+            "pipeline: revocations interleaved with events of 200 users, acknowledged probes, "
+            "kill -9 of one of its two workers every 5-30 s",
+            contender_race,
+            full=_size(40_000, 300, (5, 30), 900),
+            short=_size(4_000, 300, (6, 12), 300),
+            contender="faust_batched",
+        )
+    }
+)
+"""The fault suite run over a benchmark contender: which of its invariants hold there."""
+CONTENDER_INVARIANTS: Final = (
+    "pipeline.caught_up",
+    "workers.no_crash",
+    "ledger.exactly_once",
+    "ledger.acknowledged_in_log",
+    "outputs.exactly_once",
+    "no_leak.audited_decision",
+    "revocation_barrier",
+    "identity.as_of_production",
+    "decisions.match_replay",
+    "pii.canaries",
+)
+"""What a contender is held to: not `hops.exactly_once` (it has no internal topics),
+`memberships.follow_consent` (it keeps no customer lists; the traffic has none) or the
+metrics checks (it serves no `/metrics`)."""
 
 
 async def run_scenario(
@@ -1066,6 +1157,7 @@ async def run_scenario(
         broker=broker,
         keep=keep,
         raw_partitioner=scenario.raw_partitioner,
+        contender=scenario.contender,
     )
     result = ScenarioResult(scenario.name, scenario.title, size)
     started = time.monotonic()

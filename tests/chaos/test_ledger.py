@@ -35,6 +35,7 @@ from tests.chaos.load import Acknowledged
 from tests.chaos.observe import MetricsCheck, closed_label_sets, median_bucket
 from tests.chaos.pii import CanarySet, PiiScanner
 from tests.chaos.readback import Message
+from tests.chaos.scenarios import CONTENDER_INVARIANTS
 
 NOW_MS = 1_700_000_000_000
 USERS = ("user-1", "user-2")
@@ -562,3 +563,24 @@ def test_an_unclear_member_attributed_to_neither_owner_fails() -> None:
 
     assert not memberships.passed
     assert memberships.counts["unclear_audit_names_no_candidate"] == 1
+
+
+def test_a_contenders_outputs_are_checked_under_its_own_prefix(revocation_world: World) -> None:
+    """A benchmark contender reads `<prefix>raw.tag` and writes `<prefix><name>.<topic>`."""
+    for messages in revocation_world.outputs.values():
+        messages[:] = [replace(m, topic=f"p.faust_batched.{m.topic}") for m in messages]
+    revocation_world.raw[:] = [replace(m, topic=f"p.{m.topic}") for m in revocation_world.raw]
+    revocation_world.hops.clear()
+    prefixed = settings().model_copy(update={"topic_prefix": "p."})
+
+    def check() -> dict[str, Invariant]:
+        checker = LedgerChecker(prefixed, outputs_prefix="p.faust_batched.")
+        return {i.name: i for i in revocation_world.feed(checker)}
+
+    results = check()
+    harness_own = {"pipeline.caught_up", "workers.no_crash", "pii.canaries"}
+    assert set(CONTENDER_INVARIANTS) - harness_own <= set(results)
+    assert all(results[name].passed for name in CONTENDER_INVARIANTS if name in results), results
+    assert results["outputs.exactly_once"].counts["activity.personalization"] > 0
+    revocation_world.outputs[catalogue.AUDIT.name].pop(0)
+    assert check()["ledger.exactly_once"].counts["lost"] == 1

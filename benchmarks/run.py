@@ -270,16 +270,25 @@ def _git() -> dict[str, Any]:
     return {"commit": head, "uncommitted_changes": bool(dirty)}
 
 
+def measured(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The runs that measured a whole window (a run that failed midway does not count)."""
+    return [r for r in runs if r.get("events_per_s") and not r.get("error")]
+
+
+def median_rate(runs: list[dict[str, Any]]) -> float | None:
+    """The median events/s of the runs that measured a whole window."""
+    rates = [r["events_per_s"] for r in measured(runs)]
+    return round(statistics.median(rates), 1) if rates else None
+
+
 def summarize(name: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """Median rate and CPU cost over the runs that measured a whole window (a run that failed
-    midway does not count); the peak RSS of all."""
-    runs_ok = [r for r in runs if r.get("events_per_s") and not r.get("error")]
-    rates = [r["events_per_s"] for r in runs_ok]
-    cpu = [r["cpu_s_per_million"] for r in runs_ok if not math.isnan(r["cpu_s_per_million"])]
+    """Median rate and CPU cost over the runs that measured a whole window; the peak RSS of
+    all."""
+    cpu = [r["cpu_s_per_million"] for r in measured(runs) if not math.isnan(r["cpu_s_per_million"])]
     return {
         "label": report.LABELS.get(name, name),
         "processes": workers_of(name),
-        "events_per_s": round(statistics.median(rates), 1) if rates else None,
+        "events_per_s": median_rate(runs),
         "cpu_s_per_million": round(statistics.median(cpu), 2) if cpu else None,
         "peak_rss_bytes": max((r["peak_rss_bytes"] for r in runs), default=None),
         "runs": runs,
@@ -313,8 +322,7 @@ class Runs:
         return {**summarize(self.name, self.runs), **self.extra}
 
     def rate(self) -> float | None:
-        rate: float | None = summarize(self.name, self.runs)["events_per_s"]
-        return rate
+        return median_rate(self.runs)
 
     def estimate_s(self) -> float:
         """How long another run should take: the longest so far, and a margin."""

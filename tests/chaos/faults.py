@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 
 REPO: Final = Path(__file__).resolve().parents[2]
 KAFKA_SH: Final = REPO / "deploy" / "local" / "kafka.sh"
+CONTENDER_RESTARTS: Final = 3
+"""Crashes in a row while starting after which a contender's local state is wiped."""
 
 
 class FaultError(PipelineError):
@@ -86,6 +88,10 @@ class Worker:
         self.logs: list[Path] = []
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
+        self.starting = False
+        """A supervised start is under way (`WorkerPool._ready`)."""
+        self.crashed = False
+        """The last process exited by itself."""
         self.expected_exit = False
         self.unexpected_exits: list[int] = []
 
@@ -108,6 +114,7 @@ class Worker:
                 start_new_session=True,
             )
         self.expected_exit = False
+        self.crashed = False
 
     def command(self) -> list[str]:
         """The process this slot runs: the pipeline's worker, or the contender."""
@@ -145,6 +152,7 @@ class Worker:
             if code is not None:
                 self.unexpected_exits.append(code)
                 self.expected_exit = True
+                self.crashed = True
 
     def send(self, sig: int) -> None:
         """Send `sig` to the process, if it runs; its exit is then expected."""
@@ -249,11 +257,45 @@ class WorkerPool:
         worker = self.slot(name)
         worker.start()
         if wait:
-            seconds = await worker.wait_ready()
+            seconds = await self._ready(worker)
             self.faults.add(f"started worker {name} (ready in {seconds:.1f}s)")
         else:
             self.faults.add(f"started worker {name}")
         return worker
+
+    async def _ready(self, worker: Worker) -> float:
+        """Wait until the worker is ready. A contender is supervised as a process manager
+        would: a crash while starting is counted and it is started again; after
+        `CONTENDER_RESTARTS` crashes in a row its local state is wiped first (what Faust's
+        `ConsistencyError` asks for), so it recovers its tables from their changelogs."""
+        if worker.contender is None:
+            return await worker.wait_ready()
+        started = time.monotonic()
+        worker.starting = True
+        try:
+            for attempt in range(1, CONTENDER_RESTARTS + 2):
+                try:
+                    await worker.wait_ready()
+                    return time.monotonic() - started
+                except FaultError:
+                    if worker.running or attempt > CONTENDER_RESTARTS:
+                        raise
+                worker.check()
+                self.faults.add(f"worker {worker.name} crashed while starting")
+                if attempt == CONTENDER_RESTARTS:
+                    self.wipe_state(worker.name)
+                worker.start()
+            raise FaultError(f"worker {worker.name} did not start")  # not reached
+        finally:
+            worker.starting = False
+
+    def revive(self) -> None:
+        """Start again every contender that exited by itself (counted as a crash)."""
+        for worker in self.workers.values():
+            worker.check()
+            if worker.contender is not None and worker.crashed and not worker.starting:
+                self.faults.add(f"worker {worker.name} crashed; started again")
+                worker.start()
 
     async def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
         worker = self.workers[name]
@@ -269,7 +311,7 @@ class WorkerPool:
             await asyncio.sleep(pause_s)
         worker = self.workers[name]
         worker.start()
-        seconds = await worker.wait_ready()
+        seconds = await self._ready(worker)
         self.faults.add(f"restarted worker {name} after {pause_s:.1f}s (ready in {seconds:.1f}s)")
 
     def wipe_state(self, name: str) -> None:

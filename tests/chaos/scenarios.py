@@ -258,6 +258,7 @@ class Harness:
         while True:
             await asyncio.sleep(SCRAPE_EVERY_S)
             self.pool.check()
+            self.pool.revive()
             await self.scrape("during")
 
     async def scrape(self, label: str) -> dict[str, int]:

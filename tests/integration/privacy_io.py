@@ -17,6 +17,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from pipeline import catalogue
 from pipeline.core.trust import REQUEST_HEADER, TRUST_HEADER, request_signature, trust_signature
+from pipeline.kafka.admin import create_topics
 from pipeline.kafka.writer import KeyPartitioner
 from pipeline.settings import Settings
 from schemas import codec
@@ -29,6 +30,7 @@ from tests.integration.collector_io import (
     running_collector,
 )
 from tests.integration.conftest import WorkerProcess, free_port
+from tests.integration.kafka_io import Read, read_topics
 
 
 def stack_settings(kafka_bootstrap: str, data_dir: Path) -> Settings:
@@ -47,6 +49,27 @@ def stack_settings(kafka_bootstrap: str, data_dir: Path) -> Settings:
             "poll_timeout_ms": 20,
         }
     )
+
+
+def stack_with_topics(kafka_bootstrap: str, data_dir: Path) -> Settings:
+    """`stack_settings`, with the pipeline's topics created."""
+    settings = stack_settings(kafka_bootstrap, data_dir)
+    asyncio.run(create_topics(settings))
+    return settings
+
+
+async def read_outputs(stack: Settings, audited: set[str]) -> dict[str, list[Read]]:
+    """The personalization, ads, de-identified and audit records of `stack`, by topic (the
+    catalogue's name), once the audit holds every event id of `audited`."""
+    topics = (catalogue.PERSONALIZATION, catalogue.ADS, catalogue.DEIDENTIFIED, catalogue.AUDIT)
+    names = {stack.topic(topic): topic.name for topic in topics}
+
+    def done(got: dict[str, list[Read]]) -> bool:
+        seen = {read.json()["event_id"] for read in got[stack.topic(catalogue.AUDIT)]}
+        return audited <= seen
+
+    got = await read_topics(stack.kafka_bootstrap_servers, list(names), done, timeout_s=60)
+    return {names[topic]: reads for topic, reads in got.items()}
 
 
 def auth(token: str | None) -> dict[str, str]:

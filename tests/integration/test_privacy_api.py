@@ -16,13 +16,11 @@ import pytest
 from pipeline import catalogue
 from pipeline.ingest.client import Acknowledged, DeliveryFailure, EventProducer, Prepared
 from pipeline.ingest.privacy import PrivacyService, WorkerClient, user_path
-from pipeline.kafka.admin import create_topics
 from pipeline.settings import Settings
 from schemas.privacy import PrivacyUpdate
 from tests.conftest import TRUST_KEY
 from tests.integration.collector_io import Tokens, configured, make_registry, running_collector
 from tests.integration.conftest import WorkerProcess
-from tests.integration.kafka_io import Read, read_topics
 from tests.integration.privacy_io import (
     Writer,
     call,
@@ -32,9 +30,10 @@ from tests.integration.privacy_io import (
     consent_record_at,
     held_by_api,
     person,
+    read_outputs,
     running_workers,
     signed_get,
-    stack_settings,
+    stack_with_topics,
     tag,
     until,
     worker_url,
@@ -46,9 +45,7 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def stack(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
     """Settings of this module's pipeline: its own topics on the real cluster."""
-    settings = stack_settings(kafka_bootstrap, tmp_path_factory.mktemp("state"))
-    asyncio.run(create_topics(settings))
-    return settings
+    return stack_with_topics(kafka_bootstrap, tmp_path_factory.mktemp("state"))
 
 
 @pytest.fixture(scope="module")
@@ -307,22 +304,6 @@ async def decided(url: str, token: str, user_id: str, event_ids: set[str]) -> No
         return status == 200 and event_ids <= {d["event_id"] for d in feed["decisions"]}
 
     await until(all_there)
-
-
-def outputs_of(stack: Settings) -> dict[str, str]:
-    topics = (catalogue.PERSONALIZATION, catalogue.ADS, catalogue.DEIDENTIFIED, catalogue.AUDIT)
-    return {stack.topic(topic): topic.name for topic in topics}
-
-
-async def read_outputs(stack: Settings, audited: set[str]) -> dict[str, list[Read]]:
-    names = outputs_of(stack)
-
-    def done(got: dict[str, list[Read]]) -> bool:
-        seen = {read.json()["event_id"] for read in got[stack.topic(catalogue.AUDIT)]}
-        return audited <= seen
-
-    got = await read_topics(stack.kafka_bootstrap_servers, list(names), done, timeout_s=60)
-    return {names[topic]: reads for topic, reads in got.items()}
 
 
 async def test_a_saved_revocation_is_acknowledged_and_governs_every_later_event(

@@ -19,20 +19,19 @@ from selenium.webdriver.chrome.webdriver import WebDriver
 from selenium.webdriver.common.by import By
 
 from pipeline import catalogue
-from pipeline.kafka.admin import create_topics
 from pipeline.settings import Settings
 from tests.integration.browser import chromium, full_page_screenshot, script, wait_for
 from tests.integration.collector_io import Tokens
 from tests.integration.conftest import WorkerProcess
-from tests.integration.kafka_io import Read, read_topics
 from tests.integration.privacy_io import (
     Sent,
     Writer,
     consent_api,
     held_by_api,
     person,
+    read_outputs,
     running_workers,
-    stack_settings,
+    stack_with_topics,
     tag,
 )
 
@@ -44,9 +43,7 @@ EVENT_EVERY_S = 0.4
 
 @pytest.fixture(scope="module")
 def stack(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    settings = stack_settings(kafka_bootstrap, tmp_path_factory.mktemp("state"))
-    asyncio.run(create_topics(settings))
-    return settings
+    return stack_with_topics(kafka_bootstrap, tmp_path_factory.mktemp("state"))
 
 
 @pytest.fixture(scope="module")
@@ -202,15 +199,3 @@ async def test_the_eea_persons_page_offers_no_partner_sharing(
         region = driver.find_element(By.ID, "region-note").text
         assert "off unless you turn them on" in region
         await in_thread(full_page_screenshot, driver, SCREENSHOTS / "privacy-settings-eea.png")
-
-
-async def read_outputs(stack: Settings, audited: set[str]) -> dict[str, list[Read]]:
-    topics = (catalogue.PERSONALIZATION, catalogue.ADS, catalogue.DEIDENTIFIED, catalogue.AUDIT)
-    names = {stack.topic(topic): topic.name for topic in topics}
-
-    def done(got: dict[str, list[Read]]) -> bool:
-        seen = {read.json()["event_id"] for read in got[stack.topic(catalogue.AUDIT)]}
-        return audited <= seen
-
-    got = await read_topics(stack.kafka_bootstrap_servers, list(names), done, timeout_s=60)
-    return {names[topic]: reads for topic, reads in got.items()}

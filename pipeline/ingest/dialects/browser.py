@@ -28,14 +28,19 @@ def header_flag(value: str | None) -> bool:
 
 
 def browser_signals(
-    headers: Mapping[str, str], cookies: Mapping[str, str], optout_cookie: str
-) -> dict[str, bool]:
-    """The DNT, GPC and web opt-out signals a browser request carries."""
-    return {
+    headers: Mapping[str, str],
+    cookies: Mapping[str, str],
+    optout_cookie: str,
+    cookie_id: str | None = None,
+) -> dict[str, Any]:
+    """The DNT, GPC and web opt-out signals a browser request carries, after the browser's
+    `cookie_id` when the beacon names one."""
+    signals = {
         "dnt": header_flag(headers.get("DNT")),
         "gpc": header_flag(headers.get("Sec-GPC")),
         "daa_opt_out": header_flag(cookies.get(optout_cookie)),
     }
+    return {"cookie_id": cookie_id, **signals} if cookie_id else signals
 
 
 def client_user_data(headers: Mapping[str, str], remote: str | None) -> dict[str, Any]:

@@ -85,11 +85,8 @@ def beacon_event(
     if user_data:
         event["user_data"] = user_data
 
-    browser: dict[str, Any] = browser_signals(headers, cookies, optout_cookie)
     fbp = params.get("fbp") or cookies.get(FBP_COOKIE)
-    if fbp:
-        browser = {"cookie_id": fbp, **browser}
-    event["browser"] = browser
+    event["browser"] = browser_signals(headers, cookies, optout_cookie, fbp)
 
     cd = bracketed(params, "cd")
     custom: dict[str, Any] = {}

@@ -137,10 +137,7 @@ def beacon_event(
     if user_data:
         event["user_data"] = user_data
 
-    browser: dict[str, Any] = browser_signals(headers, cookies, optout_cookie)
-    if q.get("cookie_id"):
-        browser = {"cookie_id": q["cookie_id"], **browser}
-    event["browser"] = browser
+    event["browser"] = browser_signals(headers, cookies, optout_cookie, q.get("cookie_id"))
 
     custom: dict[str, Any] = {}
     if q.get("value"):

@@ -129,11 +129,8 @@ def beacon_event(
     if user_data:
         event["user_data"] = user_data
 
-    browser: dict[str, Any] = browser_signals(headers, cookies, optout_cookie)
     unauth = pd.get("pin_unauth") or cookies.get(UNAUTH_COOKIE)
-    if unauth:
-        browser = {"cookie_id": unauth, **browser}
-    event["browser"] = browser
+    event["browser"] = browser_signals(headers, cookies, optout_cookie, unauth)
 
     custom: dict[str, Any] = {}
     for name, value in (

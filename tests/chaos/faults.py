@@ -42,7 +42,11 @@ log = logging.getLogger(__name__)
 REPO: Final = Path(__file__).resolve().parents[2]
 KAFKA_SH: Final = REPO / "deploy" / "local" / "kafka.sh"
 CONTENDER_RESTARTS: Final = 3
-"""Crashes in a row while starting after which a contender's local state is wiped."""
+"""Crashes in a row after which a contender's local state is wiped before it starts again."""
+CRASH_WINDOW_S: Final = 120.0
+"""A crash this soon after its start continues a row of crashes."""
+SUPERVISED_START_S: Final = 600.0
+"""How long a supervised contender may take to start, crashes included."""
 
 
 class FaultError(PipelineError):
@@ -92,6 +96,9 @@ class Worker:
         """A supervised start is under way (`WorkerPool._ready`)."""
         self.crashed = False
         """The last process exited by itself."""
+        self.crash_streak = 0
+        """Crashes in a row, each soon after its start (`CRASH_WINDOW_S`)."""
+        self.started_at = 0.0
         self.expected_exit = False
         self.unexpected_exits: list[int] = []
 
@@ -115,6 +122,7 @@ class Worker:
             )
         self.expected_exit = False
         self.crashed = False
+        self.started_at = time.monotonic()
 
     def command(self) -> list[str]:
         """The process this slot runs: the pipeline's worker, or the contender."""
@@ -153,6 +161,8 @@ class Worker:
                 self.unexpected_exits.append(code)
                 self.expected_exit = True
                 self.crashed = True
+                soon = time.monotonic() - self.started_at < CRASH_WINDOW_S
+                self.crash_streak = self.crash_streak + 1 if soon else 1
 
     def send(self, sig: int) -> None:
         """Send `sig` to the process, if it runs; its exit is then expected."""
@@ -265,37 +275,43 @@ class WorkerPool:
 
     async def _ready(self, worker: Worker) -> float:
         """Wait until the worker is ready. A contender is supervised as a process manager
-        would: a crash while starting is counted and it is started again; after
-        `CONTENDER_RESTARTS` crashes in a row its local state is wiped first (what Faust's
-        `ConsistencyError` asks for), so it recovers its tables from their changelogs."""
+        would: a crash while starting is counted and it is started again (`_start_again`)."""
         if worker.contender is None:
             return await worker.wait_ready()
         started = time.monotonic()
         worker.starting = True
         try:
-            for attempt in range(1, CONTENDER_RESTARTS + 2):
+            while True:
                 try:
                     await worker.wait_ready()
                     return time.monotonic() - started
                 except FaultError:
-                    if worker.running or attempt > CONTENDER_RESTARTS:
+                    if worker.running or time.monotonic() - started > SUPERVISED_START_S:
                         raise
                 worker.check()
                 self.faults.add(f"worker {worker.name} crashed while starting")
-                if attempt == CONTENDER_RESTARTS:
-                    self.wipe_state(worker.name)
-                worker.start()
-            raise FaultError(f"worker {worker.name} did not start")  # not reached
+                self._start_again(worker)
         finally:
             worker.starting = False
+
+    def _start_again(self, worker: Worker) -> None:
+        """Start a crashed contender again; after `CONTENDER_RESTARTS` crashes in a row, each
+        within `CRASH_WINDOW_S` of its start, wipe its local state first (what Faust's
+        `ConsistencyError` asks for), so it recovers its tables from their changelogs."""
+        if worker.crash_streak >= CONTENDER_RESTARTS:
+            self.wipe_state(worker.name)
+            worker.crash_streak = 0
+        worker.start()
 
     def revive(self) -> None:
         """Start again every contender that exited by itself (counted as a crash)."""
         for worker in self.workers.values():
             worker.check()
-            if worker.contender is not None and worker.crashed and not worker.starting:
+            if worker.contender is None or worker.starting or worker.running:
+                continue
+            if worker.crashed:
                 self.faults.add(f"worker {worker.name} crashed; started again")
-                worker.start()
+                self._start_again(worker)
 
     async def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
         worker = self.workers[name]

@@ -78,10 +78,14 @@ def scenario_text(result: ScenarioResult) -> str:
 
 def markdown(data: dict[str, Any]) -> str:
     contender = data.get("contender")
+    findings = contender is not None and contender != "pipeline"
+    title = "# Fault-injection report"
+    if findings:
+        title += f": the `{contender}` contender"
+    elif contender:
+        title += ": the contenders' scenario on the pipeline"
     out = [
-        f"# Fault-injection report: the `{contender}` contender"
-        if contender
-        else "# Fault-injection report",
+        title,
         "",
         f"Generated {data['generated_at']} at commit `{data.get('commit') or 'unknown'}` by "
         f"`{data.get('command', 'python -m tests.chaos')}` "
@@ -100,7 +104,7 @@ def markdown(data: dict[str, Any]) -> str:
                 "contender, not a failure of the suite.",
                 "",
             ]
-            if contender
+            if findings
             else []
         ),
         "| scenario | passed | raw records | faults | invariants | duration |",

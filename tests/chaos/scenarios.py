@@ -1099,21 +1099,33 @@ SCENARIOS: Final = (
     ),
 )
 BY_NAME: Final[Mapping[str, Scenario]] = MappingProxyType({s.name: s for s in SCENARIOS})
+
+
+def _race(name: str, title: str, contender: str | None) -> Scenario:
+    return Scenario(
+        name,
+        f"{title}: revocations interleaved with events of 200 users, acknowledged probes, "
+        "kill -9 of one of its two workers every 5-30 s",
+        contender_race,
+        full=_size(40_000, 300, (5, 30), 900),
+        short=_size(4_000, 300, (6, 12), 300),
+        contender=contender,
+    )
+
+
 CONTENDER_SCENARIOS: Final[Mapping[str, Scenario]] = MappingProxyType(
     {
-        "faust_batched": Scenario(
+        "faust_batched": _race(
             "faust-batched-race",
             "the faust_batched benchmark contender (Faust with exactly_once) in place of the "
-            "pipeline: revocations interleaved with events of 200 users, acknowledged probes, "
-            "kill -9 of one of its two workers every 5-30 s",
-            contender_race,
-            full=_size(40_000, 300, (5, 30), 900),
-            short=_size(4_000, 300, (6, 12), 300),
-            contender="faust_batched",
-        )
+            "pipeline",
+            "faust_batched",
+        ),
+        "pipeline": _race("pipeline-race", "the pipeline, as the contender runs", None),
     }
 )
-"""The fault suite run over a benchmark contender: which of its invariants hold there."""
+"""The fault suite run over a benchmark contender (which of its invariants hold there), and
+the same scenario on the pipeline's workers, held to every invariant."""
 CONTENDER_INVARIANTS: Final = (
     "pipeline.caught_up",
     "workers.no_crash",

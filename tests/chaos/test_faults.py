@@ -1,0 +1,83 @@
+"""The fault suite supervises a benchmark contender as a process manager would: a crash is
+counted and the process started again, its local state wiped after a row of crashes."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipeline.settings import Settings
+from tests.chaos import faults
+from tests.chaos.faults import FaultError, FaultLog, Worker, WorkerPool
+
+
+def pool(tmp_path: Path, contender: str | None) -> WorkerPool:
+    settings = Settings.model_validate(
+        {"hmac_key": "unit-test-hmac-key-0123456789abcdef", "topic_prefix": "p."}
+    )
+    return WorkerPool(settings, tmp_path, FaultLog(), contender)
+
+
+def test_a_contender_runs_its_module_on_the_suites_topics_and_group(tmp_path: Path) -> None:
+    worker = pool(tmp_path, "faust_batched").slot("w0")
+    command = worker.command()
+    assert command[1:3] == ["-m", "benchmarks.contenders.faust_batched"]
+    args = dict(zip(command[3::2], command[4::2], strict=True))
+    assert args["--prefix"] == "p."
+    assert args["--group"] == worker.settings.app_id
+    assert args["--state-dir"] == str(worker.settings.data_dir)
+    assert pool(tmp_path, None).slot("w0").command()[1:] == ["-m", "pipeline.cli", "worker"]
+
+
+def test_a_contender_crashing_while_starting_is_restarted_then_wiped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(Worker, "command", lambda self: [sys.executable, "-c", "exit(1)"])
+    monkeypatch.setattr(faults, "SUPERVISED_START_S", 4.0)
+    crashing = pool(tmp_path, "faust_batched")
+    worker = crashing.slot("w0")
+    worker.settings.data_dir.mkdir(parents=True)
+    (worker.settings.data_dir / "store").write_text("state")
+
+    with pytest.raises(FaultError):
+        asyncio.run(crashing.start("w0"))
+
+    entries = crashing.faults.entries
+    assert sum("crashed while starting" in e for e in entries) >= faults.CONTENDER_RESTARTS
+    assert any("wiped the local state of worker w0" in e for e in entries)
+    assert not (worker.settings.data_dir / "store").exists()
+    assert worker.unexpected_exits
+    assert set(worker.unexpected_exits) == {1}
+
+
+def test_a_contender_that_exits_by_itself_is_revived_and_counted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(Worker, "command", lambda self: [sys.executable, "-c", "exit(2)"])
+    crashing = pool(tmp_path, "faust_batched")
+    worker = crashing.slot("w0")
+    worker.start()
+    assert worker.proc is not None
+    worker.proc.wait()
+    crashing.revive()
+    assert worker.unexpected_exits == [2]
+    assert worker.starts == 2
+    assert any("crashed; started again" in e for e in crashing.faults.entries)
+    assert worker.proc.wait() == 2
+
+
+def test_the_pipelines_workers_are_not_revived(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(Worker, "command", lambda self: [sys.executable, "-c", "exit(2)"])
+    workers = pool(tmp_path, None)
+    worker = workers.slot("w0")
+    worker.start()
+    assert worker.proc is not None
+    worker.proc.wait()
+    workers.revive()
+    assert worker.unexpected_exits == [2]
+    assert worker.starts == 1

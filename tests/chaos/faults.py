@@ -322,12 +322,17 @@ class WorkerPool:
 
     async def restart(self, name: str, sig: int = signal.SIGKILL, pause_s: float = 0.0) -> None:
         """Signal the worker, wait for it to exit, pause, start it again and wait until ready."""
-        await self.kill(name, sig)
-        if pause_s:
-            await asyncio.sleep(pause_s)
         worker = self.workers[name]
-        worker.start()
-        seconds = await self._ready(worker)
+        worker.starting = True  # a contender's supervisor (`revive`) keeps off meanwhile
+        try:
+            await self.kill(name, sig)
+            worker.check()  # it may have crashed by itself just before
+            if pause_s:
+                await asyncio.sleep(pause_s)
+            worker.start()
+            seconds = await self._ready(worker)
+        finally:
+            worker.starting = False
         self.faults.add(f"restarted worker {name} after {pause_s:.1f}s (ready in {seconds:.1f}s)")
 
     def wipe_state(self, name: str) -> None:

@@ -581,16 +581,24 @@ async def consent_race(h: Harness) -> None:
 
 
 async def contender_race(h: Harness) -> None:
-    """The consent race, without customer lists, with a kill -9 every few seconds."""
+    """The consent race, without customer lists, with a kill -9 every few seconds while the
+    load is written (a contender may never catch up: the faults stop with the load, and
+    `settle` says whether it did)."""
     generator = h.generator(users=200, mix={**RACE_MIX, "list_share": 0.0})
     await h.start_workers(2)
     load = h.start_load(h.plan(h.size.events, generator=generator))
     probes = asyncio.create_task(revocation_probes(h, rounds=max(5, h.size.events // 2000)))
-
-    async def fault(name: str) -> None:
-        await h.pool.restart(name, signal.SIGKILL, pause_s=h.rng.uniform(0.5, 3.0))
-
-    await h.periodic_faults(load, fault)
+    victims: list[str] = []
+    faults = 0
+    while not (load.done() and faults):
+        await asyncio.wait({load}, timeout=h.rng.uniform(*h.size.fault_interval))
+        if load.done() and faults:
+            break
+        if not victims:  # every worker in turn, in a random order each round
+            victims = sorted(h.pool.workers)
+            h.rng.shuffle(victims)
+        await h.pool.restart(victims.pop(), signal.SIGKILL, pause_s=h.rng.uniform(0.5, 3.0))
+        faults += 1
     await load
     await probes
     await h.settle()

@@ -53,31 +53,19 @@ def test_a_contender_crashing_while_starting_is_restarted_then_wiped(
     assert set(worker.unexpected_exits) == {1}
 
 
-def test_a_contender_that_exits_by_itself_is_revived_and_counted(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(("contender", "starts"), [("faust_batched", 2), (None, 1)])
+def test_an_exit_by_itself_is_counted_and_a_contender_started_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, contender: str | None, starts: int
 ) -> None:
     monkeypatch.setattr(Worker, "command", lambda self: [sys.executable, "-c", "exit(2)"])
-    crashing = pool(tmp_path, "faust_batched")
+    crashing = pool(tmp_path, contender)
     worker = crashing.slot("w0")
     worker.start()
     assert worker.proc is not None
     worker.proc.wait()
     crashing.revive()
     assert worker.unexpected_exits == [2]
-    assert worker.starts == 2
-    assert any("crashed; started again" in e for e in crashing.faults.entries)
+    assert worker.starts == starts
+    revived = any("crashed; started again" in e for e in crashing.faults.entries)
+    assert revived == (contender is not None)
     assert worker.proc.wait() == 2
-
-
-def test_the_pipelines_workers_are_not_revived(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(Worker, "command", lambda self: [sys.executable, "-c", "exit(2)"])
-    workers = pool(tmp_path, None)
-    worker = workers.slot("w0")
-    worker.start()
-    assert worker.proc is not None
-    worker.proc.wait()
-    workers.revive()
-    assert worker.unexpected_exits == [2]
-    assert worker.starts == 1

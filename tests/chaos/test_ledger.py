@@ -581,6 +581,6 @@ def test_a_contenders_outputs_are_checked_under_its_own_prefix(revocation_world:
     harness_own = {"pipeline.caught_up", "workers.no_crash", "pii.canaries"}
     assert set(CONTENDER_INVARIANTS) - harness_own <= set(results)
     assert all(results[name].passed for name in CONTENDER_INVARIANTS if name in results), results
-    assert results["outputs.exactly_once"].counts["activity.personalization"] > 0
+    assert results["outputs.exactly_once"].counts[catalogue.PERSONALIZATION.name] > 0
     revocation_world.outputs[catalogue.AUDIT.name].pop(0)
     assert check()["ledger.exactly_once"].counts["lost"] == 1

@@ -205,6 +205,8 @@ class Harness:
         self.extra_load: dict[str, Any] = {}
         self._watch: asyncio.Task[None] | None = None
         self._progressed = asyncio.Event()
+        self._victims: list[str] = []
+        """The workers the current round of faults has yet to hit (`next_victim`)."""
         self.misplaced: set[tuple[str, int, int]] = set()
         """Table-input records sent to a wrong partition on purpose."""
 
@@ -340,6 +342,13 @@ class Harness:
         await asyncio.gather(*(self.pool.start(name) for name in names))
         return names
 
+    def next_victim(self) -> str:
+        """The worker the next fault hits: every worker in turn, in a random order each round."""
+        if not self._victims:
+            self._victims = sorted(self.pool.workers)
+            self.rng.shuffle(self._victims)
+        return self._victims.pop()
+
     async def periodic_faults(
         self,
         load: asyncio.Task[LoadStats],
@@ -349,15 +358,11 @@ class Harness:
     ) -> int:
         """Inject `fault` into a worker every `fault_interval` until all input is committed."""
         done = 0
-        victims: list[str] = []
         while True:
             finished = await self.idle_for(self.rng.uniform(*self.size.fault_interval), load)
             if finished and done >= minimum:
                 return done
-            if not victims:  # every worker in turn, in a random order each round
-                victims = sorted(self.pool.workers)
-                self.rng.shuffle(victims)
-            await fault(victims.pop())
+            await fault(self.next_victim())
             done += 1
 
     async def settle(self, phase: str = "") -> bool:
@@ -588,16 +593,12 @@ async def contender_race(h: Harness) -> None:
     await h.start_workers(2)
     load = h.start_load(h.plan(h.size.events, generator=generator))
     probes = asyncio.create_task(revocation_probes(h, rounds=max(5, h.size.events // 2000)))
-    victims: list[str] = []
     faults = 0
     while not (load.done() and faults):
         await asyncio.wait({load}, timeout=h.rng.uniform(*h.size.fault_interval))
         if load.done() and faults:
             break
-        if not victims:  # every worker in turn, in a random order each round
-            victims = sorted(h.pool.workers)
-            h.rng.shuffle(victims)
-        await h.pool.restart(victims.pop(), signal.SIGKILL, pause_s=h.rng.uniform(0.5, 3.0))
+        await h.pool.restart(h.next_victim(), signal.SIGKILL, pause_s=h.rng.uniform(0.5, 3.0))
         faults += 1
     await load
     await probes

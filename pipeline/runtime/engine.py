@@ -117,6 +117,12 @@ class Engine(Service):
         self._last_lag = 0.0
         self._last_sweep = time.monotonic()
         self._next: dict[TopicPartition, int] = {}
+        self._written: dict[TopicPartition, int] = {}
+        """Internal stream partitions this worker reads -> the end offset its own committed
+        transactions reached there (known before any fetch sees it)."""
+        self._raw: list[TopicPartition] = []
+        self._internal: list[TopicPartition] = []
+        """The assigned raw partitions, and the internal stream partitions (`_pace_intake`)."""
         self.generation = Generation()
         """Bumped by every rebalance; a batch fetched in an older generation is not processed."""
         self.ready = asyncio.Event()
@@ -209,26 +215,32 @@ class Engine(Service):
         batches filled with them would move the backlog into the internal topics while
         few events get decided. Pausing the raw partitions lets the later stages drain
         first, so each event is decided soon after it is taken in and the internal
-        topics stay short.
+        topics stay short. The backlog counts what this worker's own commits wrote there
+        even before a fetch reports it: counted from the ends the consumer last fetched
+        alone, it lagged a batch's forwards, and the raw topics stayed open for seconds
+        while tens of thousands of raw records were taken in and nothing was decided.
         """
         consumer = self.consumer
         assert consumer is not None
         pending = 0
-        raw: list[TopicPartition] = []
-        for tp in consumer.assignment():
-            _, topic, is_table = self._inputs[tp.topic]
-            if topic.source is not None:
-                raw.append(tp)
-            elif not is_table:
-                end = consumer.last_stable_offset(tp) or consumer.highwater(tp)
-                if end is not None:
-                    pending += max(0, end - await consumer.position(tp))
+        for tp in self._internal:
+            fetched = consumer.last_stable_offset(tp) or consumer.highwater(tp)
+            pending += unread(fetched, self._written.get(tp, 0), await consumer.position(tp))
+        raw = self._raw
         paused = consumer.paused()
         held = pace_intake(pending, self.settings.batch_max_records, bool(paused & set(raw)))
         if held and not paused.issuperset(raw):
             consumer.pause(*raw)
         elif not held and paused:
             consumer.resume(*[tp for tp in raw if tp in paused])
+
+    def _note_written(self, ends: dict[str, dict[int, int]]) -> None:
+        """Remember how far this worker's commits reached in the internal partitions it
+        reads: the consumer learns of those records only when its next fetch returns."""
+        for tp in self._internal:
+            end = ends.get(tp.topic, {}).get(tp.partition)
+            if end is not None and end > self._written.get(tp, 0):
+                self._written[tp] = end
 
     def _refetch(self, batch: Batch) -> None:
         """Put back a batch fetched across a rebalance: it is read again from where it began.
@@ -328,10 +340,11 @@ class Engine(Service):
                 self._check_canaries(output, value)
             await writer.write(destinations[output.destination], output.key, value)
             stats.outputs[output.destination] += 1
-        await transaction.commit(
+        ends = await transaction.commit(
             self.producer, writer, self.tables.values(), offsets, self.group_id
         )
         self._next.update(offsets)
+        self._note_written(ends)
         consumer = self.consumer
         assert consumer is not None
         for tp, offset in deferred.items():
@@ -476,6 +489,7 @@ class Engine(Service):
         assigned = list(assigned)
         started = time.monotonic()
         recovered = 0
+        self._classify(assigned)
         for stage in self.stages:
             owned = {tp.partition for tp in assigned if self._owner.get(tp.topic) is stage}
             tables = [self.tables[name] for name in stage.tables]
@@ -505,6 +519,18 @@ class Engine(Service):
             time.monotonic() - started,
         )
         self.ready.set()
+
+    def _classify(self, assigned: list[TopicPartition]) -> None:
+        """Sort the assignment into the raw partitions and the internal stream ones."""
+        self._raw, self._internal = [], []
+        for tp in assigned:
+            _, topic, is_table = self._inputs[tp.topic]
+            if topic.source is not None:
+                self._raw.append(tp)
+            elif not is_table:
+                self._internal.append(tp)
+        kept = set(self._internal)
+        self._written = {tp: end for tp, end in self._written.items() if tp in kept}
 
     def revoke(self, revoked: Iterable[TopicPartition]) -> None:
         """Forget lag and positions of partitions leaving; their stores stay until `assign`.
@@ -547,6 +573,12 @@ class Engine(Service):
             if highwater is not None:
                 lag = max(0, highwater - position)
                 self.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(lag)
+
+
+def unread(fetched_end: int | None, written_end: int, position: int) -> int:
+    """Records of an internal partition not yet read at `position`: up to the end its last
+    fetch reported or, when further, the end this worker's own commits reached."""
+    return max(0, max(fetched_end or 0, written_end) - position)
 
 
 def pace_intake(pending: int, batch_max_records: int, held: bool) -> bool:

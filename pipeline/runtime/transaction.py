@@ -36,8 +36,9 @@ async def commit(
     tables: Iterable[Table],
     offsets: dict[TopicPartition, int],
     group_id: str,
-) -> None:
-    """Write the tables' staged changes, the consumed `offsets`, and commit.
+) -> dict[str, dict[int, int]]:
+    """Write the tables' staged changes, the consumed `offsets`, and commit; returns the
+    offset after the last record the transaction wrote, by topic and partition.
 
     Raises:
         KafkaError: the transaction could not commit; the caller aborts and retries.
@@ -59,6 +60,7 @@ async def commit(
         )
     for table in tables:
         table.commit(ends.get(table.changelog_topic, {}))
+    return ends
 
 
 def abort(tables: Iterable[Table]) -> None:

@@ -101,6 +101,9 @@ class Worker:
         self.started_at = 0.0
         self.expected_exit = False
         self.unexpected_exits: list[int] = []
+        self._scanned = 0
+        """Bytes of the current log already searched for the progress line."""
+        self._progressed = False
 
     def start(self) -> None:
         """Start a new process for this slot (the previous one must have exited)."""
@@ -109,6 +112,7 @@ class Worker:
         self.starts += 1
         path = self.log_dir / f"{self.name}.{self.starts}.log"
         self.logs.append(path)
+        self._scanned, self._progressed = 0, False
         env = {**os.environ, **self.settings.to_env()}
         env.pop("KAFKA_BOOTSTRAP_SERVERS", None)
         with path.open("ab") as out:
@@ -205,9 +209,19 @@ class Worker:
         raise FaultError(f"worker {self.name} not ready after {timeout_s:.0f}s")
 
     def _reported_progress(self) -> bool:
-        """The contender's current log has a progress line (it runs and has its tables)."""
+        """The contender's current log has a progress line (it runs and has its tables);
+        reads only what was written since the last look."""
         path = self.logs[-1]
-        return path.exists() and PROGRESS_PREFIX.encode() in path.read_bytes()
+        if self._progressed or not path.exists():
+            return self._progressed
+        prefix = PROGRESS_PREFIX.encode()
+        start = max(0, self._scanned - len(prefix) + 1)  # a line cut by the last read
+        with path.open("rb") as log_file:
+            log_file.seek(start)
+            written = log_file.read()
+        self._scanned = start + len(written)
+        self._progressed = prefix in written
+        return self._progressed
 
     async def scrape(self) -> str | None:
         """The worker's `/metrics` text, or None when it does not answer (or is a contender)."""
@@ -304,7 +318,8 @@ class WorkerPool:
         worker.start()
 
     def revive(self) -> None:
-        """Start again every contender that exited by itself (counted as a crash)."""
+        """Note every worker's exit nobody asked for (a crash), and start again every
+        contender that exited so."""
         for worker in self.workers.values():
             worker.check()
             if worker.contender is None or worker.starting or worker.running:

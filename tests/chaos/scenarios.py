@@ -259,7 +259,6 @@ class Harness:
     async def _watch_workers(self) -> None:
         while True:
             await asyncio.sleep(SCRAPE_EVERY_S)
-            self.pool.check()
             self.pool.revive()
             await self.scrape("during")
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.contenders.common import PROGRESS_PREFIX
 from pipeline.settings import Settings
 from tests.chaos import faults
 from tests.chaos.faults import FaultError, FaultLog, Worker, WorkerPool
@@ -69,3 +70,26 @@ def test_an_exit_by_itself_is_counted_and_a_contender_started_again(
     revived = any("crashed; started again" in e for e in crashing.faults.entries)
     assert revived == (contender is not None)
     assert worker.proc.wait() == 2
+
+
+def test_a_contender_is_ready_once_its_log_has_a_progress_line_read_in_pieces(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(Worker, "command", lambda self: [sys.executable, "-c", "pass"])
+    worker = pool(tmp_path, "faust_batched").slot("w0")
+    worker.start()
+    assert worker.proc is not None
+    worker.proc.wait()
+    log = worker.logs[-1]
+    line = f"{PROGRESS_PREFIX} 100 events\n".encode()
+    cut = len(PROGRESS_PREFIX) // 2
+    with log.open("ab") as out:
+        out.write(b"loading tables\n" + line[:cut])
+    assert not worker._reported_progress()
+    with log.open("ab") as out:
+        out.write(line[cut:])
+    assert worker._reported_progress()
+    assert worker._reported_progress()  # stays ready
+
+    worker.start()  # a new process writes a new log
+    assert not worker._reported_progress()

@@ -242,6 +242,12 @@ BY_SUBJECT: Final = _internal(
     "for the decision.",
 )
 
+
+def hop_name(topic: Topic) -> str:
+    """The metric label of an internal topic: its name without the app id."""
+    return topic.name.rpartition(".")[2]
+
+
 INPUTS: Final = (RAW_TAG, RAW_SDK, RAW_WIDGET, RAW_AUDIENCE, CONSENT_CHANGES, IDENTITY_LINKS)
 INTERNAL: Final = (BY_EVENT, BY_MATCH_KEY, BY_SUBJECT)
 RAW: Final[Mapping[RecordSource, Topic]] = MappingProxyType(

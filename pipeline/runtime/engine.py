@@ -8,7 +8,9 @@ at all, so every input offset ends in exactly one audit or DLQ record (exactly-o
 Before a stage's stream records are processed, its table inputs are caught up for their
 partitions (`pipeline.runtime.barrier`); newly assigned partitions recover their tables
 from the changelogs before any batch runs (`pipeline.runtime.recovery`,
-`pipeline.runtime.rebalance`).
+`pipeline.runtime.rebalance`). The stages run in order, and a record forwarded to a
+partition this worker owns is processed by its stage in the same batch; only hops to
+another worker's partitions are written to the internal topics.
 """
 
 from __future__ import annotations
@@ -60,6 +62,9 @@ INTAKE_PAUSE_BATCHES = 2
 (`batch_max_records`) not yet processed, and resumed once they hold less than one."""
 SWEEP_INTERVAL_S = 600.0
 GC_THRESHOLD = 50_000
+IN_PROCESS_OFFSET = -1
+"""The offset of a forwarded record processed in the transaction that made it: it was never
+written (`Engine._process`)."""
 BARRIER_BATCHES = 10
 """A barrier folds at most this many batches' worth (`batch_max_records`) of table-input
 records in one transaction; the stream records wait for the next."""
@@ -122,6 +127,8 @@ class Engine(Service):
         transactions reached there (known before any fetch sees it)."""
         self._raw: list[TopicPartition] = []
         self._internal: list[TopicPartition] = []
+        self._local: set[tuple[str, int]] = set()
+        self._order = {stage: index for index, stage in enumerate(self.stages)}
         """The assigned raw partitions, and the internal stream partitions (`_pace_intake`)."""
         self.generation = Generation()
         """Bumped by every rebalance; a batch fetched in an older generation is not processed."""
@@ -314,14 +321,8 @@ class Engine(Service):
             else:
                 streams.extend((stage, self._input(tp, topic, record)) for record in records)
                 waiting.setdefault(stage, set()).add(tp.partition)
-        behind: set[Stage] = set()
-        for stage, partitions in waiting.items():
-            if not await self._barrier(stage, partitions, now, stats, outputs, offsets, starts):
-                behind.add(stage)
+        behind = await self._process(streams, waiting, now, stats, outputs, offsets, starts)
         deferred = self._defer(batch, behind, offsets) if behind else {}
-        for stage, record in streams:
-            if stage not in behind:
-                outputs.extend(stage.process(record, now, stats))
         for stage in self.stages:
             outputs.extend(stage.tick(now, stats, sweep=sweep))
 
@@ -334,6 +335,7 @@ class Engine(Service):
                 await writer.write(
                     name_of(output.topic), output.key, output.value, None, output.headers
                 )
+                stats.hops[catalogue.hop_name(output.topic)] += 1
                 continue
             value = codec.dumps(output.record)
             if canaries:
@@ -356,6 +358,80 @@ class Engine(Service):
             time.time() - now,
             consent_entries=sizes[0] if stats.consent_changes and sizes else None,
         )
+
+    async def _process(
+        self,
+        streams: list[tuple[Stage, InputRecord]],
+        waiting: dict[Stage, set[int]],
+        now: float,
+        stats: BatchStats,
+        outputs: list[Output | Forward],
+        offsets: dict[TopicPartition, int],
+        starts: dict[TopicPartition, int],
+    ) -> set[Stage]:
+        """Run the stages in order over the batch's stream records; returns the stages whose
+        tables could not be caught up (their records wait for a later batch).
+
+        A record a stage forwards to a partition this worker owns, of the same or a later
+        stage, is processed in this transaction instead of through its internal topic: its
+        raw record's offset commits with its decision, as a hop through Kafka would leave
+        it, without a produce and a fetch per hop. The next stage's barrier covers the
+        partitions such records reach first; where it cannot catch up, they take their
+        internal topic after all.
+        """
+        behind: set[Stage] = set()
+        caught: dict[Stage, set[int]] = {stage: set() for stage in self.stages}
+        handed: dict[Stage, list[tuple[Forward, InputRecord]]] = {}
+        for index, stage in enumerate(self.stages):
+            todo = [record for owner, record in streams if owner is stage]
+            partitions = waiting.get(stage, set())
+            while todo or handed.get(stage):
+                extra = handed.pop(stage, [])
+                needed = (partitions | {record.origin.partition for _, record in extra}) - caught[
+                    stage
+                ]
+                if needed and not await self._barrier(
+                    stage, needed, now, stats, outputs, offsets, starts
+                ):
+                    if todo:
+                        behind.add(stage)
+                    outputs.extend(forward for forward, _ in extra)
+                    break
+                caught[stage] |= needed
+                for record in (*todo, *(record for _, record in extra)):
+                    for output in stage.process(record, now, stats):
+                        target = self._in_process(output, index, now)
+                        if target is None:
+                            outputs.append(output)
+                        else:
+                            handed.setdefault(target[0], []).append(target[1:])
+                            stats.hops_in_process[catalogue.hop_name(target[2].topic)] += 1
+                todo, partitions = [], set()
+        return behind
+
+    def _in_process(
+        self, output: Output | Forward, index: int, now: float
+    ) -> tuple[Stage, Forward, InputRecord] | None:
+        """The stage and record a forward becomes when this worker owns its partition, for
+        a stage not before the one at `index`; None: it goes through its internal topic."""
+        if not isinstance(output, Forward):
+            return None
+        name = self.settings.topic(output.topic)
+        stage, topic, _ = self._inputs[name]
+        if self._order[stage] < index:
+            return None
+        partition = self._hash(output.key) % self.partition_count
+        if partition not in self._partitions[stage] or (name, partition) not in self._local:
+            return None
+        record = InputRecord(
+            topic=topic,
+            origin=Origin(name, partition, IN_PROCESS_OFFSET),
+            key=output.key,
+            value=output.value,
+            timestamp_ms=int(now * 1000),
+            headers=output.headers,
+        )
+        return stage, output, record
 
     async def _barrier(
         self,
@@ -529,6 +605,7 @@ class Engine(Service):
                 self._raw.append(tp)
             elif not is_table:
                 self._internal.append(tp)
+        self._local = {(tp.topic, tp.partition) for tp in self._internal}
         kept = set(self._internal)
         self._written = {tp: end for tp, end in self._written.items() if tp in kept}
 

@@ -110,6 +110,13 @@ class Metrics:
             ["hop"],
             registry=registry,
         )
+        self.hops_in_process = Counter(
+            "pipeline_hops_in_process_total",
+            "Records re-keyed to a partition of the same worker and processed in the "
+            "transaction that made them, not written to the internal topic, by hop.",
+            ["hop"],
+            registry=registry,
+        )
         self.hop_latency_seconds = Histogram(
             "pipeline_hop_latency_seconds",
             "Time from a stage writing a record to the next stage reading it, by hop.",

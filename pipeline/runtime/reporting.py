@@ -31,6 +31,9 @@ class BatchStats:
     aggregate_late: int = 0
     aggregate_suppressed_cells: int = 0
     hops: Counter[str] = field(default_factory=Counter)
+    """Records written to an internal topic, by hop."""
+    hops_in_process: Counter[str] = field(default_factory=Counter)
+    """Records re-keyed to a partition of this worker, processed without their topic."""
     """Records written to each internal topic, by hop name."""
     hop_latencies: list[tuple[str, float]] = field(default_factory=list)
     """(hop, seconds from the previous stage's write to this stage reading the record)."""
@@ -90,6 +93,8 @@ def report(
             m.processing_seconds.labels(source).observe(seconds)
     for hop, n in stats.hops.items():
         m.hop_records.labels(hop).inc(n)
+    for hop, n in stats.hops_in_process.items():
+        m.hops_in_process.labels(hop).inc(n)
     for hop, latency in stats.hop_latencies:
         m.hop_latency_seconds.labels(hop).observe(latency)
     for match, n in stats.resolutions.items():

@@ -7,7 +7,8 @@ consumer and one transactional producer. Per batch, for each stage it
 2. brings those table inputs up to their end offsets for every partition the batch has
    stream records of (the barrier: what Kafka acknowledged before an event was produced
    governs that event),
-3. processes each record of the stage's *stream inputs* (the raw topics),
+3. processes each record of the stage's *stream inputs* (the raw topics), and the
+   records earlier stages of the same batch forwarded to partitions this worker owns,
 4. lets the stage emit what time makes due (`tick`: closed aggregation hours),
 
 then commits every output, every staged table write (as changelog records) and the

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from pipeline import catalogue
-from pipeline.catalogue import TableName
+from pipeline.catalogue import TableName, hop_name
 from pipeline.core import stored
 from pipeline.core.aggregate import Cell, CellKey, HourlyAggregator
 from pipeline.core.audience import (
@@ -50,7 +50,7 @@ from pipeline.runtime.reporting import BatchStats
 from pipeline.runtime.stage import Forward, InputRecord, Stage
 from pipeline.settings import Settings
 from pipeline.stages.errors import reject, where
-from pipeline.stages.hops import hop_name, hop_of, raw_origin, reject_hop, since
+from pipeline.stages.hops import hop_of, raw_origin, reject_hop, since
 from pipeline.state.tables import Table
 from schemas import fast
 from schemas.consent import ConsentChange

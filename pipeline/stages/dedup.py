@@ -20,14 +20,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from pipeline import catalogue
-from pipeline.catalogue import TableName
+from pipeline.catalogue import TableName, hop_name
 from pipeline.core import stored
 from pipeline.core.parse import processing_error
 from pipeline.core.route import Output
 from pipeline.runtime.reporting import BatchStats
 from pipeline.runtime.stage import Forward, InputRecord, Stage
 from pipeline.stages.errors import reject, where
-from pipeline.stages.hops import forward, hop_name, hop_of, reject_hop, since, to_decision
+from pipeline.stages.hops import forward, hop_of, reject_hop, since, to_decision
 from pipeline.state.tables import Table
 from schemas import fast
 from schemas.internal import Hop
@@ -122,5 +122,4 @@ def route_to_resolution(hop: Hop, value: bytes | None, stats: BatchStats) -> For
         return to_decision(hop, value, stats)
     if not hop.keys:
         return to_decision(fast.replace(hop, match="none"), value, stats)
-    stats.hops[hop_name(catalogue.BY_MATCH_KEY)] += 1
     return forward(catalogue.BY_MATCH_KEY, hop.keys[0].encode(), value, hop)

@@ -38,17 +38,11 @@ def forward(topic: Topic, key: bytes, value: bytes | None, hop: Hop) -> Forward:
     return Forward(topic, key, value, ((HOP_HEADER, fast.dumps(hop)),))
 
 
-def hop_name(topic: Topic) -> str:
-    """The metric label of an internal topic: its name without the app id."""
-    return topic.name.rpartition(".")[2]
-
-
 def to_decision(hop: Hop, value: bytes | None, stats: BatchStats) -> Forward:
     """The record for the decision stage, keyed by the event's subject (SPEC §3)."""
     stats.resolutions[hop.match or "none"] += 1
     if hop.user_id is None:
         stats.unresolved[hop.source] += 1
-    stats.hops[hop_name(catalogue.BY_SUBJECT)] += 1
     subject = hop.user_id if hop.user_id is not None else hop.anonymous_subject
     return forward(catalogue.BY_SUBJECT, subject.encode(), value, hop)
 

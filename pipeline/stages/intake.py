@@ -34,7 +34,7 @@ from pipeline.core.trust import TRUST_HEADER, is_trusted
 from pipeline.runtime.reporting import BatchStats
 from pipeline.runtime.stage import Forward, InputRecord, Stage
 from pipeline.stages.errors import reject, where
-from pipeline.stages.hops import forward, hop_name
+from pipeline.stages.hops import forward
 from pipeline.state.tables import Table
 from schemas import fast
 from schemas.internal import Hop
@@ -102,7 +102,6 @@ class IntakeStage(Stage):
                 keys=[] if trusted is not None else match_keys(event),
                 anonymous_subject=subject_key(event),
             )
-            stats.hops[hop_name(catalogue.BY_EVENT)] += 1
             return [forward(catalogue.BY_EVENT, key, record.value, hop)]
         except Exception as exc:  # an unexpected failure is an outcome, not a lost record
             log.warning("processing_error: %s at %s", type(exc).__name__, where(exc))
@@ -124,7 +123,6 @@ class IntakeStage(Stage):
             keys=keys,
             anonymous_subject=f"anon:{identifier}",
         )
-        stats.hops[hop_name(catalogue.BY_EVENT)] += 1
         membership = "\x1f".join([member.advertiser_id, member.audience_id, *sorted(keys)])
         return forward(catalogue.BY_EVENT, membership.encode(), record.value, hop)
 

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from pipeline import catalogue
-from pipeline.catalogue import TableName
+from pipeline.catalogue import TableName, hop_name
 from pipeline.core import identity, stored
 from pipeline.core.parse import Rejected, parse_identity_link, processing_error
 from pipeline.core.route import Output
@@ -26,7 +26,7 @@ from pipeline.kafka.writer import KeyPartitioner
 from pipeline.runtime.reporting import BatchStats
 from pipeline.runtime.stage import Forward, InputRecord, Stage
 from pipeline.stages.errors import reject, where
-from pipeline.stages.hops import forward, hop_name, hop_of, reject_hop, since, to_decision
+from pipeline.stages.hops import forward, hop_of, reject_hop, since, to_decision
 from pipeline.state.tables import Table
 from schemas import fast
 from schemas.internal import Found, Hop
@@ -133,7 +133,6 @@ class ResolutionStage(Stage):
         while keys and self._partition_of(keys[0]) == partition:
             found.append(look_up(keys.pop(0)))
         if keys:
-            stats.hops[hop_name(catalogue.BY_MATCH_KEY)] += 1
             onward = fast.replace(hop, keys=keys, found=found)
             return forward(catalogue.BY_MATCH_KEY, keys[0].encode(), record.value, onward)
         resolution = identity.choose((f.kind, f.user_id) for f in found)

@@ -1146,7 +1146,7 @@ CONTENDER_INVARIANTS: Final = (
     "decisions.match_replay",
     "pii.canaries",
 )
-"""What a contender is held to: not `hops.exactly_once` (it has no internal topics),
+"""What a contender is held to: not `hops.at_most_once` (it has no internal topics),
 `memberships.follow_consent` (it keeps no customer lists; the traffic has none) or the
 metrics checks (it serves no `/metrics`)."""
 

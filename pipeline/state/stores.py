@@ -17,6 +17,9 @@ CHECKPOINT_KEY = b"\x00checkpoint"
 MEMTABLE_BYTES = 4 * 1024 * 1024
 """One store's write buffer: small, because a worker opens one store per table and
 partition, and RocksDB's default (64 MiB, two of them) would cost gigabytes."""
+BLOOM_BITS_PER_KEY = 10
+"""Bloom filter size: a lookup of a key the store lacks (most match keys link nobody) skips
+the data blocks of all but about 1% of the files it would otherwise read."""
 DEFAULT_ROCKSDB_MEMORY = 128 * 1024 * 1024
 """The default of `PIPELINE_ROCKSDB_MEMORY_MB`."""
 
@@ -93,6 +96,7 @@ class RocksMemory:
         table = BlockBasedOptions()
         table.set_block_cache(self.cache)
         table.set_cache_index_and_filter_blocks(True)
+        table.set_bloom_filter(BLOOM_BITS_PER_KEY, False)
         options.set_block_based_table_factory(table)
         return options
 

@@ -333,7 +333,7 @@ class Engine(Service):
         for output in outputs:
             if isinstance(output, Forward):
                 await writer.write(
-                    name_of(output.topic), output.key, output.value, None, output.headers
+                    name_of(output.topic), output.key, output.value, None, output.headers()
                 )
                 stats.hops[catalogue.hop_name(output.topic)] += 1
                 continue
@@ -429,7 +429,7 @@ class Engine(Service):
             key=output.key,
             value=output.value,
             timestamp_ms=int(now * 1000),
-            headers=output.headers,
+            hop=output.hop,
         )
         return stage, output, record
 

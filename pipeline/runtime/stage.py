@@ -32,6 +32,8 @@ from pipeline.catalogue import TableName, Topic
 from pipeline.core.route import Origin, Output
 from pipeline.runtime.reporting import BatchStats
 from pipeline.state.tables import Table
+from schemas import fast
+from schemas.internal import HOP_HEADER, Hop
 
 Headers = Sequence[tuple[str, bytes]]
 
@@ -47,6 +49,9 @@ class InputRecord:
     value: bytes | None
     timestamp_ms: int
     headers: Headers = ()
+    hop: Hop | None = None
+    """The hop of a record handed over in process (`Forward`), as the stage made it; a
+    record read from an internal topic carries it encoded in its headers instead."""
 
     def header(self, name: str) -> bytes | None:
         """The value of the first header called `name`, if any."""
@@ -62,7 +67,12 @@ class Forward(NamedTuple):
     topic: Topic
     key: bytes
     value: bytes | None
-    headers: Headers
+    hop: Hop
+    """What the journey has learned so far; written as the `pipeline-hop` header."""
+
+    def headers(self) -> Headers:
+        """The record's headers on its internal topic."""
+        return ((HOP_HEADER, fast.dumps(self.hop)),)
 
 
 class Stage(ABC):

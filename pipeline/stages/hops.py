@@ -20,13 +20,16 @@ class MissingHop(ValueError):
 
 
 def hop_of(record: InputRecord) -> Hop:
-    """The hop header of an internal record (decoded in C; what the compiled decoder does
-    not accept, pydantic validates, and rejects with its error).
+    """The hop of an internal record: handed over in process, or its header decoded (in C;
+    what the compiled decoder does not accept, pydantic validates, and rejects with its
+    error).
 
     Raises:
         MissingHop: the record has none.
         ValidationError: the header is not a `Hop`.
     """
+    if record.hop is not None:
+        return record.hop
     header = record.header(HOP_HEADER)
     if header is None:
         raise MissingHop("no pipeline-hop header")
@@ -35,7 +38,7 @@ def hop_of(record: InputRecord) -> Hop:
 
 def forward(topic: Topic, key: bytes, value: bytes | None, hop: Hop) -> Forward:
     """The record that carries `value` on to `topic`, keyed by `key`, with `hop`."""
-    return Forward(topic, key, value, ((HOP_HEADER, fast.dumps(hop)),))
+    return Forward(topic, key, value, hop)
 
 
 def to_decision(hop: Hop, value: bytes | None, stats: BatchStats) -> Forward:

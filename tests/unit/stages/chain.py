@@ -8,7 +8,7 @@ end without a broker.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from aiokafka.partitioner import murmur2
@@ -39,10 +39,15 @@ def partition_of(key: bytes, count: int) -> int:
 
 @dataclass
 class Chain:
-    """The four stages on `partitions` partitions; `outputs` collects what leaves them."""
+    """The four stages on `partitions` partitions; `outputs` collects what leaves them.
+
+    A forwarded record reaches the next stage with its hop encoded in its headers, as read
+    from its internal topic, or with `in_process`, handed over as the engine does within a
+    worker."""
 
     partitions: int = 3
     aggregate_k: int = 3
+    in_process: bool = False
     outputs: list[Output] = field(default_factory=list)
     forwards: list[Forward] = field(default_factory=list)
     stats: BatchStats = field(default_factory=BatchStats)
@@ -134,8 +139,10 @@ class Chain:
                     item.value,
                     NOW * 1000,
                     partition_of(item.key, self.partitions),
-                    item.headers,
+                    () if self.in_process else item.headers(),
                 )
+                if self.in_process:
+                    forwarded = replace(forwarded, hop=item.hop)
                 pending.extend(stage.process(forwarded, NOW, self.stats))
             else:
                 self.outputs.append(item)

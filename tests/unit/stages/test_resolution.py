@@ -36,7 +36,7 @@ def _tag(**user_data: Any) -> dict[str, Any]:
 
 def _hop(chain: Chain, topic: catalogue.Topic) -> Hop:
     [forward] = [f for f in chain.forwards if f.topic is topic][-1:]
-    return Hop.model_validate_json(dict(forward.headers)[HOP_HEADER])
+    return Hop.model_validate_json(dict(forward.headers())[HOP_HEADER])
 
 
 @pytest.mark.parametrize(
@@ -218,7 +218,7 @@ def test_a_forged_trust_header_does_not_count() -> None:
 
     [forward] = chain.intake.process(record, NOW, chain.stats)
 
-    hop = Hop.model_validate_json(dict(forward.headers)[HOP_HEADER])  # type: ignore[union-attr]
+    hop = Hop.model_validate_json(dict(forward.headers())[HOP_HEADER])  # type: ignore[union-attr]
     assert hop.trusted_user_id is None
 
 
@@ -249,10 +249,10 @@ def test_a_raw_record_read_again_is_itself_not_a_copy() -> None:
         assert isinstance(forward, Forward)
         assert forward.topic is catalogue.BY_EVENT
         dedup_input = chain._input(
-            catalogue.BY_EVENT, forward.key, forward.value, NOW * 1000, 0, forward.headers
+            catalogue.BY_EVENT, forward.key, forward.value, NOW * 1000, 0, forward.headers()
         )
         [onward] = chain.dedup.process(dedup_input, NOW, chain.stats)
-        hop = Hop.model_validate_json(dict(onward.headers)[HOP_HEADER])  # type: ignore[union-attr]
+        hop = Hop.model_validate_json(dict(onward.headers())[HOP_HEADER])  # type: ignore[union-attr]
         assert hop.duplicate is False
 
 

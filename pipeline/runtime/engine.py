@@ -113,6 +113,10 @@ class Engine(Service):
                 self._inputs[settings.topic(topic)] = (stage, topic, True)
             for topic in stage.stream_inputs:
                 self._inputs[settings.topic(topic)] = (stage, topic, False)
+        self._names = {topic: name for name, (_, topic, _) in self._inputs.items()}
+        """Catalogue entry -> full topic name, of every input and of what is forwarded."""
+        for stage in self.stages:
+            self._names.update((topic, settings.topic(topic)) for topic in stage.outputs)
         self.destinations = {d: settings.topic(t) for d, t in catalogue.BY_DESTINATION.items()}
         self.canaries = CanaryScanner(settings.pii_canaries)
         self._hash = KeyPartitioner()
@@ -125,11 +129,11 @@ class Engine(Service):
         self._written: dict[TopicPartition, int] = {}
         """Internal stream partitions this worker reads -> the end offset its own committed
         transactions reached there (known before any fetch sees it)."""
-        self._raw: list[TopicPartition] = []
-        self._internal: list[TopicPartition] = []
-        self._local: set[tuple[str, int]] = set()
+        self._raw: frozenset[TopicPartition] = frozenset()
+        self._internal: frozenset[TopicPartition] = frozenset()
+        """The assigned raw partitions, and the internal stream partitions (`_pace_intake`,
+        `_in_process`)."""
         self._order = {stage: index for index, stage in enumerate(self.stages)}
-        """The assigned raw partitions, and the internal stream partitions (`_pace_intake`)."""
         self.generation = Generation()
         """Bumped by every rebalance; a batch fetched in an older generation is not processed."""
         self.ready = asyncio.Event()
@@ -235,7 +239,7 @@ class Engine(Service):
             pending += unread(fetched, self._written.get(tp, 0), await consumer.position(tp))
         raw = self._raw
         paused = consumer.paused()
-        held = pace_intake(pending, self.settings.batch_max_records, bool(paused & set(raw)))
+        held = pace_intake(pending, self.settings.batch_max_records, bool(paused & raw))
         if held and not paused.issuperset(raw):
             consumer.pause(*raw)
         elif not held and paused:
@@ -308,7 +312,7 @@ class Engine(Service):
         stats = BatchStats()
         outputs: list[Output | Forward] = []
         offsets: dict[TopicPartition, int] = dict(markers)
-        streams: list[tuple[Stage, InputRecord]] = []
+        streams: dict[Stage, list[InputRecord]] = {}
         waiting: dict[Stage, set[int]] = {}
         for tp, records in batch.items():
             if not records:
@@ -319,7 +323,9 @@ class Engine(Service):
                 for record in records:
                     outputs.extend(self._fold(stage, self._input(tp, topic, record), now, stats))
             else:
-                streams.extend((stage, self._input(tp, topic, record)) for record in records)
+                streams.setdefault(stage, []).extend(
+                    self._input(tp, topic, record) for record in records
+                )
                 waiting.setdefault(stage, set()).add(tp.partition)
         behind = await self._process(streams, waiting, now, stats, outputs, offsets, starts)
         deferred = self._defer(batch, behind, offsets) if behind else {}
@@ -329,11 +335,11 @@ class Engine(Service):
         writer = await transaction.begin(self.producer)
         canaries = self.canaries
         destinations = self.destinations
-        name_of = self.settings.topic
+        names = self._names
         for output in outputs:
             if isinstance(output, Forward):
                 await writer.write(
-                    name_of(output.topic), output.key, output.value, None, output.headers()
+                    names[output.topic], output.key, output.value, None, output.headers()
                 )
                 stats.hops[catalogue.hop_name(output.topic)] += 1
                 continue
@@ -361,7 +367,7 @@ class Engine(Service):
 
     async def _process(
         self,
-        streams: list[tuple[Stage, InputRecord]],
+        streams: dict[Stage, list[InputRecord]],
         waiting: dict[Stage, set[int]],
         now: float,
         stats: BatchStats,
@@ -383,7 +389,7 @@ class Engine(Service):
         caught: dict[Stage, set[int]] = {stage: set() for stage in self.stages}
         handed: dict[Stage, list[tuple[Forward, InputRecord]]] = {}
         for index, stage in enumerate(self.stages):
-            todo = [record for owner, record in streams if owner is stage]
+            todo = streams.get(stage, [])
             partitions = waiting.get(stage, set())
             while todo or handed.get(stage):
                 extra = handed.pop(stage, [])
@@ -416,12 +422,13 @@ class Engine(Service):
         a stage not before the one at `index`; None: it goes through its internal topic."""
         if not isinstance(output, Forward):
             return None
-        name = self.settings.topic(output.topic)
+        name = self._names[output.topic]
         stage, topic, _ = self._inputs[name]
         if self._order[stage] < index:
             return None
         partition = self._hash(output.key) % self.partition_count
-        if partition not in self._partitions[stage] or (name, partition) not in self._local:
+        # (name, partition) equals the TopicPartition, without making one per forward.
+        if partition not in self._partitions[stage] or (name, partition) not in self._internal:
             return None
         record = InputRecord(
             topic=topic,
@@ -598,16 +605,15 @@ class Engine(Service):
 
     def _classify(self, assigned: list[TopicPartition]) -> None:
         """Sort the assignment into the raw partitions and the internal stream ones."""
-        self._raw, self._internal = [], []
+        raw, internal = [], []
         for tp in assigned:
             _, topic, is_table = self._inputs[tp.topic]
             if topic.source is not None:
-                self._raw.append(tp)
+                raw.append(tp)
             elif not is_table:
-                self._internal.append(tp)
-        self._local = {(tp.topic, tp.partition) for tp in self._internal}
-        kept = set(self._internal)
-        self._written = {tp: end for tp, end in self._written.items() if tp in kept}
+                internal.append(tp)
+        self._raw, self._internal = frozenset(raw), frozenset(internal)
+        self._written = {tp: end for tp, end in self._written.items() if tp in self._internal}
 
     def revoke(self, revoked: Iterable[TopicPartition]) -> None:
         """Forget lag and positions of partitions leaving; their stores stay until `assign`.

@@ -8,7 +8,10 @@ batch, read and processed again, is never counted twice.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+
+from prometheus_client import Histogram
 
 from pipeline.catalogue import BY_DESTINATION
 from pipeline.runtime.metrics import Metrics
@@ -80,8 +83,7 @@ def report(
         m.duplicates.labels(source).inc(n)
     for source, n in stats.processing_errors.items():
         m.processing_errors.labels(source).inc(n)
-    for source, age in stats.event_ages:
-        m.event_age_seconds.labels(source).observe(age)
+    _observe(m.event_age_seconds, stats.event_ages)
     for latency in stats.revocation_latencies:
         m.revocation_latency_seconds.observe(latency + seconds)
     if stats.consent_changes:
@@ -95,8 +97,7 @@ def report(
         m.hop_records.labels(hop).inc(n)
     for hop, n in stats.hops_in_process.items():
         m.hops_in_process.labels(hop).inc(n)
-    for hop, latency in stats.hop_latencies:
-        m.hop_latency_seconds.labels(hop).observe(latency)
+    _observe(m.hop_latency_seconds, stats.hop_latencies)
     for match, n in stats.resolutions.items():
         m.identity_resolutions.labels(match).inc(n)
     for source, n in stats.unresolved.items():
@@ -113,3 +114,13 @@ def report(
         m.memberships.labels(outcome).inc(n)
     for reason, n in stats.membership_changes.items():
         m.membership_changes.labels(reason).inc(n)
+
+
+def _observe(histogram: Histogram, samples: Iterable[tuple[str, float]]) -> None:
+    """Observe each (label, value) in the child of its label, looked up once per label."""
+    children: dict[str, Histogram] = {}
+    for label, value in samples:
+        child = children.get(label)
+        if child is None:
+            child = children[label] = histogram.labels(label)
+        child.observe(value)

@@ -437,6 +437,7 @@ class Engine(Service):
             value=output.value,
             timestamp_ms=int(now * 1000),
             hop=output.hop,
+            parsed=output.parsed,
         )
         return stage, output, record
 

@@ -33,9 +33,13 @@ from pipeline.core.route import Origin, Output
 from pipeline.runtime.reporting import BatchStats
 from pipeline.state.tables import Table
 from schemas import fast
+from schemas.audience import AudienceMember
+from schemas.events import Event
 from schemas.internal import HOP_HEADER, Hop
 
 Headers = Sequence[tuple[str, bytes]]
+Parsed = Event | AudienceMember
+"""A raw record's value as intake decoded and checked it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +56,9 @@ class InputRecord:
     hop: Hop | None = None
     """The hop of a record handed over in process (`Forward`), as the stage made it; a
     record read from an internal topic carries it encoded in its headers instead."""
+    parsed: Parsed | None = None
+    """The raw value as intake decoded it, for a record handed over in process; a record
+    read from an internal topic has only its bytes, decoded again where needed."""
 
     def header(self, name: str) -> bytes | None:
         """The value of the first header called `name`, if any."""
@@ -69,6 +76,8 @@ class Forward(NamedTuple):
     value: bytes | None
     hop: Hop
     """What the journey has learned so far; written as the `pipeline-hop` header."""
+    parsed: Parsed | None = None
+    """`value` decoded (`InputRecord.parsed`): handed over in process, never written."""
 
     def headers(self) -> Headers:
         """The record's headers on its internal topic."""

@@ -53,8 +53,9 @@ from pipeline.stages.errors import reject, where
 from pipeline.stages.hops import hop_of, raw_origin, reject_hop, since
 from pipeline.state.tables import Table
 from schemas import fast
+from schemas.audience import AudienceMember
 from schemas.consent import ConsentChange
-from schemas.events import Event
+from schemas.events import Event, Source
 from schemas.internal import Hop
 from schemas.outputs import MembershipOutcome
 
@@ -257,11 +258,7 @@ class DecisionStage(Stage):
             return self.process_member(record, hop, now, stats)
         try:
             stats.hop_latencies.append((hop_name(record.topic), since(record, now)))
-            # Bounds were checked at intake, when the raw record was read: re-checked
-            # against that moment, they give the same answer.
-            event = decode_event(
-                hop.source, record.value, now=hop.produced_ms / 1000, limits=self.config.limits
-            )
+            event = self._event_of(record, hop.source, hop.produced_ms)
             if isinstance(event, Rejected):
                 return [reject_hop(record, hop, event, stats)]
             event = fast.replace(event, user_id=hop.user_id)
@@ -270,6 +267,21 @@ class DecisionStage(Stage):
             log.warning("processing_error: %s at %s", type(exc).__name__, where(exc))
             stats.processing_errors[hop.source] += 1
             return [reject_hop(record, hop, processing_error_reject(exc, "decide"), stats)]
+
+    def _event_of(self, record: InputRecord, source: Source, produced_ms: int) -> Event | Rejected:
+        """The event intake decoded, handed over in process; else decoded again. Its bounds
+        were checked at intake, when the raw record was read: re-checked against that
+        moment, they give the same answer."""
+        parsed = record.parsed
+        if parsed is not None and not isinstance(parsed, AudienceMember):
+            return parsed
+        return decode_event(source, record.value, now=produced_ms / 1000, limits=self.config.limits)
+
+    def _member_of(self, record: InputRecord) -> AudienceMember | Rejected:
+        """The customer-list record intake validated, handed over in process; else again."""
+        if isinstance(record.parsed, AudienceMember):
+            return record.parsed
+        return parse_audience_member(record.value, limits=self.config.limits)
 
     def _decide(
         self, event: Event, hop: Hop, partition: int, now: float, stats: BatchStats
@@ -311,7 +323,7 @@ class DecisionStage(Stage):
         """A customer-list record: the membership its consent allows, and its audit."""
         try:
             stats.hop_latencies.append((hop_name(record.topic), since(record, now)))
-            member = parse_audience_member(record.value, limits=self.config.limits)
+            member = self._member_of(record)
             if isinstance(member, Rejected):
                 return [reject_hop(record, hop, member, stats)]
             partition = record.origin.partition

@@ -27,7 +27,7 @@ from pipeline.core.route import Output
 from pipeline.runtime.reporting import BatchStats
 from pipeline.runtime.stage import Forward, InputRecord, Stage
 from pipeline.stages.errors import reject, where
-from pipeline.stages.hops import forward, hop_of, reject_hop, since, to_decision
+from pipeline.stages.hops import carry_on, hop_of, reject_hop, since, to_decision
 from pipeline.state.tables import Table
 from schemas import fast
 from schemas.internal import Hop
@@ -73,7 +73,7 @@ class DedupStage(Stage):
             if duplicate:
                 stats.duplicates[hop.source] += 1
                 hop = fast.replace(hop, duplicate=True)
-            return [route_to_resolution(hop, record.value, stats)]
+            return [route_to_resolution(hop, record, stats)]
         except Exception as exc:  # an unexpected failure is an outcome, not a lost record
             log.warning("processing_error: %s at %s", type(exc).__name__, where(exc))
             stats.processing_errors[hop.source] += 1
@@ -115,11 +115,11 @@ class DedupStage(Stage):
         return expired
 
 
-def route_to_resolution(hop: Hop, value: bytes | None, stats: BatchStats) -> Forward:
+def route_to_resolution(hop: Hop, record: InputRecord, stats: BatchStats) -> Forward:
     """Where a deduplicated event goes next: its first match key, or straight to decide."""
     if hop.trusted_user_id is not None:
         hop = fast.replace(hop, match="provided", user_id=hop.trusted_user_id)
-        return to_decision(hop, value, stats)
+        return to_decision(hop, record, stats)
     if not hop.keys:
-        return to_decision(fast.replace(hop, match="none"), value, stats)
-    return forward(catalogue.BY_MATCH_KEY, hop.keys[0].encode(), value, hop)
+        return to_decision(fast.replace(hop, match="none"), record, stats)
+    return carry_on(catalogue.BY_MATCH_KEY, hop.keys[0].encode(), record, hop)

@@ -7,7 +7,7 @@ from pipeline.catalogue import Topic
 from pipeline.core.parse import Rejected
 from pipeline.core.route import Origin, Output
 from pipeline.runtime.reporting import BatchStats
-from pipeline.runtime.stage import Forward, InputRecord
+from pipeline.runtime.stage import Forward, InputRecord, Parsed
 from pipeline.stages.errors import reject
 from schemas import fast
 from schemas.internal import HOP_HEADER, Hop
@@ -36,18 +36,26 @@ def hop_of(record: InputRecord) -> Hop:
     return _FAST_HOP.decode(header) or Hop.model_validate_json(header)
 
 
-def forward(topic: Topic, key: bytes, value: bytes | None, hop: Hop) -> Forward:
-    """The record that carries `value` on to `topic`, keyed by `key`, with `hop`."""
-    return Forward(topic, key, value, hop)
+def forward(
+    topic: Topic, key: bytes, value: bytes | None, hop: Hop, parsed: Parsed | None = None
+) -> Forward:
+    """The record that carries `value` (and, in process, its `parsed` form) on to `topic`,
+    keyed by `key`, with `hop`."""
+    return Forward(topic, key, value, hop, parsed)
 
 
-def to_decision(hop: Hop, value: bytes | None, stats: BatchStats) -> Forward:
+def carry_on(topic: Topic, key: bytes, record: InputRecord, hop: Hop) -> Forward:
+    """The record that carries an internal `record`'s value on to `topic` with `hop`."""
+    return Forward(topic, key, record.value, hop, record.parsed)
+
+
+def to_decision(hop: Hop, record: InputRecord, stats: BatchStats) -> Forward:
     """The record for the decision stage, keyed by the event's subject (SPEC §3)."""
     stats.resolutions[hop.match or "none"] += 1
     if hop.user_id is None:
         stats.unresolved[hop.source] += 1
     subject = hop.user_id if hop.user_id is not None else hop.anonymous_subject
-    return forward(catalogue.BY_SUBJECT, subject.encode(), value, hop)
+    return carry_on(catalogue.BY_SUBJECT, subject.encode(), record, hop)
 
 
 def raw_origin(hop: Hop) -> Origin:

@@ -102,7 +102,7 @@ class IntakeStage(Stage):
                 keys=[] if trusted is not None else match_keys(event),
                 anonymous_subject=subject_key(event),
             )
-            return [forward(catalogue.BY_EVENT, key, record.value, hop)]
+            return [forward(catalogue.BY_EVENT, key, record.value, hop, event)]
         except Exception as exc:  # an unexpected failure is an outcome, not a lost record
             log.warning("processing_error: %s at %s", type(exc).__name__, where(exc))
             stats.processing_errors[source] += 1
@@ -124,7 +124,7 @@ class IntakeStage(Stage):
             anonymous_subject=f"anon:{identifier}",
         )
         membership = "\x1f".join([member.advertiser_id, member.audience_id, *sorted(keys)])
-        return forward(catalogue.BY_EVENT, membership.encode(), record.value, hop)
+        return forward(catalogue.BY_EVENT, membership.encode(), record.value, hop, member)
 
     def _trusted(self, record: InputRecord) -> bool:
         key = self.config.trust_key

@@ -26,7 +26,7 @@ from pipeline.kafka.writer import KeyPartitioner
 from pipeline.runtime.reporting import BatchStats
 from pipeline.runtime.stage import Forward, InputRecord, Stage
 from pipeline.stages.errors import reject, where
-from pipeline.stages.hops import forward, hop_of, reject_hop, since, to_decision
+from pipeline.stages.hops import carry_on, hop_of, reject_hop, since, to_decision
 from pipeline.state.tables import Table
 from schemas import fast
 from schemas.internal import Found, Hop
@@ -134,7 +134,7 @@ class ResolutionStage(Stage):
             found.append(look_up(keys.pop(0)))
         if keys:
             onward = fast.replace(hop, keys=keys, found=found)
-            return forward(catalogue.BY_MATCH_KEY, keys[0].encode(), record.value, onward)
+            return carry_on(catalogue.BY_MATCH_KEY, keys[0].encode(), record, onward)
         resolution = identity.choose((f.kind, f.user_id) for f in found)
         if resolution.conflict:
             stats.identity_conflicts += 1
@@ -146,7 +146,7 @@ class ResolutionStage(Stage):
             user_id=resolution.user_id,
             conflict=resolution.conflict,
         )
-        return to_decision(resolved, record.value, stats)
+        return to_decision(resolved, record, stats)
 
     def _partition_of(self, key: str) -> int:
         return self._hash(key.encode()) % self.partition_count

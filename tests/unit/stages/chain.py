@@ -142,7 +142,7 @@ class Chain:
                     () if self.in_process else item.headers(),
                 )
                 if self.in_process:
-                    forwarded = replace(forwarded, hop=item.hop)
+                    forwarded = replace(forwarded, hop=item.hop, parsed=item.parsed)
                 pending.extend(stage.process(forwarded, NOW, self.stats))
             else:
                 self.outputs.append(item)

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from pipeline import catalogue
+from pipeline.core.parse import decode_event
 from pipeline.sim.traffic import TrafficConfig, TrafficGenerator
-from tests.unit.factories import NOW
-from tests.unit.stages.chain import TRUST_KEY, Chain
+from pipeline.stages import decision
+from tests.unit.factories import NOW, tag_event
+from tests.unit.stages.chain import TRUST_KEY, Chain, audit_of
 
 ACKNOWLEDGED_MS = int(NOW * 1000) - 60_000
 PRODUCED_MS = int(NOW * 1000) - 1_000
@@ -56,3 +60,21 @@ def test_in_process_hops_give_the_same_outputs_as_hops_through_their_topics() ->
         "audiences",
     }
     assert in_process == through_topics
+
+
+@pytest.mark.parametrize("in_process", [False, True])
+def test_the_decision_decodes_the_raw_event_again_only_when_read_from_its_topic(
+    in_process: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    decoded: list[bytes | None] = []
+
+    def counting(source: Any, data: bytes | None, **kwargs: Any) -> Any:
+        decoded.append(data)
+        return decode_event(source, data, **kwargs)
+
+    monkeypatch.setattr(decision, "decode_event", counting)
+    chain = Chain(in_process=in_process)
+    outputs = chain.raw("tag", tag_event(), PRODUCED_MS)
+
+    assert audit_of(outputs)["outcomes"]
+    assert len(decoded) == (0 if in_process else 1)

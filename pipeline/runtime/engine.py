@@ -113,10 +113,8 @@ class Engine(Service):
                 self._inputs[settings.topic(topic)] = (stage, topic, True)
             for topic in stage.stream_inputs:
                 self._inputs[settings.topic(topic)] = (stage, topic, False)
-        self._names = {topic: name for name, (_, topic, _) in self._inputs.items()}
-        """Catalogue entry -> full topic name, of every input and of what is forwarded."""
-        for stage in self.stages:
-            self._names.update((topic, settings.topic(topic)) for topic in stage.outputs)
+        self._names = {topic: settings.topic(topic) for s in self.stages for topic in s.outputs}
+        """Catalogue entry -> full topic name of every stage output (what is forwarded)."""
         self.destinations = {d: settings.topic(t) for d, t in catalogue.BY_DESTINATION.items()}
         self.canaries = CanaryScanner(settings.pii_canaries)
         self._hash = KeyPartitioner()

@@ -7,7 +7,7 @@ from pipeline.catalogue import Topic
 from pipeline.core.parse import Rejected
 from pipeline.core.route import Origin, Output
 from pipeline.runtime.reporting import BatchStats
-from pipeline.runtime.stage import Forward, InputRecord, Parsed
+from pipeline.runtime.stage import Forward, InputRecord
 from pipeline.stages.errors import reject
 from schemas import fast
 from schemas.internal import HOP_HEADER, Hop
@@ -34,14 +34,6 @@ def hop_of(record: InputRecord) -> Hop:
     if header is None:
         raise MissingHop("no pipeline-hop header")
     return _FAST_HOP.decode(header) or Hop.model_validate_json(header)
-
-
-def forward(
-    topic: Topic, key: bytes, value: bytes | None, hop: Hop, parsed: Parsed | None = None
-) -> Forward:
-    """The record that carries `value` (and, in process, its `parsed` form) on to `topic`,
-    keyed by `key`, with `hop`."""
-    return Forward(topic, key, value, hop, parsed)
 
 
 def carry_on(topic: Topic, key: bytes, record: InputRecord, hop: Hop) -> Forward:

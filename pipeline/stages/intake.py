@@ -34,7 +34,6 @@ from pipeline.core.trust import TRUST_HEADER, is_trusted
 from pipeline.runtime.reporting import BatchStats
 from pipeline.runtime.stage import Forward, InputRecord, Stage
 from pipeline.stages.errors import reject, where
-from pipeline.stages.hops import forward
 from pipeline.state.tables import Table
 from schemas import fast
 from schemas.internal import Hop
@@ -102,7 +101,7 @@ class IntakeStage(Stage):
                 keys=[] if trusted is not None else match_keys(event),
                 anonymous_subject=subject_key(event),
             )
-            return [forward(catalogue.BY_EVENT, key, record.value, hop, event)]
+            return [Forward(catalogue.BY_EVENT, key, record.value, hop, event)]
         except Exception as exc:  # an unexpected failure is an outcome, not a lost record
             log.warning("processing_error: %s at %s", type(exc).__name__, where(exc))
             stats.processing_errors[source] += 1
@@ -124,7 +123,7 @@ class IntakeStage(Stage):
             anonymous_subject=f"anon:{identifier}",
         )
         membership = "\x1f".join([member.advertiser_id, member.audience_id, *sorted(keys)])
-        return forward(catalogue.BY_EVENT, membership.encode(), record.value, hop, member)
+        return Forward(catalogue.BY_EVENT, membership.encode(), record.value, hop, member)
 
     def _trusted(self, record: InputRecord) -> bool:
         key = self.config.trust_key

@@ -56,9 +56,10 @@ class Output(NamedTuple):
     record: dict[str, Any]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Origin:
-    """Where an input record was read from."""
+    """Where an input record was read from; never changed once made (not frozen, which
+    would cost a `__setattr__` call per field, for one per record and hop)."""
 
     topic: str
     partition: int

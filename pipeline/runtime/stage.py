@@ -42,9 +42,11 @@ Parsed = Event | AudienceMember
 """A raw record's value as intake decoded and checked it."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class InputRecord:
-    """A consumed Kafka record, as the engine hands it to a stage."""
+    """A consumed Kafka record, as the engine hands it to a stage; never changed once made
+    (not frozen: a frozen dataclass costs a `__setattr__` call per field, and the engine
+    makes one per record and hop)."""
 
     topic: Topic
     """The catalogue entry of the topic it was read from."""

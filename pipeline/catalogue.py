@@ -44,9 +44,10 @@ Retention: TypeAlias = Literal["raw", "internal", "output", "audit", "dlq", "com
 MURMUR2_NOTE: Final = "Kafka's default partitioner: murmur2 of the key, as the Java client"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class Topic:
-    """One topic as the product uses it."""
+    """One topic as the product uses it: each is one object of this catalogue, compared
+    and hashed by identity (a stage looks one up per record it forwards)."""
 
     name: str
     """The logical name; the configured prefix goes before it (`Settings.topic`)."""

@@ -99,6 +99,7 @@ class IntakeStage(Stage):
                 dedup_key=key.decode(),
                 trusted_user_id=trusted,
                 keys=[] if trusted is not None else match_keys(event),
+                found=[],  # given, not defaulted: pydantic deep-copies a default list
                 anonymous_subject=subject_key(event),
             )
             return [Forward(catalogue.BY_EVENT, key, record.value, hop, event)]
@@ -120,6 +121,7 @@ class IntakeStage(Stage):
             source="audience",
             dedup_key=stored.dedup_key(member.advertiser_id, identifier).decode(),
             keys=keys,
+            found=[],
             anonymous_subject=f"anon:{identifier}",
         )
         membership = "\x1f".join([member.advertiser_id, member.audience_id, *sorted(keys)])

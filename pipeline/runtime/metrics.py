@@ -119,7 +119,8 @@ class Metrics:
         )
         self.hop_latency_seconds = Histogram(
             "pipeline_hop_latency_seconds",
-            "Time from a stage writing a record to the next stage reading it, by hop.",
+            "Time from a stage writing a record to its internal topic to the next stage "
+            "reading it, by hop (hops taken in process take none and are not observed).",
             ["hop"],
             buckets=LATENCY_BUCKETS,
             registry=registry,

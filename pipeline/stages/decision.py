@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from pipeline import catalogue
-from pipeline.catalogue import TableName, hop_name
+from pipeline.catalogue import TableName
 from pipeline.core import stored
 from pipeline.core.aggregate import Cell, CellKey, HourlyAggregator
 from pipeline.core.audience import (
@@ -50,7 +50,7 @@ from pipeline.runtime.reporting import BatchStats
 from pipeline.runtime.stage import Forward, InputRecord, Stage
 from pipeline.settings import Settings
 from pipeline.stages.errors import reject, where
-from pipeline.stages.hops import hop_of, raw_origin, reject_hop, since
+from pipeline.stages.hops import hop_of, note_latency, raw_origin, reject_hop
 from pipeline.state.tables import Table
 from schemas import fast
 from schemas.audience import AudienceMember
@@ -257,7 +257,7 @@ class DecisionStage(Stage):
         if hop.source == "audience":
             return self.process_member(record, hop, now, stats)
         try:
-            stats.hop_latencies.append((hop_name(record.topic), since(record, now)))
+            note_latency(record, now, stats)
             event = self._event_of(record, hop.source, hop.produced_ms)
             if isinstance(event, Rejected):
                 return [reject_hop(record, hop, event, stats)]
@@ -322,7 +322,7 @@ class DecisionStage(Stage):
     ) -> list[Output]:
         """A customer-list record: the membership its consent allows, and its audit."""
         try:
-            stats.hop_latencies.append((hop_name(record.topic), since(record, now)))
+            note_latency(record, now, stats)
             member = self._member_of(record)
             if isinstance(member, Rejected):
                 return [reject_hop(record, hop, member, stats)]

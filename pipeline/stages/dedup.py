@@ -20,14 +20,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from pipeline import catalogue
-from pipeline.catalogue import TableName, hop_name
+from pipeline.catalogue import TableName
 from pipeline.core import stored
 from pipeline.core.parse import processing_error
 from pipeline.core.route import Output
 from pipeline.runtime.reporting import BatchStats
 from pipeline.runtime.stage import Forward, InputRecord, Stage
 from pipeline.stages.errors import reject, where
-from pipeline.stages.hops import carry_on, hop_of, reject_hop, since, to_decision
+from pipeline.stages.hops import carry_on, hop_of, note_latency, reject_hop, to_decision
 from pipeline.state.tables import Table
 from schemas import fast
 from schemas.internal import Hop
@@ -68,7 +68,7 @@ class DedupStage(Stage):
             log.warning("unreadable hop header: %s", type(exc).__name__)
             return [reject(record, processing_error(exc, "dedup"), stats, "internal")]
         try:
-            stats.hop_latencies.append((hop_name(record.topic), since(record, now)))
+            note_latency(record, now, stats)
             duplicate = self._seen_before(record, hop, now)
             if duplicate:
                 stats.duplicates[hop.source] += 1

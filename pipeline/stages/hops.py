@@ -55,9 +55,14 @@ def raw_origin(hop: Hop) -> Origin:
     return Origin(hop.origin.topic, hop.origin.partition, hop.origin.offset)
 
 
-def since(record: InputRecord, now: float) -> float:
-    """Seconds since the record was written (its append time), at `now`."""
-    return max(0.0, now - record.timestamp_ms / 1000)
+def note_latency(record: InputRecord, now: float, stats: BatchStats) -> None:
+    """Count how long an internal record took through its topic: from its append time to
+    `now`. A record handed over in process took none, and is counted by the engine
+    (`hops_in_process`) instead."""
+    if record.hop is None:
+        stats.hop_latencies.append(
+            (catalogue.hop_name(record.topic), max(0.0, now - record.timestamp_ms / 1000))
+        )
 
 
 def reject_hop(record: InputRecord, hop: Hop, rejected: Rejected, stats: BatchStats) -> Output:

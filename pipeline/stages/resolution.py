@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from pipeline import catalogue
-from pipeline.catalogue import TableName, hop_name
+from pipeline.catalogue import TableName
 from pipeline.core import identity, stored
 from pipeline.core.parse import Rejected, parse_identity_link, processing_error
 from pipeline.core.route import Output
@@ -26,7 +26,7 @@ from pipeline.kafka.writer import KeyPartitioner
 from pipeline.runtime.reporting import BatchStats
 from pipeline.runtime.stage import Forward, InputRecord, Stage
 from pipeline.stages.errors import reject, where
-from pipeline.stages.hops import carry_on, hop_of, reject_hop, since, to_decision
+from pipeline.stages.hops import carry_on, hop_of, note_latency, reject_hop, to_decision
 from pipeline.state.tables import Table
 from schemas import fast
 from schemas.internal import Found, Hop
@@ -111,7 +111,7 @@ class ResolutionStage(Stage):
             log.warning("unreadable hop header: %s", type(exc).__name__)
             return [reject(record, processing_error(exc, "resolve"), stats, "internal")]
         try:
-            stats.hop_latencies.append((hop_name(record.topic), since(record, now)))
+            note_latency(record, now, stats)
             return [self._resolve(record, hop, stats)]
         except Exception as exc:  # an unexpected failure is an outcome, not a lost record
             log.warning("processing_error: %s at %s", type(exc).__name__, where(exc))

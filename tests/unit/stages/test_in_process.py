@@ -78,3 +78,12 @@ def test_the_decision_decodes_the_raw_event_again_only_when_read_from_its_topic(
 
     assert audit_of(outputs)["outcomes"]
     assert len(decoded) == (0 if in_process else 1)
+
+
+@pytest.mark.parametrize("in_process", [False, True])
+def test_a_hop_latency_is_observed_only_for_a_hop_through_its_topic(in_process: bool) -> None:
+    chain = Chain(in_process=in_process)
+    chain.raw("tag", tag_event(), PRODUCED_MS)
+
+    hops = {name for name, _ in chain.stats.hop_latencies}
+    assert hops == (set() if in_process else {"by-event", "by-match-key", "by-subject"})

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -42,6 +42,11 @@ class Sent:
 class BatchWriter:
     """Batches records per topic partition until `flush`: one unit of work (a transaction).
 
+    `add` fills the batches without waiting for anything (a batch that fills up waits
+    for the next `write` or `flush` to be handed over, in order); it partitions keys of
+    the topics whose partition counts are known, which `prepare` looks up. `write` does
+    both for one record.
+
     With `tolerate_errors`, a batch the producer refuses is counted in `failed` (records
     by error type) instead of raising, for callers that report delivery failures.
     """
@@ -59,8 +64,45 @@ class BatchWriter:
         self._hash = hasher
         self._tolerate_errors = tolerate_errors
         self._open: dict[tuple[str, int], Any] = {}
+        self._full: list[tuple[tuple[str, int], Any]] = []
         self.sent: list[Sent] = []
         self.failed: Counter[str] = Counter()
+
+    async def prepare(self, topics: Iterable[str]) -> None:
+        """Look up the partition counts `add` needs to partition the keys of `topics`.
+
+        Raises:
+            UnknownTopicOrPartitionError: a topic has no partitions.
+        """
+        for topic in topics:
+            if topic not in self._counts:
+                count = len(await self._producer.partitions_for(topic))
+                if not count:
+                    raise UnknownTopicOrPartitionError(topic)
+                self._counts[topic] = count
+
+    def add(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        partition: int | None = None,
+        headers: Sequence[tuple[str, bytes]] = (),
+    ) -> None:
+        """Add a record; `partition` None means: by the key's murmur2 hash, which needs the
+        topic's partition count (`prepare`)."""
+        if partition is None:
+            count = self._counts[topic]
+            partition = random.randrange(count) if key is None else self._hash(key) % count
+        slot = (topic, partition)
+        batch = self._open.get(slot)
+        if batch is None:
+            batch = self._open[slot] = self._producer.create_batch()
+        listed = list(headers) if headers else []  # aiokafka's record builder takes a list
+        if batch.append(key=key, value=value, timestamp=None, headers=listed) is None:
+            self._full.append((slot, batch))
+            batch = self._open[slot] = self._producer.create_batch()
+            batch.append(key=key, value=value, timestamp=None, headers=listed)
 
     async def write(
         self,
@@ -70,27 +112,27 @@ class BatchWriter:
         partition: int | None = None,
         headers: Sequence[tuple[str, bytes]] = (),
     ) -> None:
-        """Add a record; `partition` None means: by the key's murmur2 hash."""
+        """Add a record, looking up its topic's partition count first if needed, and hand
+        over the batches that filled up."""
         if partition is None:
-            partition = await self._partition(topic, key)
-        slot = (topic, partition)
-        batch = self._open.get(slot)
-        if batch is None:
-            batch = self._open[slot] = self._producer.create_batch()
-        listed = list(headers) if headers else []  # aiokafka's record builder takes a list
-        if batch.append(key=key, value=value, timestamp=None, headers=listed) is None:
-            await self._hand_over(slot)
-            batch = self._open[slot] = self._producer.create_batch()
-            batch.append(key=key, value=value, timestamp=None, headers=listed)
+            await self.prepare((topic,))
+        self.add(topic, key, value, partition, headers)
+        await self._hand_over_full()
 
     async def flush(self) -> list[Sent]:
-        """Hand over every open batch; returns everything sent since the writer was made."""
-        for slot in list(self._open):
-            await self._hand_over(slot)
+        """Hand over every batch; returns everything sent since the writer was made."""
+        await self._hand_over_full()
+        for slot, batch in list(self._open.items()):
+            await self._hand_over(slot, batch)
+        self._open.clear()
         return self.sent
 
-    async def _hand_over(self, slot: tuple[str, int]) -> None:
-        batch = self._open.pop(slot)
+    async def _hand_over_full(self) -> None:
+        full, self._full = self._full, []
+        for slot, batch in full:
+            await self._hand_over(slot, batch)
+
+    async def _hand_over(self, slot: tuple[str, int], batch: Any) -> None:
         topic, partition = slot
         try:
             future = await self._producer.send_batch(batch, topic, partition=partition)
@@ -100,17 +142,6 @@ class BatchWriter:
             self.failed[type(exc).__name__] += batch.record_count()
             return
         self.sent.append(Sent(topic, partition, batch.record_count(), future))
-
-    async def _partition(self, topic: str, key: bytes | None) -> int:
-        count = self._counts.get(topic)
-        if count is None:
-            count = len(await self._producer.partitions_for(topic))
-            if not count:
-                raise UnknownTopicOrPartitionError(topic)
-            self._counts[topic] = count
-        if key is None:
-            return random.randrange(count)
-        return self._hash(key) % count
 
 
 def murmur2(key: bytes) -> int:

@@ -331,20 +331,19 @@ class Engine(Service):
             outputs.extend(stage.tick(now, stats, sweep=sweep))
 
         writer = await transaction.begin(self.producer)
+        await writer.prepare((*self._names.values(), *self.destinations.values()))
         canaries = self.canaries
         destinations = self.destinations
         names = self._names
         for output in outputs:
             if isinstance(output, Forward):
-                await writer.write(
-                    names[output.topic], output.key, output.value, None, output.headers()
-                )
+                writer.add(names[output.topic], output.key, output.value, None, output.headers())
                 stats.hops[catalogue.hop_name(output.topic)] += 1
                 continue
             value = codec.dumps(output.record)
             if canaries:
                 self._check_canaries(output, value)
-            await writer.write(destinations[output.destination], output.key, value)
+            writer.add(destinations[output.destination], output.key, value)
             stats.outputs[output.destination] += 1
         ends = await transaction.commit(
             self.producer, writer, self.tables.values(), offsets, self.group_id

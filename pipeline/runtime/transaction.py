@@ -46,7 +46,7 @@ async def commit(
     tables = list(tables)
     for table in tables:
         for partition, key, value in table.changelog_records():
-            await writer.write(table.changelog_topic, key, value, partition)
+            writer.add(table.changelog_topic, key, value, partition)
     sent = await writer.flush()
     await asyncio.gather(*(handed.future for handed in sent))
     if offsets:

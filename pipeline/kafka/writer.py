@@ -1,4 +1,4 @@
-"""Write many records fast: one open batch per topic partition, handed over when full.
+"""Write many records fast: one open batch per topic partition, handed over at flush.
 
 One `AIOKafkaProducer.send` per record costs a future, a metadata check and a partitioner
 call each time; building per-partition batches and handing each over with `send_batch`

@@ -47,7 +47,7 @@ MURMUR2_NOTE: Final = "Kafka's default partitioner: murmur2 of the key, as the J
 @dataclass(frozen=True, slots=True, eq=False)
 class Topic:
     """One topic as the product uses it: each is one object of this catalogue, compared
-    and hashed by identity (a stage looks one up per record it forwards)."""
+    and hashed by identity (the engine looks one up per record forwarded)."""
 
     name: str
     """The logical name; the configured prefix goes before it (`Settings.topic`)."""

@@ -37,9 +37,9 @@ class BatchStats:
     """Records written to an internal topic, by hop."""
     hops_in_process: Counter[str] = field(default_factory=Counter)
     """Records re-keyed to a partition of this worker, processed without their topic."""
-    """Records written to each internal topic, by hop name."""
     hop_latencies: list[tuple[str, float]] = field(default_factory=list)
-    """(hop, seconds from the previous stage's write to this stage reading the record)."""
+    """(hop, seconds from the previous stage's write to this stage reading the record), for
+    records read from an internal topic (one handed over in process took none)."""
     resolutions: Counter[str] = field(default_factory=Counter)
     """Resolved events by identity match (`provided`, `em`, ..., `none`)."""
     unresolved: Counter[str] = field(default_factory=Counter)

@@ -116,6 +116,8 @@ class Engine(Service):
         self._names = {topic: settings.topic(topic) for s in self.stages for topic in s.outputs}
         """Catalogue entry -> full topic name of every stage output (what is forwarded)."""
         self.destinations = {d: settings.topic(t) for d, t in catalogue.BY_DESTINATION.items()}
+        self._keyed_topics = (*self._names.values(), *self.destinations.values())
+        """Full names of every topic a batch writes to by key (changelogs go by partition)."""
         self.canaries = CanaryScanner(settings.pii_canaries)
         self._hash = KeyPartitioner()
         self._lock = asyncio.Lock()
@@ -331,7 +333,7 @@ class Engine(Service):
             outputs.extend(stage.tick(now, stats, sweep=sweep))
 
         writer = await transaction.begin(self.producer)
-        await writer.prepare((*self._names.values(), *self.destinations.values()))
+        await writer.prepare(self._keyed_topics)
         canaries = self.canaries
         destinations = self.destinations
         names = self._names

@@ -17,6 +17,12 @@ know raises `TypeError` when the decoder is built (at import), never at run time
 instances do not record which fields the input set (`model_fields_set`): models whose
 meaning depends on it (consent changes) are validated by pydantic.
 
+`FastModel(Model).build(**fields)` makes an instance from Python values as `Model(**fields)`
+does, validated by msgspec's `convert` (strict, as the models are) and the same
+validators; a tuple where the model wants a list, which msgspec would take and pydantic's
+strict mode does not, is refused first. A test proves on generated fields that it builds
+what pydantic builds and refuses what pydantic refuses, with pydantic's errors.
+
 `replace(instance, **changes)` copies a model or fast instance with some fields changed
 (what `model_copy(update=...)` does, without its overhead); `dumps(instance)` encodes a
 plain model as `model_dump_json` does, in C.
@@ -28,7 +34,17 @@ import math
 import re
 import types
 from collections.abc import Callable, Sequence
-from typing import Annotated, Any, Generic, Literal, TypeVar, Union, get_args, get_origin
+from typing import (
+    Annotated,
+    Any,
+    Generic,
+    Literal,
+    TypeVar,
+    Union,
+    cast,
+    get_args,
+    get_origin,
+)
 
 import annotated_types
 import msgspec
@@ -74,6 +90,9 @@ class _Plan:
             raise TypeError(f"{model.__name__}: model and field validators are not mapped")
         fields: list[tuple[str, Any, Any]] = []
         self.fields: list[_Field] = []
+        self.shapes: list[tuple[str, type, type[BaseModel] | None]] = []
+        """Fields whose Python values `build` checks beyond what msgspec does: (name, the
+        exact container type or the nested model, the model of the container's items)."""
         for name, info in model.model_fields.items():
             where = f"{model.__name__}.{name}"
             if info.alias not in (None, name) or info.validation_alias not in (None, name):
@@ -82,6 +101,9 @@ class _Plan:
             fields.append((name, tp, _default_of(info, where)))
             if convert is not None:
                 self.fields.append(_Field(name, convert))
+            shape = _shape_of(info.annotation)
+            if shape is not None:
+                self.shapes.append((name, *shape))
         base = msgspec.defstruct(
             f"_Fast{model.__name__}",
             fields,
@@ -251,6 +273,41 @@ def _class_namespace(model: type[BaseModel]) -> dict[str, Any]:
     return namespace
 
 
+def _shape_of(tp: Any) -> tuple[type, type[BaseModel] | None] | None:
+    """What `build` checks of a field of type `tp` (see `_Plan.shapes`), if anything."""
+    origin = get_origin(tp)
+    if origin is Annotated:
+        return _shape_of(get_args(tp)[0])
+    if origin in (Union, types.UnionType):
+        inner = [member for member in get_args(tp) if member is not type(None)]
+        return _shape_of(inner[0]) if len(inner) == 1 else None
+    if origin in (list, tuple):
+        item = _shape_of(get_args(tp)[0])
+        return origin, item[0] if item is not None and issubclass(item[0], BaseModel) else None
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        return tp, None
+    return None
+
+
+def _check_shapes(plan: _Plan, values: dict[str, Any]) -> None:
+    """Refuse what msgspec converts and pydantic's strict mode does not take: a tuple for
+    a list or a list for a tuple, here or in a nested model given as a dict."""
+    for name, shape, items in plan.shapes:
+        value: Any = values.get(name)
+        if value is None:
+            continue
+        if issubclass(shape, BaseModel):
+            if type(value) is dict:
+                _check_shapes(plan_of(shape), value)
+            continue
+        if type(value) is not shape:
+            raise _Refused(f"{name}: not a {shape.__name__}")
+        if items is not None:
+            for item in cast(Sequence[Any], value):
+                if type(item) is dict:
+                    _check_shapes(plan_of(items), item)
+
+
 def _pattern_text(pattern: Any) -> str:
     return pattern.pattern if isinstance(pattern, re.Pattern) else str(pattern)
 
@@ -317,12 +374,13 @@ def plan_of(model: type[BaseModel]) -> _Plan:
 
 
 class FastModel(Generic[ModelT]):
-    """Decodes JSON into `model`'s Struct class in C; None when pydantic must decide."""
+    """Decodes JSON into `model`'s Struct class in C, None when pydantic must decide; and
+    builds instances from Python values, validated in C as pydantic would."""
 
-    __slots__ = ("_decoder", "_finish", "model", "struct")
+    __slots__ = ("_decoder", "_finish", "_plan", "model", "struct")
 
     def __init__(self, model: type[ModelT]) -> None:
-        plan = plan_of(model)
+        plan = self._plan = plan_of(model)
         self.model = model
         self.struct = plan.struct
         self._decoder = msgspec.json.Decoder(plan.struct)
@@ -336,6 +394,22 @@ class FastModel(Generic[ModelT]):
         except (msgspec.DecodeError, _Refused):
             return None
         return decoded  # type: ignore[no-any-return]
+
+    def build(self, **fields: Any) -> ModelT:
+        """What `model(**fields)` makes: the fields validated in C into a Struct instance
+        that reads as the model; what msgspec or a validator refuses, pydantic validates,
+        and raises its error (or accepts: then it is a model instance). A nested model is
+        given as a dict or as a built instance.
+
+        Raises:
+            ValidationError: pydantic refuses the fields.
+        """
+        try:
+            _check_shapes(self._plan, fields)
+            built = self._finish(msgspec.convert(fields, self.struct))
+        except (msgspec.ValidationError, _Refused):
+            return self.model(**fields)
+        return built  # type: ignore[no-any-return]
 
 
 def is_fast(instance: object) -> bool:

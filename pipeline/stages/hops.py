@@ -10,9 +10,11 @@ from pipeline.runtime.reporting import BatchStats
 from pipeline.runtime.stage import Forward, InputRecord
 from pipeline.stages.errors import reject
 from schemas import fast
-from schemas.internal import HOP_HEADER, Hop
+from schemas.internal import HOP_HEADER, Found, Hop
 
-_FAST_HOP = fast.FastModel(Hop)
+HOP = fast.FastModel(Hop)
+"""Decodes `pipeline-hop` headers and builds hops (`HOP.build`), in C."""
+FOUND = fast.FastModel(Found)
 
 
 class MissingHop(ValueError):
@@ -33,7 +35,7 @@ def hop_of(record: InputRecord) -> Hop:
     header = record.header(HOP_HEADER)
     if header is None:
         raise MissingHop("no pipeline-hop header")
-    return _FAST_HOP.decode(header) or Hop.model_validate_json(header)
+    return HOP.decode(header) or Hop.model_validate_json(header)
 
 
 def carry_on(topic: Topic, key: bytes, record: InputRecord, hop: Hop) -> Forward:

@@ -34,10 +34,9 @@ from pipeline.core.trust import TRUST_HEADER, is_trusted
 from pipeline.runtime.reporting import BatchStats
 from pipeline.runtime.stage import Forward, InputRecord, Stage
 from pipeline.stages.errors import reject, where
+from pipeline.stages.hops import HOP
 from pipeline.state.tables import Table
 from schemas import fast
-from schemas.internal import Hop
-from schemas.outputs import Origin
 
 log = logging.getLogger(__name__)
 
@@ -92,14 +91,13 @@ class IntakeStage(Stage):
                     stats.untrusted_user_ids[source] += 1
                 event = fast.replace(event, user_id=None)
             key = stored.dedup_key(event.advertiser_id, event.event_id)
-            hop = Hop(
+            hop = HOP.build(
                 origin=_origin(record),
                 produced_ms=record.timestamp_ms,
                 source=source,
                 dedup_key=key.decode(),
                 trusted_user_id=trusted,
                 keys=[] if trusted is not None else match_keys(event),
-                found=[],  # given, not defaulted: pydantic deep-copies a default list
                 anonymous_subject=subject_key(event),
             )
             return [Forward(catalogue.BY_EVENT, key, record.value, hop, event)]
@@ -115,13 +113,12 @@ class IntakeStage(Stage):
             return reject(record, member, stats, "audience")
         identifier = member_id(member)
         keys = member_keys(member)
-        hop = Hop(
+        hop = HOP.build(
             origin=_origin(record),
             produced_ms=record.timestamp_ms,
             source="audience",
             dedup_key=stored.dedup_key(member.advertiser_id, identifier).decode(),
             keys=keys,
-            found=[],
             anonymous_subject=f"anon:{identifier}",
         )
         membership = "\x1f".join([member.advertiser_id, member.audience_id, *sorted(keys)])
@@ -132,7 +129,7 @@ class IntakeStage(Stage):
         return key is not None and is_trusted(key, record.value, record.header(TRUST_HEADER))
 
 
-def _origin(record: InputRecord) -> Origin:
-    return Origin(
-        topic=record.origin.topic, partition=record.origin.partition, offset=record.origin.offset
-    )
+def _origin(record: InputRecord) -> dict[str, str | int]:
+    """The hop's `origin` (built with the hop)."""
+    origin = record.origin
+    return {"topic": origin.topic, "partition": origin.partition, "offset": origin.offset}

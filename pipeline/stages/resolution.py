@@ -26,7 +26,14 @@ from pipeline.kafka.writer import KeyPartitioner
 from pipeline.runtime.reporting import BatchStats
 from pipeline.runtime.stage import Forward, InputRecord, Stage
 from pipeline.stages.errors import reject, where
-from pipeline.stages.hops import carry_on, hop_of, note_latency, reject_hop, to_decision
+from pipeline.stages.hops import (
+    FOUND,
+    carry_on,
+    hop_of,
+    note_latency,
+    reject_hop,
+    to_decision,
+)
 from pipeline.state.tables import Table
 from schemas import fast
 from schemas.internal import Found, Hop
@@ -125,7 +132,7 @@ class ResolutionStage(Stage):
 
         def look_up(key: str) -> Found:
             user = identity.user_as_of(self._row(partition, key.encode()), hop.produced_ms)
-            return Found(kind=identity.kind_of(key), user_id=user)
+            return FOUND.build(kind=identity.kind_of(key), user_id=user)
 
         # The first key is this partition's (the record is keyed by it); so are any of the
         # following keys that hash here, looked up now instead of one hop each.

@@ -11,14 +11,17 @@ escapes, trailing newlines).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import types
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel, ValidationError
 
+from pipeline import catalogue
 from pipeline.core.parse import Rejected, decode_event, parse_event
 from pipeline.sim.traffic import TrafficConfig, TrafficGenerator
 from schemas import codec, fast
@@ -284,3 +287,90 @@ def test_a_hop_header_decodes_as_pydantic_validates_it(data: bytes) -> None:
     assert (None if decoded is None else fast.plain(decoded)) in (expected, None)
     if decoded is None and expected is not None:
         raise AssertionError("the fast path refused a valid hop")
+
+
+def as_fields(instance: BaseModel) -> dict[str, Any]:
+    """A valid model's fields as keyword arguments: nested models as dicts."""
+    return {name: fast.plain(value) for name, value in instance.__dict__.items()}
+
+
+VALID_FIELDS: dict[type[BaseModel], st.SearchStrategy[dict[str, Any]]] = {
+    Hop: HOPS.map(as_fields),
+    Found: st.builds(
+        Found, kind=st.sampled_from(["em", "ph", "click"]), user_id=st.none() | TEXT
+    ).map(as_fields),
+    Origin: HOPS.map(lambda hop: as_fields(hop.origin)),
+}
+
+
+@st.composite
+def keyword_fields(draw: st.DrawFn, model: type[BaseModel]) -> dict[str, Any]:
+    """Keyword arguments for `model`: valid ones, or any `documents` draws, with some
+    fields changed to values of any type, some lists given as tuples (pydantic's strict
+    mode takes lists only), and nested models given as dicts or built instances."""
+    fields = dict(draw(st.one_of(VALID_FIELDS[model], VALID_FIELDS[model], documents(model))))
+    names = sorted(model.model_fields)
+    for name in draw(st.lists(st.sampled_from(names), max_size=2, unique=True)):
+        fields[name] = draw(values_for(model.model_fields[name].annotation))
+    for name, value in list(fields.items()):
+        if isinstance(value, list) and draw(st.integers(0, 3)) == 0:
+            fields[name] = tuple(value)
+        elif name == "found" and isinstance(value, list) and draw(st.booleans()):
+            fields[name] = [built(Found, item) for item in value]
+    if model is Hop and draw(st.booleans()):
+        fields["origin"] = built(Origin, fields.get("origin"))
+    return fields
+
+
+def built(model: type[BaseModel], value: Any) -> Any:
+    """`value` built into a fast `model` instance, if it is a valid one's fields."""
+    if isinstance(value, dict):
+        with contextlib.suppress(ValidationError):
+            return fast.FastModel(model).build(**value)
+    return value
+
+
+BUILT_MODELS: list[type[BaseModel]] = [Hop, Found, Origin]
+
+
+@given(
+    st.sampled_from(BUILT_MODELS).flatmap(
+        lambda model: st.tuples(st.just(model), keyword_fields(model))
+    )
+)
+@settings(max_examples=2000, deadline=None, suppress_health_check=list(HealthCheck))
+def test_a_model_built_fast_is_what_pydantic_builds(
+    case: tuple[type[BaseModel], dict[str, Any]],
+) -> None:
+    model, fields = case
+    try:
+        expected: Any = fast.plain(model(**fields))
+    except ValidationError as exc:
+        expected = exc
+    if isinstance(expected, ValidationError):
+        with pytest.raises(ValidationError) as refused:
+            fast.FastModel(model).build(**fields)
+        assert refused.value.errors() == expected.errors()
+        return
+    built = fast.FastModel(model).build(**fields)
+    assert fast.plain(built) == expected
+    assert codec.loads(fast.dumps(built)) == codec.loads(fast.dumps(model(**fields)))
+
+
+def test_a_hop_is_built_fast() -> None:
+    origin = {"topic": catalogue.RAW_SDK.name, "partition": 1, "offset": 7}
+    hop = fast.FastModel(Hop).build(
+        origin=origin, produced_ms=NOW, source="sdk", dedup_key="a\x1fe", anonymous_subject="anon:e"
+    )
+    assert fast.is_fast(hop)
+    assert fast.is_fast(hop.origin)
+    assert isinstance(hop, Hop)
+    assert fast.plain(hop) == fast.plain(
+        Hop(
+            origin=Origin(**origin),
+            produced_ms=NOW,
+            source="sdk",
+            dedup_key="a\x1fe",
+            anonymous_subject="anon:e",
+        )
+    )

@@ -21,6 +21,7 @@ import hashlib
 import ipaddress
 import re
 from collections.abc import Callable, MutableMapping
+from socket import AF_INET6, inet_ntop, inet_pton
 from typing import Any, Final
 
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
@@ -136,10 +137,30 @@ def canonical_ip(value: str) -> str:
     """
     if _IPV4.fullmatch(value):
         return value
+    packed = ipv6_packed(value)
+    if packed is not None:
+        text = inet_ntop(AF_INET6, packed)
+        if "." not in text:  # the C library writes some forms with a dotted quad
+            return text
     try:
         return ipaddress.ip_address(value).compressed
     except ValueError:
         raise ValueError("not an IP address") from None
+
+
+def ipv6_packed(value: str) -> bytes | None:
+    """The 16 bytes of an IPv6 address written in hex groups only, else None.
+
+    The C library's parser, about 20 times faster than `ipaddress`; a dotted quad or a
+    zone (`%eth0`) is left to `ipaddress`, which reads them its own way, and so is
+    anything else. Both write the same canonical text (RFC 5952) of what this returns.
+    """
+    if "." in value or "%" in value:
+        return None
+    try:
+        return inet_pton(AF_INET6, value)
+    except (OSError, ValueError):  # ValueError: an embedded NUL
+        return None
 
 
 def country_code(value: str) -> str:

@@ -16,14 +16,18 @@ import hmac
 import ipaddress
 import re
 from collections.abc import Callable
+from socket import AF_INET6, inet_ntop
 from typing import Final
 
 from pipeline.core.errors import PolicyConfigError
-from schemas.normalize import is_ipv4
+from schemas.normalize import ipv6_packed, is_ipv4
 
 MIN_KEY_BYTES: Final = 16
 HOUR: Final = 3600
 OTHER: Final = "Other"
+_IPV4_MAPPED: Final = bytes(10) + b"\xff\xff"
+"""The first 12 bytes of an IPv4-mapped IPv6 address (`::ffff:a.b.c.d`)."""
+_HOST_BITS_48: Final = bytes(10)
 
 # First match wins, so a token shared with a later family comes first (Edge and Opera
 # user agents also say Chrome and Safari; Chrome's also says Safari; iOS's says Mac OS X;
@@ -109,6 +113,9 @@ def truncate_ip(address: str | None) -> str | None:
         return None
     if is_ipv4(address):
         return address.rpartition(".")[0] + ".0/24"
+    packed = ipv6_packed(address)
+    if packed is not None and packed[:12] != _IPV4_MAPPED:
+        return inet_ntop(AF_INET6, packed[:6] + _HOST_BITS_48) + "/48"
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:

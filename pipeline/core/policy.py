@@ -154,6 +154,10 @@ class PolicyConfig:
         object.__setattr__(self, "sharing_countries", countries)
 
 
+PURPOSES: Final = ("personalization", "ads", "measurement", "partner_sharing")
+"""The purposes every event is decided for, in the order `Decision` holds them."""
+
+
 @dataclass(frozen=True, slots=True)
 class Decision:
     """The four purposes decided for one event, and why."""

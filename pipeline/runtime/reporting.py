@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from prometheus_client import Histogram
 
 from pipeline.catalogue import BY_DESTINATION
+from pipeline.core.policy import PURPOSES
 from pipeline.runtime.metrics import Metrics
 
 
@@ -23,8 +24,9 @@ class BatchStats:
 
     events_in: Counter[str] = field(default_factory=Counter)
     outputs: Counter[str] = field(default_factory=Counter)
-    decisions: Counter[tuple[str, str]] = field(default_factory=Counter)
-    reasons: Counter[str] = field(default_factory=Counter)
+    decided: Counter[tuple[str, str, str, str, tuple[str, ...]]] = field(default_factory=Counter)
+    """Decisions by (personalization, ads, measurement, partner_sharing, reasons): one count
+    per event, spread over the purposes' and reasons' metrics at `report`."""
     dlq: Counter[tuple[str, str]] = field(default_factory=Counter)
     duplicates: Counter[str] = field(default_factory=Counter)
     processing_errors: Counter[str] = field(default_factory=Counter)
@@ -73,9 +75,16 @@ def report(
         m.events_in.labels(source).inc(n)
     for destination, n in stats.outputs.items():
         m.events_out.labels(BY_DESTINATION[destination].name).inc(n)  # type: ignore[index]
-    for (purpose, outcome), n in stats.decisions.items():
+    decisions: Counter[tuple[str, str]] = Counter()
+    reasons: Counter[str] = Counter()
+    for (*outcomes, why), n in stats.decided.items():
+        for purpose, outcome in zip(PURPOSES, outcomes, strict=True):
+            decisions[purpose, outcome] += n
+        for reason in why:
+            reasons[reason] += n
+    for (purpose, outcome), n in decisions.items():
         m.decisions.labels(purpose, outcome).inc(n)
-    for reason, n in stats.reasons.items():
+    for reason, n in reasons.items():
         m.reasons.labels(reason).inc(n)
     for (source, reason), n in stats.dlq.items():
         m.dlq.labels(source, reason).inc(n)

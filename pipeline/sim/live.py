@@ -18,6 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from pipeline import catalogue
+from pipeline.core.policy import PURPOSES
 from pipeline.sim.stream import ProduceReport
 
 SOURCES: Final = ("tag", "sdk", "widget")
@@ -42,7 +43,6 @@ STREAMS: Final = tuple(
     (topic.name, topic.destination or topic.name, topic.summary) for topic in catalogue.OUTPUTS
 )
 """Each output topic: its name, its short label and what it carries."""
-PURPOSES: Final = ("personalization", "ads", "measurement", "partner_sharing")
 MATCHES: Final = (
     ("provided", "user id signed by a trusted producer"),
     ("session", "the platform's widget session"),

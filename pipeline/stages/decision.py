@@ -310,9 +310,13 @@ class DecisionStage(Stage):
         outputs.append(audit)
         source = event.source
         if not duplicate:
-            for purpose, outcome in decision.outcomes().items():
-                stats.decisions[purpose, outcome] += 1
-            stats.reasons.update(decision.reasons)
+            stats.decided[
+                decision.personalization,
+                decision.ads,
+                decision.measurement,
+                decision.partner_sharing,
+                decision.reasons,
+            ] += 1
             self._aggregate(partition, outputs, stats)
         stats.event_ages.append((source, now - event.event_time))
         return outputs

@@ -126,8 +126,12 @@ def truncate_ip(address: str | None) -> str | None:
     return ipaddress.ip_network((ip, prefix), strict=False).compressed
 
 
+@functools.lru_cache(maxsize=4096)
 def user_agent_family(user_agent: str | None) -> tuple[str, str]:
-    """`(browser family, OS family)`, each from a fixed list or `Other`."""
+    """`(browser family, OS family)`, each from a fixed list or `Other`.
+
+    Few user agents make most traffic: the newest 4,096 are remembered (the families, a
+    few hundred bytes each), so most events skip the token scan."""
     if not user_agent:
         return OTHER, OTHER
     return _first_family(user_agent, _BROWSERS), _first_family(user_agent, _OPERATING_SYSTEMS)

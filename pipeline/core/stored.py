@@ -64,6 +64,7 @@ class DedupEntry(NamedTuple):
 
 COMPACT_STATE_FORMAT: Final = 2
 _NO_DEVICES: Final = ConsentState._field_defaults["devices"]
+assert ConsentState._fields[-1] == "devices", "decode_state replaces the last field"
 
 
 def _devices_as_dict(value: object) -> object:
@@ -95,7 +96,9 @@ def decode_state(data: bytes) -> ConsentState:
                 f"stored consent state is malformed ({type(exc).__name__})"
             ) from None
         devices = state.devices  # decoded as a dict; states hold read-only mappings
-        return state._replace(devices=MappingProxyType(devices) if devices else _NO_DEVICES)
+        return ConsentState._make(
+            (*state[:-1], MappingProxyType(devices) if devices else _NO_DEVICES)
+        )
     try:
         decoded = codec.loads(data)
     except codec.DecodeError:

@@ -197,7 +197,7 @@ def markdown(results: dict[str, Any]) -> str:
             "what the paced producer sent at half its measured maximum (`sent_rate` and "
             "`consumed_rate` in the JSON), so its latency grew through the phase.",
         ]
-    lines += _revocation_lines(results) + _scale_lines(results)
+    lines += _core_lines(results) + _revocation_lines(results) + _scale_lines(results)
     notes = [c["note"] for c in contenders.values() if c.get("note")]
     notes += results.get("notes", [])
     if notes:
@@ -221,6 +221,47 @@ def _ratio_lines(results: dict[str, Any]) -> list[str]:
     r = results["ratios"]
     cells = [f"{k} {v:.2f}x" for k, v in r.items() if v is not None]
     return ["", "Ratios from this run: " + (", ".join(cells) if cells else "-") + "."]
+
+
+def core_bound(results: dict[str, Any]) -> dict[str, float | None]:
+    """What the core phase's CPU per event implies for the targets it bounds: its multiple
+    of the fair ceiling's CPU per event, and the best pipeline/ceiling_fair and
+    pipeline/quix ratios a worker spending only that could reach on one core."""
+    core = (results.get("core") or {}).get("cpu_us_per_event")
+    contenders = results["contenders"]
+    fair_cpu = contenders.get("ceiling_fair", {}).get("cpu_s_per_million")
+    fair_rate = contenders.get("ceiling_fair", {}).get("events_per_s")
+    quix_rate = contenders.get("quix", {}).get("events_per_s")
+    if not core:
+        return {}
+    best_rate = 1e6 / core
+    return {
+        "core_cpu_us_per_event": core,
+        "core/ceiling_fair cpu": round(core / fair_cpu, 3) if fair_cpu else None,
+        "best pipeline/ceiling_fair": round(best_rate / fair_rate, 3) if fair_rate else None,
+        "best pipeline/quix": round(best_rate / quix_rate, 3) if quix_rate else None,
+    }
+
+
+def _core_lines(results: dict[str, Any]) -> list[str]:
+    core = results.get("core")
+    bound = results.get("core_bound") or {}
+    if not core or not bound:
+        return []
+    return [
+        "",
+        "## The decision alone",
+        "",
+        f"The decision every contender makes (decode, match keys, policy, route, audit, outputs "
+        f"encoded), run by itself without Kafka over {count(core['events'])} events of the mix "
+        f"({count(core['users'])} users' consent and links in dicts): "
+        f"{_num(core['cpu_us_per_event'], 1)} CPU µs per event, "
+        f"{_num(bound.get('core/ceiling_fair cpu'), 2)}x the fair ceiling's CPU per event. "
+        "A worker making this decision spends at least that: on one core it could decide at most "
+        f"{_num(1e6 / core['cpu_us_per_event'])} events/s, "
+        f"{_num(bound.get('best pipeline/ceiling_fair'), 2)}x the fair ceiling and "
+        f"{_num(bound.get('best pipeline/quix'), 2)}x Quix Streams, with nothing else to do.",
+    ]
 
 
 def _revocation_lines(results: dict[str, Any]) -> list[str]:

@@ -39,6 +39,7 @@ from typing import Any, Final
 import psutil
 
 from benchmarks import chart, report
+from benchmarks.core import core_phase
 from benchmarks.harness import (
     REPO,
     Context,
@@ -101,6 +102,7 @@ class Options:
     latency_s: float
     latency_warmup_s: float
     latency_users: int
+    core_events: int
     scale_users: int
     scale_links: int
     contenders: tuple[str, ...]
@@ -161,6 +163,7 @@ def parse_options(argv: list[str] | None = None) -> Options:
         latency_s=pick(args.latency_seconds, 15.0, 8.0),
         latency_warmup_s=pick(None, 10.0, 5.0),
         latency_users=pick(None, 10_000, 5_000),
+        core_events=pick(None, 50_000, 10_000),
         scale_users=pick(args.scale_users, 1_000_000, 50_000),
         scale_links=pick(args.scale_links, 3_000_000, 150_000),
         contenders=contenders,
@@ -492,6 +495,15 @@ async def run(opts: Options) -> dict[str, Any]:
                 max_links=opts.scale_links,
                 hold=min(SCALE_EVENTS, opts.events),
             )
+        log.info("core: the decision alone over %d events", opts.core_events)
+        results["core"] = core_phase(
+            opts.latency_users,
+            opts.core_events,
+            opts.seed + 3,
+            ctx.hmac_key.encode(),
+            ctx.trust_key.encode(),
+        )
+        log.info("core: %s", results["core"])
         # A window opens once the tables hold the pre-produced consent and links.
         consent, total = workload.consent_bootstrap + workload.links, workload.raw_records
         shape = None
@@ -558,6 +570,7 @@ async def run(opts: Options) -> dict[str, Any]:
         contender.update(report.summary(contender))
     results["ratios"] = report.ratios(results["contenders"])
     results["targets"] = report.targets(results)
+    results["core_bound"] = report.core_bound(results)
     results["notes"].append(
         f"Raw records average {results['workload']['mean_raw_bytes']:.0f} bytes of JSON, "
         "not the targeted ~400: the producer's realistic mix carries hashed emails, user agents, "

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from benchmarks import report
+from benchmarks.core import core_phase
 from benchmarks.stats import (
     Sample,
     bucket_delta,
@@ -184,3 +185,25 @@ pipeline_hop_records_total{{hop="by-subject"}} 400.0
 def test_a_pipeline_event_counts_once_audited_or_dead_lettered_not_when_taken_in() -> None:
     assert completed_inputs(SCRAPE) == 400.0  # 390 audited + 10 raw DLQ, not consent's 2
     assert written_per_input([SCRAPE]) == {"outputs": 1.755, "internal": 1.4}
+
+
+def test_the_core_phase_bounds_what_any_worker_making_its_decision_can_reach() -> None:
+    rates = {"ceiling_fair": 50_000, "quix": 8_000, "faust_batched": 2_000, "pipeline": 7_000}
+    measured = results(rates, (40, 100), 400, cpu=(130, 14))
+    measured["core"] = {"users": 1_000, "events": 5_000, "cpu_us_per_event": 40.0}
+
+    bound = report.core_bound(measured)
+
+    assert bound["core/ceiling_fair cpu"] == round(40 / 14, 3)
+    assert bound["best pipeline/ceiling_fair"] == 0.5  # 25,000 events/s at most
+    assert bound["best pipeline/quix"] == round(25_000 / 8_000, 3)
+    measured["core_bound"] = bound
+    assert "25,000 events/s" in "\n".join(report._core_lines(measured))
+
+
+def test_the_core_phase_decides_the_mix_and_encodes_every_output() -> None:
+    phase = core_phase(200, 1_000, seed=3, hmac_key=b"k" * 32, trust_key=b"t" * 32)
+
+    assert 900 < phase["events"] <= 1_000  # customer-list records and consent churn left out
+    assert phase["outputs_per_event"] > 2  # an audit and a de-identified record at least
+    assert phase["cpu_us_per_event"] > 0

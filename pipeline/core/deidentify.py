@@ -116,6 +116,12 @@ def truncate_ip(address: str | None) -> str | None:
     packed = ipv6_packed(address)
     if packed is not None and packed[:12] != _IPV4_MAPPED:
         return inet_ntop(AF_INET6, packed[:6] + _HOST_BITS_48) + "/48"
+    return network_by_ipaddress(address)
+
+
+def network_by_ipaddress(address: str) -> str | None:
+    """`truncate_ip` by the `ipaddress` module alone: any form it reads (dotted quads in
+    IPv6, zones, IPv4-mapped addresses), at about 20 µs an address."""
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:

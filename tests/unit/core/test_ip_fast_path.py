@@ -2,7 +2,8 @@
 
 `canonical_ip` (at intake) and `truncate_ip` (in every de-identified record) read IPv6
 text with `inet_pton` / `inet_ntop` and leave the rest to `ipaddress`; the references
-below are those functions as written with `ipaddress` alone.
+below are those functions with `ipaddress` alone (`network_by_ipaddress` is the path
+`truncate_ip` falls back to).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import ipaddress
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.core.deidentify import truncate_ip
+from pipeline.core.deidentify import network_by_ipaddress, truncate_ip
 from schemas import normalize
 
 
@@ -26,16 +27,11 @@ def canonical_ip_reference(value: str) -> str | None:
 
 
 def truncate_ip_reference(value: str) -> str | None:
+    if not value:
+        return None
     if normalize.is_ipv4(value):
         return value.rpartition(".")[0] + ".0/24"
-    try:
-        ip = ipaddress.ip_address(value)
-    except ValueError:
-        return None
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    prefix = 24 if ip.version == 4 else 48
-    return ipaddress.ip_network((ip, prefix), strict=False).compressed
+    return network_by_ipaddress(value)
 
 
 def _written(number: int, style: int, groups_kept: int) -> str:

@@ -40,8 +40,8 @@ def core_phase(
 
     def fold(record: Record) -> None:
         if record.topic is catalogue.CONSENT_CHANGES:
-            user = None if record.key is None else record.key.decode()
-            state = decider.fold(consent.get(user or ""), record.value, record.key, time.time())
+            current = None if record.key is None else consent.get(record.key.decode())
+            state = decider.fold(current, record.value, record.key, time.time())
             if state is not None:
                 consent[state.user_id] = state
         elif record.key is not None:

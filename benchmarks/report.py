@@ -237,6 +237,7 @@ def core_bound(results: dict[str, Any]) -> dict[str, float | None]:
     best_rate = 1e6 / core
     return {
         "core_cpu_us_per_event": core,
+        "best_events_per_s": round(best_rate),
         "core/ceiling_fair cpu": round(core / fair_cpu, 3) if fair_cpu else None,
         "best pipeline/ceiling_fair": round(best_rate / fair_rate, 3) if fair_rate else None,
         "best pipeline/quix": round(best_rate / quix_rate, 3) if quix_rate else None,
@@ -258,7 +259,7 @@ def _core_lines(results: dict[str, Any]) -> list[str]:
         f"{_num(core['cpu_us_per_event'], 1)} CPU µs per event, "
         f"{_num(bound.get('core/ceiling_fair cpu'), 2)}x the fair ceiling's CPU per event. "
         "A worker making this decision spends at least that: on one core it could decide at most "
-        f"{_num(1e6 / core['cpu_us_per_event'])} events/s, "
+        f"{_num(bound.get('best_events_per_s'))} events/s, "
         f"{_num(bound.get('best pipeline/ceiling_fair'), 2)}x the fair ceiling and "
         f"{_num(bound.get('best pipeline/quix'), 2)}x Quix Streams, with nothing else to do.",
     ]

@@ -157,6 +157,15 @@ class PolicyConfig:
 PURPOSES: Final = ("personalization", "ads", "measurement", "partner_sharing")
 """The purposes every event is decided for, in the order `Decision` holds them."""
 
+Tally = tuple[str, str, str, str, tuple[str, ...]]
+"""A decision as counted: its four outcomes in `PURPOSES` order, then its reasons."""
+
+
+def untally(tally: Tally) -> tuple[list[tuple[str, str]], tuple[str, ...]]:
+    """A tally's (purpose, outcome) pairs and its reasons: `Decision.tally` read back."""
+    *outcomes, reasons = tally
+    return list(zip(PURPOSES, outcomes, strict=True)), reasons
+
 
 @dataclass(frozen=True, slots=True)
 class Decision:
@@ -180,6 +189,16 @@ class Decision:
             "measurement": self.measurement,
             "partner_sharing": self.partner_sharing,
         }
+
+    def tally(self) -> Tally:
+        """This decision as a batch counts it (`untally` reads it back)."""
+        return (
+            self.personalization,
+            self.ads,
+            self.measurement,
+            self.partner_sharing,
+            self.reasons,
+        )
 
 
 def decide(event: Event, consent: ConsentState | None, config: PolicyConfig) -> Decision:

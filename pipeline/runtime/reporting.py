@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from prometheus_client import Histogram
 
 from pipeline.catalogue import BY_DESTINATION
-from pipeline.core.policy import PURPOSES
+from pipeline.core.policy import Tally, untally
 from pipeline.runtime.metrics import Metrics
 
 
@@ -24,9 +24,9 @@ class BatchStats:
 
     events_in: Counter[str] = field(default_factory=Counter)
     outputs: Counter[str] = field(default_factory=Counter)
-    decided: Counter[tuple[str, str, str, str, tuple[str, ...]]] = field(default_factory=Counter)
-    """Decisions by (personalization, ads, measurement, partner_sharing, reasons): one count
-    per event, spread over the purposes' and reasons' metrics at `report`."""
+    decided: Counter[Tally] = field(default_factory=Counter)
+    """Decisions by `Decision.tally`: one count per event, spread over the purposes' and
+    reasons' metrics at `report`."""
     dlq: Counter[tuple[str, str]] = field(default_factory=Counter)
     duplicates: Counter[str] = field(default_factory=Counter)
     processing_errors: Counter[str] = field(default_factory=Counter)
@@ -77,9 +77,10 @@ def report(
         m.events_out.labels(BY_DESTINATION[destination].name).inc(n)  # type: ignore[index]
     decisions: Counter[tuple[str, str]] = Counter()
     reasons: Counter[str] = Counter()
-    for (*outcomes, why), n in stats.decided.items():
-        for purpose, outcome in zip(PURPOSES, outcomes, strict=True):
-            decisions[purpose, outcome] += n
+    for tally, n in stats.decided.items():
+        pairs, why = untally(tally)
+        for pair in pairs:
+            decisions[pair] += n
         for reason in why:
             reasons[reason] += n
     for (purpose, outcome), n in decisions.items():

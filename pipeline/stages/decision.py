@@ -310,13 +310,7 @@ class DecisionStage(Stage):
         outputs.append(audit)
         source = event.source
         if not duplicate:
-            stats.decided[
-                decision.personalization,
-                decision.ads,
-                decision.measurement,
-                decision.partner_sharing,
-                decision.reasons,
-            ] += 1
+            stats.decided[decision.tally()] += 1
             self._aggregate(partition, outputs, stats)
         stats.event_ages.append((source, now - event.event_time))
         return outputs

@@ -17,6 +17,7 @@ from pipeline.core.policy import (
     PolicyConfig,
     Reason,
     decide,
+    untally,
 )
 from pipeline.errors import PolicyConfigError
 from schemas.events import Source
@@ -128,6 +129,14 @@ def test_outcomes_spell_the_four_purposes() -> None:
         "measurement": "identified",
         "partner_sharing": "allow",
     }
+
+
+def test_a_tally_reads_back_as_the_decisions_outcomes_and_reasons() -> None:
+    for case in CASES:
+        decision = decide_case(case)
+        pairs, reasons = untally(decision.tally())
+        assert pairs == list(decision.outcomes().items())
+        assert reasons == decision.reasons
 
 
 @pytest.mark.parametrize(

@@ -57,6 +57,8 @@ WRONG_PARTITION = Rejected("wrong_partition", "key: wrong_partition")
 LAG_INTERVAL_S = 1.0
 FETCH_MAX_WAIT_MS = 20
 PREFETCH_BACKOFF_S = 0.01
+TOP_UP_MS = 3
+"""How long a batch not yet full waits for the records its taking sets off (`take_batch`)."""
 INTAKE_PAUSE_BATCHES = 2
 """The raw topics are paused while the internal topics hold more than this many batches
 (`batch_max_records`) not yet processed, and resumed once they hold less than one."""
@@ -204,9 +206,10 @@ class Engine(Service):
         assert consumer is not None
         while not self.should_stop and not self._stopping:
             generation = self.generation.value
-            batch = await consumer.getmany(
-                timeout_ms=self.settings.poll_timeout_ms,
-                max_records=self.settings.batch_max_records,
+            batch = await take_batch(
+                consumer,
+                limit=self.settings.batch_max_records,
+                poll_timeout_ms=self.settings.poll_timeout_ms,
             )
             self.last_cycle = time.monotonic()
             async with self._lock:
@@ -662,6 +665,27 @@ def unread(fetched_end: int | None, written_end: int, position: int) -> int:
     """Records of an internal partition not yet read at `position`: up to the end its last
     fetch reported or, when further, the end this worker's own commits reached."""
     return max(0, max(fetched_end or 0, written_end) - position)
+
+
+async def take_batch(consumer: AIOKafkaConsumer, *, limit: int, poll_timeout_ms: int) -> Batch:
+    """The next batch, of at most `limit` records: what the consumer holds, topped up with
+    what reached the broker while the previous batch ran.
+
+    aiokafka fetches a partition again only once its buffered records are taken, so what
+    it holds at the start of a batch is what one fetch brought early in the previous
+    batch; the records that arrived after that fetch wait on the broker. Taking the held
+    records sets off the fetch that finds them there and returns at once: a batch not yet
+    full waits up to `TOP_UP_MS` for it, so a record is decided in the batch after the
+    one it arrived during, not in the one after that.
+    """
+    batch: Batch = await consumer.getmany(timeout_ms=poll_timeout_ms, max_records=limit)
+    taken = sum(len(records) for records in batch.values())
+    if not taken or taken >= limit:
+        return batch
+    more: Batch = await consumer.getmany(timeout_ms=TOP_UP_MS, max_records=limit - taken)
+    for tp, records in more.items():
+        batch.setdefault(tp, []).extend(records)
+    return batch
 
 
 def pace_intake(pending: int, batch_max_records: int, held: bool) -> bool:

@@ -1,0 +1,84 @@
+"""How the engine takes a batch from a real broker: what the consumer holds, topped up with
+what reached the broker meanwhile."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import NewTopic
+
+from pipeline.kafka.admin import admin_client
+from pipeline.runtime.engine import Batch, take_batch
+from pipeline.settings import Settings
+from tests.integration.kafka_io import produce
+
+pytestmark = pytest.mark.integration
+
+SETTLE_S = 0.5
+"""Long enough for a fetch on this broker to return what it finds."""
+
+
+async def _topic(settings: Settings, topic: str) -> None:
+    admin = admin_client(settings)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])
+    finally:
+        await admin.close()
+
+
+async def _held_one_then_nine(bootstrap: str, topic: str, start: int) -> None:
+    """One record the consumer's fetch brings and holds, then nine left on the broker."""
+    await produce(bootstrap, [(topic, b"k", f"v{start}".encode())])
+    await asyncio.sleep(SETTLE_S)
+    await produce(bootstrap, [(topic, b"k", f"v{start + i}".encode()) for i in range(1, 10)])
+    await asyncio.sleep(SETTLE_S)
+
+
+async def _batches(settings: Settings, topic: str) -> list[list[bytes]]:
+    await _topic(settings, topic)
+    bootstrap = settings.kafka_bootstrap_servers
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    tp = TopicPartition(topic, 0)
+    consumer.assign([tp])
+    taken: list[list[bytes]] = []
+
+    def values(batch: Batch) -> list[bytes]:
+        return [record.value for record in batch.get(tp, [])]
+
+    try:
+        assert await consumer.getmany(timeout_ms=200) == {}
+        # aiokafka alone: a partition is fetched again only once its records are taken.
+        await _held_one_then_nine(bootstrap, topic, 0)
+        taken.append(values(await consumer.getmany(timeout_ms=50, max_records=100)))
+        taken.append(values(await consumer.getmany(timeout_ms=1_000, max_records=100)))
+        # The engine's batch takes both at once, and never more than its limit.
+        await _held_one_then_nine(bootstrap, topic, 10)
+        taken.append(values(await take_batch(consumer, limit=100, poll_timeout_ms=50)))
+        await _held_one_then_nine(bootstrap, topic, 20)
+        taken.append(values(await take_batch(consumer, limit=4, poll_timeout_ms=50)))
+        taken.append(values(await take_batch(consumer, limit=100, poll_timeout_ms=50)))
+        return taken
+    finally:
+        await consumer.stop()
+
+
+def test_a_batch_takes_what_reached_the_broker_while_the_consumer_held_records(
+    settings_factory: Callable[..., Settings], unique_name: Callable[[str], str]
+) -> None:
+    taken = asyncio.run(_batches(settings_factory(), unique_name("fetch")))
+
+    def v(*numbers: int) -> list[bytes]:
+        return [f"v{n}".encode() for n in numbers]
+
+    assert taken[0] == v(0)
+    assert taken[1] == v(*range(1, 10))
+    assert taken[2] == v(*range(10, 20))
+    assert taken[3] == v(20, 21, 22, 23)
+    assert taken[4] == v(*range(24, 30))

@@ -667,7 +667,9 @@ def unread(fetched_end: int | None, written_end: int, position: int) -> int:
     return max(0, max(fetched_end or 0, written_end) - position)
 
 
-async def take_batch(consumer: AIOKafkaConsumer, *, limit: int, poll_timeout_ms: int) -> Batch:
+async def take_batch(
+    consumer: AIOKafkaConsumer, *, limit: int, poll_timeout_ms: int, top_up_ms: int = TOP_UP_MS
+) -> Batch:
     """The next batch, of at most `limit` records: what the consumer holds, topped up with
     what reached the broker while the previous batch ran.
 
@@ -675,14 +677,14 @@ async def take_batch(consumer: AIOKafkaConsumer, *, limit: int, poll_timeout_ms:
     it holds at the start of a batch is what one fetch brought early in the previous
     batch; the records that arrived after that fetch wait on the broker. Taking the held
     records sets off the fetch that finds them there and returns at once: a batch not yet
-    full waits up to `TOP_UP_MS` for it, so a record is decided in the batch after the
+    full waits up to `top_up_ms` for it, so a record is decided in the batch after the
     one it arrived during, not in the one after that.
     """
     batch: Batch = await consumer.getmany(timeout_ms=poll_timeout_ms, max_records=limit)
     taken = sum(len(records) for records in batch.values())
     if not taken or taken >= limit:
         return batch
-    more: Batch = await consumer.getmany(timeout_ms=TOP_UP_MS, max_records=limit - taken)
+    more: Batch = await consumer.getmany(timeout_ms=top_up_ms, max_records=limit - taken)
     for tp, records in more.items():
         batch.setdefault(tp, []).extend(records)
     return batch

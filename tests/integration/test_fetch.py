@@ -4,6 +4,7 @@ what reached the broker meanwhile."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 
 import pytest
@@ -17,8 +18,10 @@ from tests.integration.kafka_io import produce
 
 pytestmark = pytest.mark.integration
 
-SETTLE_S = 0.5
-"""Long enough for a fetch on this broker to return what it finds."""
+TOP_UP_MS = 5_000
+"""The test's top-up bound: generous on a loaded machine (the top-up returns once its fetch
+does); the engine's own is `pipeline.runtime.engine.TOP_UP_MS`."""
+DEADLINE_S = 30.0
 
 
 async def _topic(settings: Settings, topic: str) -> None:
@@ -30,12 +33,18 @@ async def _topic(settings: Settings, topic: str) -> None:
         await admin.close()
 
 
-async def _held_one_then_nine(bootstrap: str, topic: str, start: int) -> None:
+async def _held_one_then_nine(
+    bootstrap: str, consumer: AIOKafkaConsumer, tp: TopicPartition, start: int
+) -> None:
     """One record the consumer's fetch brings and holds, then nine left on the broker."""
-    await produce(bootstrap, [(topic, b"k", f"v{start}".encode())])
-    await asyncio.sleep(SETTLE_S)
-    await produce(bootstrap, [(topic, b"k", f"v{start + i}".encode()) for i in range(1, 10)])
-    await asyncio.sleep(SETTLE_S)
+    await produce(bootstrap, [(tp.topic, b"k", f"v{start}".encode())])
+    # A fetch that brought the record moved the consumer's high watermark past it.
+    deadline = time.monotonic() + DEADLINE_S
+    while (consumer.highwater(tp) or 0) <= start:
+        assert time.monotonic() < deadline, "the consumer never fetched the held record"
+        await asyncio.sleep(0.01)
+    await produce(bootstrap, [(tp.topic, b"k", f"v{start + i}".encode()) for i in range(1, 10)])
+    await asyncio.sleep(0.3)  # past aiokafka's prefetch backoff (0.1 s)
 
 
 async def _batches(settings: Settings, topic: str) -> list[list[bytes]]:
@@ -52,18 +61,21 @@ async def _batches(settings: Settings, topic: str) -> list[list[bytes]]:
     def values(batch: Batch) -> list[bytes]:
         return [record.value for record in batch.get(tp, [])]
 
+    async def take(limit: int, top_up_ms: int = TOP_UP_MS) -> Batch:
+        return await take_batch(consumer, limit=limit, poll_timeout_ms=50, top_up_ms=top_up_ms)
+
     try:
         assert await consumer.getmany(timeout_ms=200) == {}
         # aiokafka alone: a partition is fetched again only once its records are taken.
-        await _held_one_then_nine(bootstrap, topic, 0)
+        await _held_one_then_nine(bootstrap, consumer, tp, 0)
         taken.append(values(await consumer.getmany(timeout_ms=50, max_records=100)))
-        taken.append(values(await consumer.getmany(timeout_ms=1_000, max_records=100)))
+        taken.append(values(await consumer.getmany(timeout_ms=TOP_UP_MS, max_records=100)))
         # The engine's batch takes both at once, and never more than its limit.
-        await _held_one_then_nine(bootstrap, topic, 10)
-        taken.append(values(await take_batch(consumer, limit=100, poll_timeout_ms=50)))
-        await _held_one_then_nine(bootstrap, topic, 20)
-        taken.append(values(await take_batch(consumer, limit=4, poll_timeout_ms=50)))
-        taken.append(values(await take_batch(consumer, limit=100, poll_timeout_ms=50)))
+        await _held_one_then_nine(bootstrap, consumer, tp, 10)
+        taken.append(values(await take(limit=100)))
+        await _held_one_then_nine(bootstrap, consumer, tp, 20)
+        taken.append(values(await take(limit=4)))
+        taken.append(values(await take(limit=100, top_up_ms=50)))  # nothing more comes
         return taken
     finally:
         await consumer.stop()

@@ -10,8 +10,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import NewTopic
 
 from pipeline.core.trust import TRUST_HEADER, trust_signature
+from pipeline.kafka.admin import admin_client
+from pipeline.settings import Settings
 from schemas import codec
 from tests.conftest import TRUST_KEY
 
@@ -50,6 +53,18 @@ Produced = (
 def signed(topic: str, key: bytes | None, value: bytes) -> Produced:
     """A record a trusted producer writes: its user_id counts (SPEC §4)."""
     return (topic, key, value, [(TRUST_HEADER, trust_signature(TRUST_KEY, value))])
+
+
+async def create_topic(settings: Settings, topic: str, partitions: int) -> None:
+    """Create `topic` with `partitions` partitions (one replica) on the settings' cluster."""
+    admin = admin_client(settings)
+    await admin.start()
+    try:
+        await admin.create_topics(
+            [NewTopic(topic, num_partitions=partitions, replication_factor=1)]
+        )
+    finally:
+        await admin.close()
 
 
 async def produce(

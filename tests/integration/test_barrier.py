@@ -8,13 +8,11 @@ from collections.abc import Callable
 
 import pytest
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
-from aiokafka.admin import NewTopic
 
-from pipeline.kafka.admin import admin_client
 from pipeline.runtime.barrier import catch_up
 from pipeline.runtime.engine import PREFETCH_BACKOFF_S, shorten_prefetch_backoff
 from pipeline.settings import Settings
-from tests.integration.kafka_io import produce
+from tests.integration.kafka_io import create_topic, produce
 
 pytestmark = pytest.mark.integration
 
@@ -23,12 +21,7 @@ LIMIT = 300
 
 
 async def _fill(settings: Settings, topic: str) -> None:
-    admin = admin_client(settings)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(topic, num_partitions=2, replication_factor=1)])
-    finally:
-        await admin.close()
+    await create_topic(settings, topic, 2)
     records = [(topic, f"k{i}".encode(), f"v{i}".encode()) for i in range(RECORDS)]
     await produce(settings.kafka_bootstrap_servers, records)
 

@@ -9,12 +9,10 @@ from collections.abc import Callable
 
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import NewTopic
 
-from pipeline.kafka.admin import admin_client
 from pipeline.runtime.engine import Batch, take_batch
 from pipeline.settings import Settings
-from tests.integration.kafka_io import produce
+from tests.integration.kafka_io import create_topic, produce
 
 pytestmark = pytest.mark.integration
 
@@ -22,15 +20,6 @@ TOP_UP_MS = 5_000
 """The test's top-up bound: generous on a loaded machine (the top-up returns once its fetch
 does); the engine's own is `pipeline.runtime.engine.TOP_UP_MS`."""
 DEADLINE_S = 30.0
-
-
-async def _topic(settings: Settings, topic: str) -> None:
-    admin = admin_client(settings)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])
-    finally:
-        await admin.close()
 
 
 async def _held_one_then_nine(
@@ -48,7 +37,7 @@ async def _held_one_then_nine(
 
 
 async def _batches(settings: Settings, topic: str) -> list[list[bytes]]:
-    await _topic(settings, topic)
+    await create_topic(settings, topic, 1)
     bootstrap = settings.kafka_bootstrap_servers
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"

@@ -8,7 +8,6 @@ behind when `make bench` writes a new report.
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from typing import Any
 import pytest
 
 from benchmarks import report
+from schemas import codec
 
 ROOT = Path(__file__).resolve().parents[3]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -26,7 +26,7 @@ FIVE_NUMBERS = ("events_per_s", "cpu_us_per_event", "p50_ms", "p99_ms", "rss_mb"
 
 @pytest.fixture(scope="module")
 def committed() -> dict[str, Any]:
-    results: dict[str, Any] = json.loads((RESULTS / "results.json").read_text())
+    results: dict[str, Any] = codec.loads((RESULTS / "results.json").read_bytes())
     return results
 
 

@@ -20,6 +20,7 @@ from aiokafka.errors import KafkaError
 
 from pipeline.errors import KafkaUnavailable
 from pipeline.kafka.config import client_options
+from pipeline.kafka.group import FencedOffsetCommits, GroupMetadata
 from pipeline.kafka.writer import BatchWriter, KeyPartitioner
 from pipeline.settings import Settings
 
@@ -33,7 +34,10 @@ class Producer:
 
     Args:
         client_id: how the broker's logs and quotas name this client.
-        transactional_id: makes the producer transactional (`begin`, `commit`, ...).
+        transactional_id: makes the producer transactional (`begin`, `commit`, ...); its
+            offset commits name the group member they are made for (`send_offsets`).
+        transaction_timeout_ms: how long the transaction coordinator lets a transaction
+            stay open before it aborts it.
         linger_ms: how long aiokafka waits to fill a batch of single `send`s.
         kafka_factory: builds the client (a test can pass a stand-in).
     """
@@ -44,6 +48,7 @@ class Producer:
         *,
         client_id: str,
         transactional_id: str | None = None,
+        transaction_timeout_ms: int = 60_000,
         linger_ms: int = 0,
         request_timeout_ms: int = 30_000,
         retry_backoff_ms: int = 100,
@@ -64,8 +69,10 @@ class Producer:
         }
         if transactional_id is not None:
             self._options["transactional_id"] = transactional_id
+            self._options["transaction_timeout_ms"] = transaction_timeout_ms
         self._factory = kafka_factory
         self._kafka: Any | None = None
+        self._fenced: FencedOffsetCommits | None = None
         self._partition_counts: dict[str, int] = {}
         self._hasher = KeyPartitioner()
 
@@ -104,10 +111,13 @@ class Producer:
                 f"({type(exc).__name__})"
             ) from exc
         self._kafka = kafka
+        if "transactional_id" in self._options:
+            self._fenced = FencedOffsetCommits(kafka)
 
     async def stop(self) -> None:
         """Deliver what is queued, then close; errors while closing are logged, not raised."""
         kafka, self._kafka = self._kafka, None
+        self._fenced = None
         if kafka is None:
             return
         try:
@@ -156,11 +166,28 @@ class Producer:
 
     # -- transactions (a producer made with `transactional_id`) ---------------------
 
+    @property
+    def fenced(self) -> bool:
+        """Whether the transactional producer can no longer be used: the coordinator gave
+        its transactional id to a newer producer, or aborted a transaction that outlived
+        its timeout. A new producer with the same id (`start` of another `Producer`) can."""
+        kafka = self._kafka
+        txn = None if kafka is None else getattr(kafka, "_txn_manager", None)
+        return txn is not None and bool(txn.is_fatal_error())
+
     async def begin(self) -> None:
         await self.kafka.begin_transaction()
 
-    async def send_offsets(self, offsets: dict[TopicPartition, int], group_id: str) -> None:
-        await self.kafka.send_offsets_to_transaction(offsets, group_id)
+    async def send_offsets(self, offsets: dict[TopicPartition, int], member: GroupMetadata) -> None:
+        """Commit `offsets` with the open transaction, as `member` of its consumer group.
+
+        Raises:
+            MemberFenced: the group coordinator no longer counts `member` in its generation;
+                the transaction must be aborted.
+        """
+        if self._fenced is None:
+            raise KafkaUnavailable("the producer is not started, or not transactional")
+        await self._fenced.send(self.kafka, offsets, member)
 
     async def commit(self) -> None:
         await self.kafka.commit_transaction()

@@ -6,6 +6,10 @@ acknowledgement, adds the consumed offsets and commits. Only then are the staged
 applied to the local stores (with the changelog offsets they reached), so a store never
 holds state that an aborted transaction discarded.
 
+The offsets are committed as the consumer group member the batch's partitions were
+assigned to (KIP-447): the group coordinator refuses them from a worker the group has
+dropped, and the whole transaction (outputs and changelog records with it) is aborted.
+
 Why the acks are awaited before the offsets are sent: a Kafka 3.6+ broker verifies each
 transactional produce and offset commit with the transaction coordinator, one at a time
 per transactional id; overlapping, one of them fails as NOT_ENOUGH_REPLICAS or
@@ -19,6 +23,7 @@ from collections.abc import Iterable
 
 from aiokafka import TopicPartition
 
+from pipeline.kafka.group import GroupMetadata
 from pipeline.kafka.producer import Producer
 from pipeline.kafka.writer import BatchWriter
 from pipeline.state.tables import Table
@@ -35,12 +40,13 @@ async def commit(
     writer: BatchWriter,
     tables: Iterable[Table],
     offsets: dict[TopicPartition, int],
-    group_id: str,
+    member: GroupMetadata,
 ) -> dict[str, dict[int, int]]:
     """Write the tables' staged changes, the consumed `offsets`, and commit; returns the
     offset after the last record the transaction wrote, by topic and partition.
 
     Raises:
+        MemberFenced: `member` is no longer in its group's generation; the caller aborts.
         KafkaError: the transaction could not commit; the caller aborts and retries.
     """
     tables = list(tables)
@@ -50,7 +56,7 @@ async def commit(
     sent = await writer.flush()
     await asyncio.gather(*(handed.future for handed in sent))
     if offsets:
-        await producer.send_offsets(offsets, group_id)
+        await producer.send_offsets(offsets, member)
     await producer.commit()
     ends: dict[str, dict[int, int]] = {}
     for handed in sent:

@@ -9,8 +9,11 @@
   is remembered with the time Kafka acknowledged it, for a window.
 - `user_as_of(row, produced_ms)`: the user a key pointed to when an event was produced.
   A change acknowledged after the event was produced does not govern it (the identity
-  barrier reads every change acknowledged before); when the changes around that moment
-  leave more than one user possible, the key is not trusted to name anyone.
+  barrier reads every change acknowledged before). Kafka's timestamps are milliseconds,
+  so changes acknowledged in the event's own millisecond may have come before it or
+  after: when they leave two users possible, or end with the key unlinked, the key names
+  nobody; when the only other possibility is nobody (a key linked in that millisecond),
+  it names its user, so a link acknowledged before the event always governs it.
 - `choose(found)`: the first key with a live link wins; another key linked to another
   user is a conflict, counted, never a second subject.
 """
@@ -146,14 +149,17 @@ def user_as_of(row: LinkRow | None, produced_ms: int) -> str | None:
     """The user the key pointed to when an event was produced; None if none, or unclear."""
     if row is None:
         return None
+    if produced_ms < row.complete_from_ms:  # older than the changes kept: any of them
+        known = [before for _, before in row.changes] + [row.user_id]
+        return known[0] if all(user == known[0] for user in known) else None
     candidates = _candidates(row, produced_ms)
-    first = candidates[0]
-    return first if all(candidate == first for candidate in candidates) else None
+    last = candidates[-1]
+    return last if all(user is None or user == last for user in candidates) else None
 
 
 def _candidates(row: LinkRow, produced_ms: int) -> list[str | None]:
-    if produced_ms < row.complete_from_ms:
-        return [before for _, before in row.changes] + [row.user_id]
+    """The key's possible users at `produced_ms`, oldest first: the one before the changes
+    of that very millisecond, and the one after each of them."""
     candidates: list[str | None] = []
     for acknowledged_ms, before in row.changes:
         if acknowledged_ms >= produced_ms:

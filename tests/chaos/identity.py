@@ -5,7 +5,9 @@
 remembers when Kafka appended each change of a key's user. `expected(...)` says who an
 event is about: the user a trusted producer signed, else the first of its match keys
 (session, click, em, ph, maid) whose link, as of the moment the raw record was produced,
-names someone; `Unclear` when a key's user changed in that very millisecond.
+names someone; `Unclear` when the changes of a key in that very millisecond leave two
+users possible, or end with the key unlinked; a key linked in that millisecond (the only
+other possibility being nobody) names its user.
 """
 
 from __future__ import annotations
@@ -87,9 +89,11 @@ class Links:
         at = bisect.bisect_left(entry.times, produced_ms)
         before = entry.users[at - 1] if at else None
         same_ms = bisect.bisect_right(entry.times, produced_ms)
-        if any(user != before for user in entry.users[at:same_ms]):
-            return UNCLEAR
-        return before
+        possible = [before, *entry.users[at:same_ms]]
+        after = possible[-1]
+        if all(user is None or user == after for user in possible):
+            return after
+        return UNCLEAR
 
     def candidates(self, keys: list[str], produced_ms: int) -> set[str]:
         """Every user one of `keys` named just before `produced_ms` or at that very ms:

@@ -182,7 +182,8 @@ def simulate(
             world.output("dlq", out.key, out.record)
             continue
         if parsed.user_id is None:  # resolved by the link of its email, as of production
-            owners = [u for k, u, at in links if k == f"em:{parsed.user_data.em[0]}" and at < ts]  # type: ignore[union-attr]
+            # (a link of the event's own millisecond governs it: it may have come first)
+            owners = [u for k, u, at in links if k == f"em:{parsed.user_data.em[0]}" and at <= ts]  # type: ignore[union-attr]
             parsed = parsed.model_copy(update={"user_id": owners[-1] if owners else None})
         world.raw.append(msg)
         world.hop(Origin(catalogue.RAW_TAG.name, 0, offset))
@@ -462,6 +463,39 @@ def test_an_event_named_after_the_former_owner_of_a_key_fails(moved_world: World
 
     assert not identity.passed
     assert identity.counts["audits_naming_another_subject"] == 1
+
+
+@pytest.fixture
+def linked_in_its_millisecond_world() -> World:
+    """The email is first linked in the very millisecond the event is produced."""
+    return simulate(
+        [(u, consent(u, 1), NOW_MS - 20_000) for u in USERS],
+        [(unnamed("same-ms"), NOW_MS - 5_000), (unnamed("later"), NOW_MS - 1_000)],
+        [(f"em:{EMAIL}", "user-1", NOW_MS - 5_000)],
+    )
+
+
+def test_an_event_produced_in_the_millisecond_its_key_was_linked_names_the_user(
+    linked_in_its_millisecond_world: World,
+) -> None:
+    results = verdicts(linked_in_its_millisecond_world)
+
+    assert all(i.passed for i in results.values()), results
+    assert results["identity.as_of_production"].counts["audits_checked"] == 2
+
+
+def test_an_anonymous_audit_of_an_event_whose_key_was_just_linked_fails(
+    linked_in_its_millisecond_world: World,
+) -> None:
+    audits = linked_in_its_millisecond_world.outputs[catalogue.AUDIT.name]
+    index = next(i for i, m in enumerate(audits) if b'"same-ms"' in (m.value or b""))
+    record = codec.loads(audits[index].value or b"")
+    record["user_key"] = Pseudonymizer(settings().require_hmac_key(), "t").user_key("anon:same-ms")
+    audits[index] = replace(audits[index], value=codec.dumps(record))
+
+    identity = verdicts(linked_in_its_millisecond_world)["identity.as_of_production"]
+
+    assert not identity.passed
 
 
 def test_a_decision_the_replay_does_not_give_fails(revocation_world: World) -> None:

@@ -123,6 +123,29 @@ def test_the_user_of_a_key_is_the_one_at_the_time_the_event_was_produced() -> No
     assert user_as_of(row, 2_000) is None  # moved in that very millisecond: unclear
 
 
+def test_a_key_linked_in_the_events_own_millisecond_names_its_user() -> None:
+    """The link may have been acknowledged before the event was produced: then it governs
+    the event, and nobody else could (the key was unlinked before)."""
+    row = apply_link(None, _link("u1", 1), 1_000)
+
+    assert user_as_of(row, 1_000) == "u1"
+
+
+def test_a_key_unlinked_in_the_events_own_millisecond_names_nobody() -> None:
+    row = apply_link(apply_link(None, _link("u1", 1), 1_000), _link(None, 2), 2_000)
+
+    assert user_as_of(row, 2_000) is None
+    assert user_as_of(row, 1_999) == "u1"
+
+
+def test_a_key_unlinked_and_linked_again_to_its_user_in_one_millisecond_names_that_user() -> None:
+    row = apply_link(None, _link("u1", 1), 1_000)
+    row = apply_link(row, _link(None, 2), 2_000)
+    row = apply_link(row, _link("u1", 3), 2_000)
+
+    assert user_as_of(row, 2_000) == "u1"
+
+
 def test_a_history_pruned_past_the_event_names_nobody_unless_every_state_agrees() -> None:
     row = apply_link(None, _link("u1", 1), 1_000, max_entries=1)
     row = apply_link(row, _link("u2", 2), 2_000, max_entries=1)

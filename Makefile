@@ -11,12 +11,14 @@ PYTEST_ARGS ?=
 DURATION ?=
 CHAOS_ARGS ?=
 BENCH_ARGS ?=
+# The local cluster's size: `make kafka-up NODES=3` runs three replicated brokers.
+NODES ?= 1
 BENCH_STAMP := $(VENV)/.bench-$(shell cksum < pyproject.toml | cut -d' ' -f1)
 # The Quix Streams contender's own virtualenv: quixstreams pins pydantic below the project's.
 QUIX_VENV := .local/venv-quix
 QUIX_STAMP := $(QUIX_VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
 
-.PHONY: help setup tools browser screenshots deploy-check chaos chaos-faust bench bench-quick kafka-fetch kafka-up kafka-down kafka-status topics worker run test unit \
+.PHONY: help setup tools browser screenshots deploy-check chaos chaos-cluster chaos-faust bench bench-quick kafka-fetch kafka-up kafka-down kafka-status topics worker run test unit \
 	integration contracts lint fmt typecheck check clean
 
 help: ## Show the targets
@@ -44,14 +46,14 @@ setup: $(STAMP) kafka-fetch ## Create the virtualenv, install the package, fetch
 kafka-fetch: ## Resolve Apache Kafka's jars from Maven Central into .local/kafka
 	@$(KAFKA) fetch
 
-kafka-up: ## Start the local Kafka broker (KRaft, 127.0.0.1:9092); idempotent
-	@$(KAFKA) up
+kafka-up: ## Start the local Kafka broker (KRaft, 127.0.0.1:9092; NODES=3: three replicated); idempotent
+	@KAFKA_NODES=$(NODES) $(KAFKA) up
 
-kafka-down: ## Stop the local Kafka broker; data stays in .local/kafka
-	@$(KAFKA) down
+kafka-down: ## Stop the local Kafka broker(s); data stays in .local/kafka
+	@KAFKA_NODES=$(NODES) $(KAFKA) down
 
-kafka-status: ## Is the local broker running?
-	@$(KAFKA) status
+kafka-status: ## Is the local broker (each of NODES) running?
+	@KAFKA_NODES=$(NODES) $(KAFKA) status
 
 topics: $(STAMP) kafka-up ## Create the pipeline's topics on the local broker
 	$(BIN)/consent-pipeline topics create
@@ -91,6 +93,9 @@ bench-quick: $(BENCH_STAMP) $(QUIX_STAMP) kafka-fetch kafka-up ## A ~5 min bench
 
 chaos: setup ## Fault-injection suite (~30-45 min): writes deploy/chaos/report.{md,json}
 	$(BIN)/python -m tests.chaos $(CHAOS_ARGS)
+
+chaos-cluster: setup ## Fault suite on three local brokers, replicated (~25 min): deploy/chaos/cluster/
+	$(BIN)/python -m tests.chaos --cluster $(CHAOS_ARGS)
 
 chaos-faust: setup ## The fault suite's invariants over the faust_batched contender (~10 min): deploy/chaos/faust_batched/
 	$(BIN)/python -m tests.chaos --contender faust_batched $(CHAOS_ARGS)

@@ -51,11 +51,17 @@ def _topics_create(_: argparse.Namespace) -> int:
 
 
 def _topics_check(_: argparse.Namespace) -> int:
-    from pipeline.kafka.admin import check_copartitioned
+    from pipeline.kafka.admin import check_cluster, check_copartitioned
 
-    partitions = asyncio.run(check_copartitioned(_settings()))
+    settings = _settings()
+    partitions = asyncio.run(check_copartitioned(settings))
     print(f"input topics are co-partitioned ({partitions} partitions)")
-    return 0
+    problems = asyncio.run(check_cluster(settings))
+    for problem in problems:
+        print(f"problem: {problem}")
+    if not problems:
+        print("the brokers' replication and transaction settings allow exactly-once")
+    return 1 if problems else 0
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -477,7 +483,9 @@ def build_parser() -> argparse.ArgumentParser:
         "create", help="create every missing topic (partitions, retention, compaction)"
     ).set_defaults(func=_topics_create)
     topic_commands.add_parser(
-        "check", help="check that the input topics exist and are co-partitioned"
+        "check",
+        help="check that the input topics exist and are co-partitioned, and that the brokers' "
+        "replication and transaction settings allow exactly-once",
     ).set_defaults(func=_topics_check)
     return parser
 

@@ -14,12 +14,20 @@ from aiokafka.errors import KafkaError
 from pipeline import catalogue
 from pipeline.catalogue import TableName, Topic
 from pipeline.errors import TopicLayoutError
+from pipeline.kafka.cluster import (
+    ClusterFacts,
+    cluster_facts,
+    cluster_problems,
+    replication_problem,
+)
 from pipeline.kafka.config import client_options
 from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
 
 DAY_MS = 24 * 3600 * 1000
+TOPIC_ALREADY_EXISTS = 36
+"""Kafka's error code for a topic another client created meanwhile."""
 TOPIC_VISIBLE_TIMEOUT_S = 30.0
 TOPIC_VISIBLE_POLL_S = 0.1
 
@@ -87,19 +95,34 @@ async def create_topics(settings: Settings) -> list[str]:
 
 
 async def ensure_topics(settings: Settings, specs: list[TopicSpec]) -> list[str]:
-    """Create the topics of `specs` that do not exist yet; returns their names."""
+    """Create the topics of `specs` that do not exist yet; returns their names.
+
+    Raises:
+        TopicLayoutError: the cluster has fewer brokers than the replication factor, or
+            refused a topic; the message names the setting or the topic and Kafka's reason.
+    """
     admin = admin_client(settings)
     await admin.start()
     try:
         existing = set(await admin.list_topics())
         missing = [s for s in specs if s.name not in existing]
         if missing:
-            await admin.create_topics(
+            problem = replication_problem(settings, await cluster_facts(admin))
+            if problem is not None:
+                raise TopicLayoutError(problem)
+            response = await admin.create_topics(
                 [
                     NewTopic(s.name, s.partitions, s.replication, topic_configs=s.config)
                     for s in missing
                 ]
             )
+            refused = [
+                f"{error['topic']}: {error['error_message'] or error['error_code']}"
+                for error in response.to_object()["topic_errors"]
+                if error["error_code"] not in (0, TOPIC_ALREADY_EXISTS)
+            ]
+            if refused:
+                raise TopicLayoutError("the cluster refused to create " + "; ".join(refused))
             await wait_visible(admin, [s.name for s in missing])
         return [s.name for s in missing]
     finally:
@@ -179,3 +202,24 @@ async def check_copartitioned(settings: Settings) -> int:
             f"{tables}, the internal and changelog topics are not co-partitioned: {layout}"
         )
     return next(iter(joined.values()))
+
+
+async def read_cluster(settings: Settings) -> ClusterFacts:
+    """The broker count and the broker settings exactly-once depends on.
+
+    Raises:
+        TopicLayoutError: the brokers could not be asked.
+    """
+    admin = admin_client(settings)
+    await admin.start()
+    try:
+        return await cluster_facts(admin)
+    except KafkaError as exc:
+        raise TopicLayoutError(f"cannot read the brokers' settings: {type(exc).__name__}") from exc
+    finally:
+        await admin.close()
+
+
+async def check_cluster(settings: Settings) -> list[str]:
+    """What in the cluster's brokers stands against exactly-once (`cluster_problems`)."""
+    return cluster_problems(settings, await read_cluster(settings))

@@ -15,7 +15,9 @@ import faust
 from faust.app.base import BootStrategy
 from prometheus_client import CollectorRegistry
 
-from pipeline.kafka.admin import check_copartitioned
+from pipeline.errors import ConfigError
+from pipeline.kafka.admin import check_copartitioned, read_cluster
+from pipeline.kafka.cluster import cluster_problems, transaction_timeout_problem
 from pipeline.runtime.engine import Engine
 from pipeline.runtime.metrics import Metrics
 from pipeline.runtime.privacy import register_consent_pages
@@ -66,13 +68,20 @@ def run_worker(settings: Settings) -> None:
 
     Raises:
         TopicLayoutError: the input topics are missing or not co-partitioned.
-        ConfigError: a setting the worker needs is missing.
+        ConfigError: a setting the worker needs is missing, or the brokers refuse its
+            transaction timeout.
     """
     settings.require_hmac_key()
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     partitions = loop.run_until_complete(check_copartitioned(settings))
     log.info("the tables' topics are co-partitioned (%d partitions)", partitions)
+    cluster = loop.run_until_complete(read_cluster(settings))
+    refused = transaction_timeout_problem(settings, cluster)
+    if refused is not None:
+        raise ConfigError(refused)
+    for problem in cluster_problems(settings, cluster):
+        log.warning("cluster: %s", problem)
     app, engine = create_app(settings, partitions)
     worker = faust.Worker(app, engine, loglevel=settings.log_level.upper(), quiet=True, loop=loop)
     worker.execute_from_commandline()

@@ -56,7 +56,7 @@ log = logging.getLogger(__name__)
 REPO: Final = Path(__file__).resolve().parent.parent
 SAMPLE_INTERVAL_S: Final = 0.2
 STOP_TIMEOUT_S: Final = 20.0
-READY_LINE: Final = re.compile(r"assigned partitions .*\((\d+) recovered in ([0-9.]+)s\)")
+READY_LINE: Final = re.compile(r"assigned partitions .*\((\d+) records recovered in ([0-9.]+)s\)")
 REVOCATION_HISTOGRAM: Final = "pipeline_revocation_latency_seconds"
 LATENCY_SCOPES: Final = {
     "ceiling": "lc",
@@ -639,7 +639,7 @@ async def start_and_wait_ready(
                         break
         match = READY_LINE.search(running.logs[0].read_text(errors="replace"))
         if match:
-            result["partitions_recovered"] = int(match.group(1))
+            result["records_recovered"] = int(match.group(1))
             result["recovered_in_s"] = float(match.group(2))
         await asyncio.sleep(1.0)
         running.group.sample()

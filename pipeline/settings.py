@@ -96,7 +96,26 @@ class Settings(BaseSettings):
     aggregate_grace_seconds: int = Field(default=600, ge=0)
     batch_max_records: int = Field(default=2000, ge=1, le=100_000)
     poll_timeout_ms: int = Field(default=50, ge=1, le=10_000)
-    barrier_timeout_seconds: float = Field(default=30.0, gt=0)
+    barrier_timeout_seconds: float = Field(
+        default=15.0,
+        gt=0,
+        description="How long a batch may wait for its table inputs (consent changes, identity "
+        "links) to be caught up before it is aborted and retried.",
+    )
+    transaction_timeout_seconds: float = Field(
+        default=30.0,
+        ge=10,
+        le=900,
+        description="How long the transaction coordinator lets a batch's transaction stay "
+        "open before it aborts it (the broker's transaction.max.timeout.ms must allow it); "
+        "a batch still running 5 s before is aborted by the worker itself.",
+    )
+    rejoin_timeout_seconds: float = Field(
+        default=300.0,
+        gt=0,
+        description="How long a worker may stay out of its consumer group (dropped, unable "
+        "to rejoin) before it exits for its process manager to start it again.",
+    )
     pii_canaries: Annotated[list[str], NoDecode] = Field(
         default=[],
         description="Comma-separated synthetic identifiers that must never reach "
@@ -202,6 +221,16 @@ class Settings(BaseSettings):
             )
         if self.kafka_ssl_keyfile is not None and self.kafka_ssl_certfile is None:
             raise ValueError("PIPELINE_KAFKA_SSL_KEYFILE needs PIPELINE_KAFKA_SSL_CERTFILE")
+        return self
+
+    @model_validator(mode="after")
+    def _barrier_fits_in_a_transaction(self) -> Self:
+        if self.barrier_timeout_seconds > self.transaction_timeout_seconds - 10:
+            raise ValueError(
+                "PIPELINE_BARRIER_TIMEOUT_SECONDS must be at least 10 s shorter than "
+                "PIPELINE_TRANSACTION_TIMEOUT_SECONDS: a batch waits for its barrier inside "
+                "its transaction"
+            )
         return self
 
     @field_validator("sharing_countries", "pii_canaries", "collector_worker_urls", mode="before")

@@ -6,11 +6,20 @@ topic). Each batch runs in one Kafka transaction (`pipeline.runtime.transaction`
 outputs, the tables' changelog records and the consumed offsets commit together or not
 at all, so every input offset ends in exactly one audit or DLQ record (exactly-once).
 Before a stage's stream records are processed, its table inputs are caught up for their
-partitions (`pipeline.runtime.barrier`); newly assigned partitions recover their tables
-from the changelogs before any batch runs (`pipeline.runtime.recovery`,
-`pipeline.runtime.rebalance`). The stages run in order, and a record forwarded to a
-partition this worker owns is processed by its stage in the same batch; only hops to
+partitions (`pipeline.runtime.barrier`). The stages run in order, and a record forwarded
+to a partition this worker owns is processed by its stage in the same batch; only hops to
 another worker's partitions are written to the internal topics.
+
+Each transaction commits its offsets as the consumer group member and generation the
+worker's partitions were assigned to (KIP-447, `pipeline.kafka.group`), so a worker the
+group has dropped can never commit again: its transaction is aborted, and nothing it did
+after losing its partitions is kept. Every transaction carries an offset of each table
+partition it may write (`_fencing`), so a new owner that fetches its committed offsets with
+`require_stable` waits for any transaction of the previous owner that touched its state.
+Before each batch the worker checks that it is still that member (`Membership`). Every
+assignment, including partitions held before, is recovered from the changelogs to their
+committed end in the main loop, outside the rebalance callback (`_recover_pending`), and
+nothing is processed until it is.
 """
 
 from __future__ import annotations
@@ -20,7 +29,7 @@ import contextlib
 import gc
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
@@ -31,22 +40,30 @@ from pipeline import catalogue
 from pipeline.catalogue import TableName, Topic
 from pipeline.core.parse import Rejected
 from pipeline.core.route import Origin, Output, dlq_record
-from pipeline.errors import PipelineError
+from pipeline.errors import PipelineError, TopicLayoutError
 from pipeline.kafka.admin import changelog_specs, ensure_topics
 from pipeline.kafka.config import client_options
+from pipeline.kafka.group import (
+    MemberFenced,
+    OffsetsUnstable,
+    client_of,
+    fetch_stable_offsets,
+    require_fencing_support,
+)
 from pipeline.kafka.producer import Producer
 from pipeline.kafka.writer import KeyPartitioner
 from pipeline.runtime import transaction
 from pipeline.runtime.barrier import BarrierTimeout, catch_up
 from pipeline.runtime.canary import CanaryScanner
+from pipeline.runtime.membership import CONFIRM_AFTER_S, Membership, Phase
 from pipeline.runtime.metrics import Metrics
 from pipeline.runtime.rebalance import Generation, Rebalance
-from pipeline.runtime.recovery import recover
+from pipeline.runtime.recovery import RecoveryInterrupted, RecoveryStalled, recover
 from pipeline.runtime.reporting import BatchStats, report
 from pipeline.runtime.routing import Route, assignors
 from pipeline.runtime.stage import Forward, InputRecord, Stage
 from pipeline.settings import Settings
-from pipeline.state.stores import RocksMemory, open_store
+from pipeline.state.stores import RocksMemory, Store, open_store
 from pipeline.state.tables import Table
 from schemas import codec
 
@@ -70,6 +87,19 @@ written (`Engine._process`)."""
 BARRIER_BATCHES = 10
 """A barrier folds at most this many batches' worth (`batch_max_records`) of table-input
 records in one transaction; the stream records wait for the next."""
+WAIT_S = 0.1
+"""How long the loop waits before it looks again while it may not process."""
+RETRY_RECOVERY_S = 1.0
+STOP_WAIT_S = 30.0
+"""How long stopping waits for the batch in flight before it closes the clients anyway."""
+ABORT_TIMEOUT_S = 15.0
+FENCED_WINDOW_S = 300.0
+FENCED_MAX = 3
+"""More fenced producers than this within `FENCED_WINDOW_S`: another process has the id."""
+METADATA_MAX_AGE_MS = 30_000
+MAX_POLL_INTERVAL_MS = 900_000
+"""How long the consumer may go without taking records before it leaves its group: long
+enough for a large recovery, which takes none (`/healthz` reports a loop that stalls)."""
 Batch = dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
 
 
@@ -95,8 +125,8 @@ class Engine(Service):
         root = settings.data_dir / settings.app_id
         memory = RocksMemory(settings.rocksdb_memory_mb * 1024 * 1024)
 
-        def store(table: str, partition: int) -> Any:
-            return open_store(settings.store, root, table, partition, memory)
+        def store(table: str, partition: int, empty: bool) -> Store:
+            return open_store(settings.store, root, table, partition, memory, empty=empty)
 
         names: dict[TableName, None] = {}
         for stage in self.stages:
@@ -136,21 +166,44 @@ class Engine(Service):
         """The assigned raw partitions, and the internal stream partitions (`_pace_intake`,
         `_in_process`)."""
         self._order = {stage: index for index, stage in enumerate(self.stages)}
+        self._held: dict[Stage, set[int]] = {stage: set() for stage in self.stages}
+        """Partitions whose stores are open: those of the latest assignment."""
+        self._pending: list[TopicPartition] | None = None
+        """An assignment not yet recovered: nothing is processed until it is."""
+        self._fencing: frozenset[TopicPartition] = frozenset()
+        """The table partitions this worker owns, by their stage's `partitioned_by` topic:
+        every transaction commits an offset of each, so that a new owner's stable offset
+        fetch waits for any transaction of this worker that may have written their state."""
         self.generation = Generation()
         """Bumped by every rebalance; a batch fetched in an older generation is not processed."""
-        self.ready = asyncio.Event()
+        self.phase: Phase = "starting"
+        self._out_since: float | None = None
+        """When this worker last found itself out of its group (None: it is a member)."""
+        self.membership: Membership | None = None
+        self._layout_error: str | None = None
+        """Set when partitions were added to a co-partitioned topic: the worker stops."""
         self.last_cycle = time.monotonic()
         self.consumer: AIOKafkaConsumer | None = None
-        self.producer = Producer(
-            settings,
-            client_id=f"{settings.app_id}-{settings.instance_name}",
-            transactional_id=f"{settings.app_id}.{settings.instance_name}",
-            retry_backoff_ms=20,  # e.g. CONCURRENT_TRANSACTIONS right after a commit
-        )
+        self.transactional_id = f"{settings.app_id}.{settings.instance_name}"
+        self.producer = self._new_producer()
+        self._fenced_at: list[float] = []
+        """When the producer was last fenced and replaced (`_replace_producer`)."""
+        self.batch_deadline_s = settings.transaction_timeout_seconds - 5
+        """A batch not committed in this time is aborted, before its transaction times out."""
         self.offsets: AIOKafkaConsumer | None = None
         me = Route(settings.instance_name, settings.canonical_url)
         (self.routing,) = assignors(me, settings.topic(catalogue.CONSENT_CHANGES))
         """Which worker owns each partition: for the web pages that answer from a table."""
+
+    def _new_producer(self) -> Producer:
+        settings = self.settings
+        return Producer(
+            settings,
+            client_id=f"{settings.app_id}-{settings.instance_name}",
+            transactional_id=self.transactional_id,
+            transaction_timeout_ms=int(settings.transaction_timeout_seconds * 1000),
+            retry_backoff_ms=20,  # e.g. CONCURRENT_TRANSACTIONS right after a commit
+        )
 
     # -- lifecycle ----------------------------------------------------------------
 
@@ -173,6 +226,10 @@ class Engine(Service):
             # A fetch that finds no new data waits this long on the broker, and partitions
             # whose buffered records run out meanwhile are not fetched again until it ends.
             fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
+            max_poll_interval_ms=MAX_POLL_INTERVAL_MS,
+            # Partitions added to a topic are noticed this soon (the group then rebalances,
+            # and `assign` refuses co-partitioned topics whose count changed).
+            metadata_max_age_ms=METADATA_MAX_AGE_MS,
         )
         self.offsets = AIOKafkaConsumer(
             **client_options(settings),
@@ -181,7 +238,11 @@ class Engine(Service):
             isolation_level="read_committed",
         )
         await self.offsets.start()
+        await require_fencing_support(client_of(self.offsets))
         await self.producer.start()
+        self.membership = Membership(
+            self.consumer, client_of(self.offsets), self.group_id, confirm_after_s=CONFIRM_AFTER_S
+        )
         listener = Rebalance(self._lock, self.generation, self.revoke, self.assign)
         self.consumer.subscribe(topics=list(self._inputs), listener=listener)
         await self.consumer.start()
@@ -189,8 +250,15 @@ class Engine(Service):
         log.info("engine started as %s in group %s", settings.instance_name, self.group_id)
 
     async def on_stop(self) -> None:
-        async with self._lock:
-            self._stopping = True
+        self.phase = "stopping"
+        try:
+            async with asyncio.timeout(STOP_WAIT_S):
+                await self._lock.acquire()
+        except TimeoutError:
+            log.error("the batch in flight did not end in %.0fs; stopping anyway", STOP_WAIT_S)
+        else:
+            self._lock.release()
+        self._stopping = True
         if self.consumer is not None:
             await self.consumer.stop()
         await self.producer.stop()
@@ -205,6 +273,17 @@ class Engine(Service):
         consumer = self.consumer
         assert consumer is not None
         while not self.should_stop and not self._stopping:
+            if self._layout_error is not None:
+                log.error("refusing to process: %s", self._layout_error)
+                self._stopping = True
+                await self.crash(TopicLayoutError(self._layout_error))
+                return
+            if self._pending is not None:
+                await self._recover_pending()
+                continue
+            if not await self._may_process():
+                await self._wait_for_assignment()
+                continue
             generation = self.generation.value
             batch = await take_batch(
                 consumer,
@@ -216,10 +295,50 @@ class Engine(Service):
                 if self._stopping:
                     break
                 if generation != self.generation.value:
-                    self._refetch(batch)
-                    continue
+                    continue  # the assignment's recovery seeks every partition it is given
                 await self._cycle(batch)
                 await self._pace_intake()
+
+    async def _may_process(self) -> bool:
+        """Whether this worker is still the group member its partitions were assigned to
+        (asking the coordinator when nothing confirmed it lately)."""
+        membership, consumer = self.membership, self.consumer
+        assert membership is not None
+        assert consumer is not None
+        if not await membership.confirm():
+            return False
+        if self._out_since is not None:
+            self._out_since = None
+            held = consumer.paused() & consumer.assignment()
+            if held:
+                consumer.resume(*held)  # `_pace_intake` holds the raw ones back again if due
+        return True
+
+    async def _wait_for_assignment(self) -> None:
+        """Out of the group: take nothing, keep the consumer alive while it rejoins, and exit
+        for a restart when it cannot rejoin."""
+        consumer = self.consumer
+        assert consumer is not None
+        now = time.monotonic()
+        if self._out_since is None:
+            self._out_since = now
+            if self.phase == "processing":
+                self.phase = "rejoining"  # dropped by the group, not told by a rebalance
+        elif now - self._out_since > self.settings.rejoin_timeout_seconds:
+            log.error(
+                "not a member of group %s for %.0fs (PIPELINE_REJOIN_TIMEOUT_SECONDS): "
+                "exiting so that the worker is started again",
+                self.group_id,
+                now - self._out_since,
+            )
+            self._stopping = True
+            await self.crash(PipelineError("could not rejoin the consumer group"))
+            return
+        assigned = consumer.assignment()
+        if assigned:
+            consumer.pause(*assigned)
+        self.last_cycle = now  # waiting for the group is alive, not stalled
+        await consumer.getmany(timeout_ms=int(WAIT_S * 1000))  # no records: all paused
 
     async def _pace_intake(self) -> None:
         """Hold the raw topics back while the later stages have a backlog.
@@ -256,19 +375,6 @@ class Engine(Service):
             if end is not None and end > self._written.get(tp, 0):
                 self._written[tp] = end
 
-    def _refetch(self, batch: Batch) -> None:
-        """Put back a batch fetched across a rebalance: it is read again from where it began.
-
-        Each batch commits before the next is fetched, so a batch's first offset is the
-        committed one; seeking there is right whether the fetch came before or after the
-        rebalance reset the positions.
-        """
-        consumer = self.consumer
-        assigned = consumer.assignment() if consumer is not None else set()
-        for tp, records in batch.items():
-            if records and tp in assigned and consumer is not None:
-                consumer.seek(tp, records[0].offset)
-
     # -- one batch ----------------------------------------------------------------
 
     async def _cycle(self, batch: Batch) -> None:
@@ -286,23 +392,76 @@ class Engine(Service):
             return
         starts = {tp: records[0].offset for tp, records in batch.items() if records}
         try:
-            await self._transaction(batch, now, sweep, starts, markers)
+            async with asyncio.timeout(self.batch_deadline_s):
+                await self._transaction(batch, now, sweep, starts, markers)
         except ProducerFenced:
-            log.error("another worker took over this worker's transactional id; stopping")
-            self._stopping = True
             self._restore_after_abort(starts)
-            await self.crash(PipelineError("producer fenced"))
-        except (KafkaError, BarrierTimeout, OSError) as exc:
+            await self._replace_producer()
+        except MemberFenced as exc:
+            await self._abort(starts)
+            assert self.membership is not None
+            self.membership.lose(f"its batch was aborted: {exc}")
+            self.metrics.fenced_commits.inc()
+            self.phase = "rejoining"
+        except (KafkaError, BarrierTimeout, OSError, TimeoutError) as exc:
             log.warning(
                 "batch failed (%s); it will be read and processed again", type(exc).__name__
             )
-            await self.producer.abort()
-            self._restore_after_abort(starts)
+            await self._abort(starts)
             await asyncio.sleep(0.5)
         else:
             if sweep:
                 self._last_sweep = monotonic
         self._report_lag(monotonic)
+
+    async def _abort(self, starts: dict[TopicPartition, int]) -> None:
+        """Abort the batch's transaction and forget what it staged; its records are read again.
+
+        Raises:
+            PipelineError: the abort did not end in time (the cluster is out of reach).
+        """
+        try:
+            async with asyncio.timeout(ABORT_TIMEOUT_S):
+                await self.producer.abort()
+        except TimeoutError:
+            log.error("cannot abort the batch's transaction in %.0fs; exiting", ABORT_TIMEOUT_S)
+            self._stopping = True
+            await self.crash(PipelineError("transaction abort timed out"))
+        self._restore_after_abort(starts)
+        if self.producer.fenced:
+            await self._replace_producer()
+
+    async def _replace_producer(self) -> None:
+        """Replace a producer the transaction coordinator fenced with a new one of the same
+        transactional id; exit when that keeps happening (another process has the id)."""
+        now = time.monotonic()
+        self._fenced_at = [at for at in self._fenced_at if now - at < FENCED_WINDOW_S] + [now]
+        if len(self._fenced_at) > FENCED_MAX:
+            log.error(
+                "this worker's producer was fenced %d times in %.0fs: another process runs "
+                "with transactional id %s (PIPELINE_WORKER_ID must be unique); exiting",
+                len(self._fenced_at),
+                FENCED_WINDOW_S,
+                self.transactional_id,
+            )
+            self._stopping = True
+            await self.crash(PipelineError("producer fenced"))
+            return
+        log.warning(
+            "the transaction coordinator fenced this worker's producer (a transaction "
+            "outlived PIPELINE_TRANSACTION_TIMEOUT_SECONDS, or another process took its "
+            "transactional id); starting a new one"
+        )
+        old, self.producer = self.producer, self._new_producer()
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(ABORT_TIMEOUT_S):
+                await old.stop()
+        try:
+            await self.producer.start()
+        except PipelineError as exc:
+            log.error("cannot start a new producer (%s); exiting", exc)
+            self._stopping = True
+            await self.crash(exc)
 
     async def _transaction(
         self,
@@ -332,6 +491,8 @@ class Engine(Service):
                 waiting.setdefault(stage, set()).add(tp.partition)
         behind = await self._process(streams, waiting, now, stats, outputs, offsets, starts)
         deferred = self._defer(batch, behind, offsets) if behind else {}
+        for tp in self._fencing:
+            offsets.setdefault(tp, self._next[tp])
         for stage in self.stages:
             outputs.extend(stage.tick(now, stats, sweep=sweep))
 
@@ -350,9 +511,14 @@ class Engine(Service):
                 self._check_canaries(output, value)
             writer.add(destinations[output.destination], output.key, value)
             stats.outputs[output.destination] += 1
+        membership = self.membership
+        assert membership is not None
+        if not membership.current():
+            raise MemberFenced("the group rebalanced or dropped this worker during the batch")
         ends = await transaction.commit(
-            self.producer, writer, self.tables.values(), offsets, self.group_id
+            self.producer, writer, self.tables.values(), offsets, membership.member
         )
+        membership.confirmed()
         self._next.update(offsets)
         self._note_written(ends)
         consumer = self.consumer
@@ -571,27 +737,99 @@ class Engine(Service):
     # -- partitions ---------------------------------------------------------------
 
     async def assign(self, assigned: Iterable[TopicPartition]) -> None:
-        """Take the new assignment: close what moved away, recover what is new."""
+        """Take a new assignment (the rebalance callback): note the member and generation it
+        belongs to, close the stores of partitions that moved away, and hold every assigned
+        partition paused until `_recover_pending` has recovered it."""
+        consumer, membership = self.consumer, self.membership
+        assert consumer is not None
+        assert membership is not None
         assigned = list(assigned)
-        started = time.monotonic()
-        recovered = 0
+        member = membership.take()
+        self._layout_error = self._partition_counts_changed(consumer)
         self._classify(assigned)
+        consumer.pause(*assigned)
         for stage in self.stages:
             owned = {tp.partition for tp in assigned if self._owner.get(tp.topic) is stage}
-            tables = [self.tables[name] for name in stage.tables]
-            gone, new = self._partitions[stage] - owned, owned - self._partitions[stage]
-            for partition in gone:
-                for table in tables:
-                    table.revoke(partition)
-            stage.revoked(gone)
-            for partition in sorted(new):
-                for table in tables:
-                    table.assign(partition)
-            if new and tables:
-                await recover(self.settings, tables, new, alive=self._alive)
-            stage.assigned(new, self.partition_count)
-            self._partitions[stage] = owned
-            recovered += len(new)
+            for partition in self._held[stage] - owned:
+                for name in stage.tables:
+                    self.tables[name].revoke(partition)
+            stage.revoked(self._partitions[stage])
+            self._partitions[stage] = set()
+            self._held[stage] = owned
+        self._fencing = frozenset()
+        self._next = {}
+        self._pending = assigned
+        self.phase = "recovering"
+        log.info(
+            "assigned partitions %s in generation %d; recovering them",
+            sorted({tp.partition for tp in assigned}),
+            member.generation_id,
+        )
+
+    async def _recover_pending(self) -> None:
+        """Recover the pending assignment, then resume its partitions.
+
+        First the committed offsets of every assigned partition, fetched with
+        `require_stable`: a transaction the previous owner left open is committed or
+        aborted before this worker reads anything of it. Then every table partition,
+        including those this worker held before, replayed from its store's checkpoint to
+        the end of its changelog. A rebalance meanwhile ends the attempt (the next
+        assignment starts over); a failure is retried after a pause.
+        """
+        assigned = self._pending
+        consumer, client = self.consumer, self.offsets
+        assert assigned is not None
+        assert consumer is not None
+        assert client is not None
+        generation = self.generation.value
+        started = time.monotonic()
+
+        async def apply(step: Callable[[], None]) -> None:
+            async with self._lock:
+                if self.generation.value != generation or self._stopping:
+                    raise RecoveryInterrupted("the assignment changed")
+                step()
+
+        def open_stores() -> None:
+            for stage in self.stages:
+                for partition in sorted(self._held[stage]):
+                    for name in stage.tables:
+                        self.tables[name].assign(partition)
+
+        try:
+            committed = await fetch_stable_offsets(
+                client_of(client),
+                self.group_id,
+                assigned,
+                timeout_s=self.settings.transaction_timeout_seconds * 2,
+            )
+            missing = [tp for tp, offset in committed.items() if offset is None]
+            first = await client.beginning_offsets(missing) if missing else {}
+            positions = {
+                tp: first[tp] if offset is None else offset for tp, offset in committed.items()
+            }
+            await apply(open_stores)
+            restored = 0
+            for stage in self.stages:
+                tables = [self.tables[name] for name in stage.tables]
+                if tables and self._held[stage]:
+                    restored += await recover(
+                        self.settings,
+                        tables,
+                        self._held[stage],
+                        apply=apply,
+                        alive=self._alive,
+                        timeout_s=self.settings.transaction_timeout_seconds * 2,
+                    )
+            await apply(lambda: self._resume(assigned, positions))
+        except RecoveryInterrupted:
+            return
+        except (OffsetsUnstable, RecoveryStalled, KafkaError, OSError) as exc:
+            log.warning(
+                "recovering the assignment failed (%s: %s); retrying", type(exc).__name__, exc
+            )
+            await asyncio.sleep(RETRY_RECOVERY_S)
+            return
         gc.collect()
         gc.freeze()  # recovered state is long-lived: keep it out of later collections
         for stage in self.stages:
@@ -599,12 +837,47 @@ class Engine(Service):
             if size is not None:
                 self.metrics.consent_table_entries.set(size)
         log.info(
-            "assigned partitions %s (%d recovered in %.2fs)",
+            "assigned partitions %s (%d records recovered in %.2fs)",
             sorted({tp.partition for tp in assigned}),
-            recovered,
+            restored,
             time.monotonic() - started,
         )
-        self.ready.set()
+
+    def _resume(self, assigned: list[TopicPartition], positions: dict[TopicPartition, int]) -> None:
+        """The assignment is recovered: start each partition at its committed offset."""
+        consumer, membership = self.consumer, self.membership
+        assert consumer is not None
+        assert membership is not None
+        for tp, offset in positions.items():
+            consumer.seek(tp, offset)
+        self._next = dict(positions)
+        fencing = []
+        for stage in self.stages:
+            stage.assigned(self._held[stage], self.partition_count)
+            self._partitions[stage] = set(self._held[stage])
+            if stage.tables and stage.partitioned_by is not None:
+                name = self.settings.topic(stage.partitioned_by)
+                fencing += [TopicPartition(name, p) for p in self._held[stage]]
+        self._fencing = frozenset(fencing)
+        consumer.resume(*assigned)
+        membership.confirmed()
+        self._pending = None
+        self.phase = "processing"
+
+    def _partition_counts_changed(self, consumer: AIOKafkaConsumer) -> str | None:
+        """Why the tables' topics are no longer co-partitioned, if partitions were added."""
+        changed = []
+        for name, (_, topic, _) in self._inputs.items():
+            count = len(consumer.partitions_for_topic(name) or ())
+            if topic in catalogue.COPARTITIONED and count and count != self.partition_count:
+                changed.append(f"{name}={count}")
+        if not changed:
+            return None
+        return (
+            f"partitions were added to {', '.join(changed)}: the tables were built for "
+            f"{self.partition_count} and every key would now map elsewhere; restore the "
+            "partition count (the tables' topics are never repartitioned in place)"
+        )
 
     def _classify(self, assigned: list[TopicPartition]) -> None:
         """Sort the assignment into the raw partitions and the internal stream ones."""
@@ -619,12 +892,15 @@ class Engine(Service):
         self._written = {tp: end for tp, end in self._written.items() if tp in self._internal}
 
     def revoke(self, revoked: Iterable[TopicPartition]) -> None:
-        """Forget lag and positions of partitions leaving; their stores stay until `assign`.
-
-        A partition handed back to this worker keeps its store and only replays the
-        changelog written since its checkpoint.
-        """
+        """Forget lag and positions of partitions leaving; their stores stay until `assign`
+        (a partition given back keeps its store and replays its changelog from the store's
+        checkpoint). No batch runs until the next assignment is recovered."""
         self.routing.forget()
+        self._pending = None
+        if self.membership is not None:
+            self.membership.revoked()
+        if self.phase != "stopping":
+            self.phase = "rebalancing"
         for tp in revoked:
             self._next.pop(tp, None)
             with contextlib.suppress(KeyError):

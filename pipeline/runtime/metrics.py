@@ -44,6 +44,12 @@ class Metrics:
             ["source", "reason"],
             registry=registry,
         )
+        self.fenced_commits = Counter(
+            "pipeline_fenced_commits_total",
+            "Batches aborted because the consumer group refused their offset commit: the "
+            "worker had been dropped from the group (a zombie) or the group had rebalanced.",
+            registry=registry,
+        )
         self.duplicates = Counter(
             "pipeline_duplicates_total",
             "Inputs audited as duplicates (not emitted again).",

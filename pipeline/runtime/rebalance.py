@@ -1,8 +1,11 @@
-"""Rebalances: a batch in flight finishes first, and new partitions recover before any batch.
+"""Rebalances: a batch in flight finishes first, and an assignment is recovered before use.
 
-The listener takes the engine's batch lock, so partitions move only between batches,
-and bumps the engine's generation, so a batch fetched across a rebalance is put back
-and read again rather than processed (its positions may have been reset meanwhile).
+The listener takes the engine's batch lock, so partitions move only between batches, and
+bumps the engine's generation, so a batch fetched across a rebalance is dropped rather
+than processed (the recovery of the next assignment seeks every partition). Both
+callbacks only take note and return: aiokafka sends no heartbeat while the assignment
+callback runs, so recovering the tables there would let a long restore cost the worker
+its membership. The engine recovers the assignment in its own loop instead.
 """
 
 from __future__ import annotations

@@ -1,4 +1,9 @@
-"""The worker's web endpoints: Prometheus metrics, liveness and readiness."""
+"""The worker's web endpoints: Prometheus metrics, liveness and readiness.
+
+`/ready` answers 200 only while the worker processes its assignment, and says what it does
+otherwise (`pipeline.runtime.membership.Phase`): `starting`, `recovering` its tables,
+`rebalancing`, `rejoining` after the group dropped it, or `stopping`.
+"""
 
 from __future__ import annotations
 
@@ -33,5 +38,6 @@ def register_pages(app: faust.App, engine: Engine, metrics: Metrics) -> None:
 
     @app.page("/ready")
     async def ready(web: Any, request: Any) -> Any:
-        is_ready = engine.ready.is_set() and not engine.should_stop
-        return web.json({"ready": is_ready}, status=200 if is_ready else 503)
+        state = "stopping" if engine.should_stop else engine.phase
+        is_ready = state == "processing"
+        return web.json({"ready": is_ready, "phase": state}, status=200 if is_ready else 503)

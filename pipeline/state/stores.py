@@ -6,6 +6,7 @@ changelog written since the store's checkpoint; `memory` starts empty and replay
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
@@ -142,9 +143,22 @@ class RocksStore:
 
 
 def open_store(
-    kind: str, root: Path, table: str, partition: int, memory: RocksMemory | None = None
+    kind: str,
+    root: Path,
+    table: str,
+    partition: int,
+    memory: RocksMemory | None = None,
+    *,
+    empty: bool = False,
 ) -> Store:
-    """Open the store of `table`'s `partition` under `root`; RocksDB stores share `memory`."""
+    """Open the store of `table`'s `partition` under `root`; RocksDB stores share `memory`.
+
+    Args:
+        empty: delete what a RocksDB store holds first (a memory store starts empty).
+    """
     if kind == "memory":
         return MemoryStore()
-    return RocksStore(root / table / str(partition), memory)
+    path = root / table / str(partition)
+    if empty:
+        shutil.rmtree(path, ignore_errors=True)
+    return RocksStore(path, memory)

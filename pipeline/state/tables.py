@@ -21,7 +21,8 @@ class Table:
 
     name: str
     changelog_topic: str
-    open_store: Callable[[str, int], Store]
+    open_store: Callable[[str, int, bool], Store]
+    """Opens the store of (table, partition), emptied first when the flag is set."""
     stores: dict[int, Store] = field(default_factory=dict)
     staged: dict[int, dict[bytes, bytes | None]] = field(default_factory=dict)
 
@@ -29,7 +30,13 @@ class Table:
         """Open the store of a newly assigned partition."""
         store = self.stores.get(partition)
         if store is None:
-            store = self.stores[partition] = self.open_store(self.name, partition)
+            store = self.stores[partition] = self.open_store(self.name, partition, False)
+        return store
+
+    def rebuild(self, partition: int) -> Store:
+        """Replace a partition's store with an empty one, to be recovered from the start."""
+        self.revoke(partition)
+        store = self.stores[partition] = self.open_store(self.name, partition, True)
         return store
 
     def revoke(self, partition: int) -> None:

@@ -57,3 +57,12 @@ def test_a_worker_announces_its_canonical_url_else_its_web_host_and_port() -> No
     assert local.canonical_url == "http://127.0.0.1:6070"
     assert everywhere.canonical_url.endswith(":6070")
     assert "0.0.0.0" not in everywhere.canonical_url
+
+
+def test_a_barrier_longer_than_its_transaction_allows_fails_naming_both_settings() -> None:
+    with pytest.raises(ValidationError) as failed:
+        Settings(barrier_timeout_seconds=25, transaction_timeout_seconds=30)
+
+    message = str(failed.value)
+    assert "PIPELINE_BARRIER_TIMEOUT_SECONDS" in message
+    assert "PIPELINE_TRANSACTION_TIMEOUT_SECONDS" in message

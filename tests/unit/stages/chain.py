@@ -71,7 +71,7 @@ class Chain:
         for stage in self.stages:
             tables = {}
             for name in stage.tables:
-                table = Table(name, f"{name}.log", lambda _t, _p: MemoryStore())
+                table = Table(name, f"{name}.log", lambda _t, _p, _e: MemoryStore())
                 for partition in all_partitions:
                     table.assign(partition)
                 tables[name] = table

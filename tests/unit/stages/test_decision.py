@@ -128,7 +128,7 @@ def test_closed_hours_emit_cells_that_reach_k_and_persist_open_cells() -> None:
 
 
 def test_staged_writes_are_visible_at_once_and_durable_only_on_commit() -> None:
-    table = Table("t", "t.log", lambda _t, _p: MemoryStore())
+    table = Table("t", "t.log", lambda _t, _p, _e: MemoryStore())
     table.assign(0)
     table.put(0, b"k", b"v")
     assert table.get(0, b"k") == b"v"

@@ -22,10 +22,11 @@ import time
 from pathlib import Path
 
 from pipeline.settings import Settings
-from tests.chaos.faults import REPO, LocalBroker
+from tests.chaos.faults import REPO, LocalBroker, LocalCluster
 from tests.chaos.report import report_data, scenario_text, write_report
 from tests.chaos.scenarios import (
     BY_NAME,
+    CLUSTER_SCENARIOS,
     CONTENDER_SCENARIOS,
     SCENARIOS,
     ScenarioResult,
@@ -33,6 +34,8 @@ from tests.chaos.scenarios import (
 )
 
 log = logging.getLogger("tests.chaos")
+BROKER_PORT = 9192
+CLUSTER_PORT = 9292
 
 
 def _out(text: str) -> None:
@@ -59,11 +62,21 @@ def _parser() -> argparse.ArgumentParser:
         help="run the contender's scenario instead, reporting which invariants hold there "
         "(`pipeline`: the same scenario on the pipeline; report in deploy/chaos/<contender>/)",
     )
+    parser.add_argument(
+        "--cluster",
+        action="store_true",
+        help="run the replicated-cluster scenarios on three local brokers the suite starts "
+        "(`--kafka-port` and the two ports after it, each two apart); report in "
+        "deploy/chaos/cluster/",
+    )
     parser.add_argument("--short", action="store_true", help="small sizes (a few minutes)")
     parser.add_argument("--events", type=int, default=None, help="override every scenario's size")
     parser.add_argument("--seed", type=int, default=7, help="traffic, pill and fault seed")
     parser.add_argument(
-        "--kafka-port", type=int, default=9192, help="port of the suite's own local broker"
+        "--kafka-port",
+        type=int,
+        default=None,
+        help="port of the suite's own local broker (default 9192; with --cluster, 9292)",
     )
     parser.add_argument(
         "--bootstrap", default=None, help="use this cluster instead (broker scenario skipped)"
@@ -87,12 +100,18 @@ def _parser() -> argparse.ArgumentParser:
 async def _run(args: argparse.Namespace) -> int:
     broker: LocalBroker | None = None
     started_broker = False
-    if args.bootstrap:
+    cluster: LocalCluster | None = None
+    if args.cluster:
+        cluster = LocalCluster(args.kafka_port or CLUSTER_PORT)
+        log.info("starting the suite's three brokers from 127.0.0.1:%d", cluster.port)
+        await cluster.up()
+        bootstrap = cluster.bootstrap
+    elif args.bootstrap:
         bootstrap = args.bootstrap
     else:
-        broker = LocalBroker(args.kafka_port)
+        broker = LocalBroker(args.kafka_port or BROKER_PORT)
         if broker.pid() is None:
-            log.info("starting the suite's broker on 127.0.0.1:%d", args.kafka_port)
+            log.info("starting the suite's broker on 127.0.0.1:%d", broker.port)
             await broker.up()
             started_broker = True
         bootstrap = broker.bootstrap
@@ -106,7 +125,7 @@ async def _run(args: argparse.Namespace) -> int:
     elif args.scenario:
         selected = [BY_NAME[name] for name in args.scenario]
     else:
-        selected = list(SCENARIOS)
+        selected = list(CLUSTER_SCENARIOS if args.cluster else SCENARIOS)
     results: list[ScenarioResult] = []
     skipped: list[str] = []
     started = time.monotonic()
@@ -116,6 +135,10 @@ async def _run(args: argparse.Namespace) -> int:
                 skipped.append(scenario.name)
                 _out(f"== {scenario.name}: SKIPPED (needs the suite's own broker, not --bootstrap)")
                 continue
+            if scenario.needs_cluster and cluster is None:
+                skipped.append(scenario.name)
+                _out(f"== {scenario.name}: SKIPPED (needs the suite's three brokers: --cluster)")
+                continue
             log.info("scenario %s: %s", scenario.name, scenario.title)
             result = await run_scenario(
                 scenario,
@@ -124,6 +147,7 @@ async def _run(args: argparse.Namespace) -> int:
                 short=args.short,
                 seed=args.seed,
                 broker=broker,
+                cluster=cluster,
                 keep=args.keep,
                 events=args.events,
             )
@@ -132,6 +156,8 @@ async def _run(args: argparse.Namespace) -> int:
     finally:
         if started_broker and broker is not None:
             await broker.down()
+        if cluster is not None:
+            await cluster.down()
     passed = bool(results) and all(r.passed for r in results)
     _out(
         f"== {'PASSED' if passed else 'FAILED'}: {sum(r.passed for r in results)}/{len(results)} "
@@ -144,6 +170,8 @@ async def _run(args: argparse.Namespace) -> int:
         )
         if args.contender and not args.report_dir:
             directory = directory / args.contender
+        if args.cluster and not args.report_dir:
+            directory = directory / "cluster"
         meta = {
             "command": "python -m tests.chaos " + shlex.join(sys.argv[1:]),
             "variant": "short" if args.short else "full",

@@ -174,6 +174,42 @@ class Worker:
             self.expected_exit = True
             self.proc.send_signal(sig)
 
+    def signal_only(self, sig: int) -> None:
+        """Send `sig` (SIGSTOP, SIGCONT) without expecting the process to exit."""
+        if self.running and self.proc is not None:
+            self.proc.send_signal(sig)
+
+    def log_mark(self) -> int:
+        """How much of the current log is written: where `wait_line` starts looking."""
+        path = self.logs[-1] if self.logs else None
+        return path.stat().st_size if path is not None and path.exists() else 0
+
+    def lines_since(self, mark: int) -> list[str]:
+        """The current log's lines written after `mark`."""
+        path = self.logs[-1] if self.logs else None
+        if path is None or not path.exists():
+            return []
+        with path.open("rb") as log_file:
+            log_file.seek(mark)
+            return log_file.read().decode(errors="replace").splitlines()
+
+    async def wait_line(self, text: str, *, after: int, timeout_s: float) -> str:
+        """Wait until the current log has a line containing `text` written after `after`;
+        returns the line.
+
+        Raises:
+            FaultError: none in time, or the process exited.
+        """
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            for line in self.lines_since(after):
+                if text in line:
+                    return line
+            if not self.running:
+                raise FaultError(f"worker {self.name} exited while waiting for {text!r}")
+            await asyncio.sleep(0.2)
+        raise FaultError(f"worker {self.name} logged no {text!r} in {timeout_s:.0f}s")
+
     async def wait_exit(self, timeout_s: float) -> int | None:
         """Wait for the process to end; SIGKILL it after `timeout_s`."""
         proc = self.proc
@@ -507,3 +543,75 @@ class LagProbe:
                 return True
             await asyncio.sleep(poll_s)
         return False
+
+
+class LocalCluster:
+    """Three KRaft nodes `deploy/local/kafka.sh` runs (`KAFKA_NODES=3`), from `port`: node n
+    (its broker id) listens on `port + 2(n-1)`. Every topic is replicated three times with
+    `min.insync.replicas=2`, and so are the transaction state log and consumer offsets."""
+
+    NODES: Final = (1, 2, 3)
+
+    def __init__(self, port: int, home: Path | None = None, faults: FaultLog | None = None) -> None:
+        self.port = port
+        self.home = home or Path(os.environ.get("KAFKA_HOME_DIR", REPO / ".local" / "kafka"))
+        self.faults = faults
+
+    def node_port(self, node: int) -> int:
+        return self.port + 2 * (node - 1)
+
+    @property
+    def bootstrap(self) -> str:
+        return ",".join(f"127.0.0.1:{self.node_port(n)}" for n in self.NODES)
+
+    def pid(self, node: int) -> int | None:
+        return LocalBroker(self.node_port(node), self.home).pid()
+
+    async def _script(self, command: str, node: int | None = None) -> float:
+        env = {
+            **os.environ,
+            "KAFKA_PORT": str(self.port),
+            "KAFKA_NODES": "3",
+            "KAFKA_HOME_DIR": str(self.home),
+        }
+        env.pop("KAFKA_NODE", None)
+        if node is not None:
+            env["KAFKA_NODE"] = str(node)
+        started = time.monotonic()
+        proc = await asyncio.create_subprocess_exec(
+            str(KAFKA_SH),
+            command,
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        out, _ = await proc.communicate()
+        if proc.returncode != 0:
+            tail = out.decode(errors="replace")[-2000:]
+            raise FaultError(f"kafka.sh {command} failed (node {node}):\n{tail}")
+        return time.monotonic() - started
+
+    async def up(self) -> None:
+        await self._script("up")
+
+    async def down(self) -> None:
+        await self._script("down")
+
+    def running(self) -> list[int]:
+        return [n for n in self.NODES if self.pid(n) is not None]
+
+    async def kill9(self, node: int, why: str = "") -> None:
+        pid = self.pid(node)
+        await self._script("kill", node)
+        if self.faults is not None:
+            self.faults.add(f"kill -9 broker {node} (pid {pid}){why}")
+
+    async def start(self, node: int) -> None:
+        seconds = await self._script("up", node)
+        if self.faults is not None:
+            self.faults.add(f"started broker {node} (up in {seconds:.1f}s)")
+
+    async def stop(self, node: int, why: str = "") -> None:
+        seconds = await self._script("down", node)
+        if self.faults is not None:
+            self.faults.add(f"stopped broker {node} gracefully in {seconds:.1f}s{why}")

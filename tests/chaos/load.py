@@ -145,6 +145,12 @@ class LoadSink:
         if len(self._in_flight) >= self._max_in_flight:
             await self._settle(len(self._in_flight) // 2)
 
+    async def forget_partitions(self) -> None:
+        """Look every topic's partitions up again (partitions were added)."""
+        self._partitions.clear()
+        if self._kafka is not None:
+            await self._kafka.kafka.client.force_metadata_update()
+
     async def _partitions_of(self, kafka: Any, topic: str) -> list[int]:
         """The partitions of `topic`, waiting a little for a topic created a moment ago.
 

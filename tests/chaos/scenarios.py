@@ -39,8 +39,10 @@ from pipeline.kafka.producer import Producer
 from pipeline.settings import Settings
 from pipeline.sim.traffic import TrafficConfig, TrafficGenerator
 from schemas import codec
+from tests.chaos import cluster as cluster_faults
 from tests.chaos import ledger
-from tests.chaos.faults import FaultLog, LagProbe, LocalBroker, WorkerPool
+from tests.chaos.cluster import dlq_only_bad_records
+from tests.chaos.faults import FaultLog, LagProbe, LocalBroker, LocalCluster, WorkerPool
 from tests.chaos.ledger import Invariant
 from tests.chaos.load import LoadPlan, LoadSink, LoadStats, drive
 from tests.chaos.observe import MetricsCheck
@@ -48,6 +50,7 @@ from tests.chaos.pii import CanarySet, PiiScanner
 from tests.chaos.pills import draw_pills
 from tests.chaos.readback import Message, read_topic
 from tests.chaos.state import changelog_table, compare, replay_consent, rocksdb_table
+from tests.chaos.zombies import PAUSES_S, slow_restore, worker_pause
 
 log = logging.getLogger(__name__)
 
@@ -166,6 +169,7 @@ class Harness:
         size: Size,
         seed: int,
         broker: LocalBroker | None = None,
+        cluster: LocalCluster | None = None,
         keep: bool = False,
         raw_partitioner: str = "murmur2",
         contender: str | None = None,
@@ -195,6 +199,12 @@ class Harness:
         self.broker = broker
         if broker is not None:
             broker.faults = self.faults
+        self.cluster = cluster
+        """The three-broker cluster of the cluster scenarios (`tests.chaos.cluster`)."""
+        if cluster is not None:
+            cluster.faults = self.faults
+        self.stalls: list[tuple[str, float]] = []
+        """(fault, the longest time without a new committed decision after it)."""
         self.pool = WorkerPool(self.settings, self.root, self.faults, contender)
         self.sink = LoadSink(self.settings, seed=seed, raw_partitioner=raw_partitioner)
         self.stats = LoadStats()
@@ -1001,6 +1011,10 @@ class Scenario:
     short: Size
     store: str = "rocksdb"
     needs_broker: bool = False
+    needs_cluster: bool = False
+    """Runs on the suite's three-broker cluster, with every topic replicated three times."""
+    partitions: int | None = None
+    """The partition count of its topics, when not the suite's."""
     raw_partitioner: str = "murmur2"
     contender: str | None = None
     """The benchmark contender it runs instead of the pipeline's workers."""
@@ -1098,6 +1112,23 @@ SCENARIOS: Final = (
         short=_size(8_000, 800, (0, 0), 180),
     ),
     Scenario(
+        "worker-pause",
+        "SIGSTOP each worker in turn inside an open transaction, past the session timeout "
+        f"({PAUSES_S[0]:.0f}s, then {PAUSES_S[1]:.0f}s: past the transaction timeout too), "
+        "then SIGCONT: the zombie's transaction is refused or aborted, never committed",
+        worker_pause,
+        full=_size(100_000, 1500, (0, 0), 600, (0.3, 0.65)),
+        short=_size(15_000, 300, (0, 0), 300, (0.2, 0.7)),
+    ),
+    Scenario(
+        "slow-restore",
+        "a worker restarted on an empty state folder restores its tables slower than the "
+        "session timeout (its changelog reads throttled by a client quota)",
+        slow_restore,
+        full=_size(100_000, 2000, (0, 0), 900, (0.5,)),
+        short=_size(15_000, 1000, (0, 0), 300, (0.5,)),
+    ),
+    Scenario(
         "pii-canaries",
         "canary identifiers at 2% of the traffic, 1k users then 10k users",
         pii_canaries,
@@ -1106,7 +1137,65 @@ SCENARIOS: Final = (
         store="memory",
     ),
 )
-BY_NAME: Final[Mapping[str, Scenario]] = MappingProxyType({s.name: s for s in SCENARIOS})
+CLUSTER_SCENARIOS: Final = (
+    Scenario(
+        "cluster-broker-kill9",
+        "a worker restarted with a slow restore; meanwhile kill -9 of the broker coordinating "
+        "the other worker's transactions, mid-transaction; later kill -9 of the broker leading "
+        "the most input partitions",
+        cluster_faults.broker_kill9,
+        full=_size(80_000, 1000, (0, 0), 900, (0.25, 0.7)),
+        short=_size(15_000, 500, (0, 0), 300, (0.25, 0.7)),
+        needs_cluster=True,
+    ),
+    Scenario(
+        "cluster-rolling-restart",
+        "each broker restarted gracefully in turn under load",
+        cluster_faults.rolling_restart,
+        full=_size(60_000, 1000, (0, 0), 600, (0.2, 0.45, 0.7)),
+        short=_size(15_000, 500, (0, 0), 300, (0.2, 0.45, 0.7)),
+        needs_cluster=True,
+    ),
+    Scenario(
+        "cluster-isr-below-min",
+        "fewer in-sync replicas than min.insync.replicas for 30 s: the pipeline stalls and "
+        "resumes, nothing dead-lettered or lost",
+        cluster_faults.isr_below_min,
+        full=_size(60_000, 1000, (0, 0), 600, (0.3,)),
+        short=_size(15_000, 500, (0, 0), 300, (0.3,)),
+        needs_cluster=True,
+    ),
+    Scenario(
+        "cluster-coordinator-moves",
+        "kill -9 of the broker coordinating the workers' consumer group, twice",
+        cluster_faults.coordinator_moves,
+        full=_size(60_000, 1000, (0, 0), 600, (0.3, 0.65)),
+        short=_size(15_000, 500, (0, 0), 300, (0.3, 0.65)),
+        needs_cluster=True,
+    ),
+    Scenario(
+        "cluster-partitions-added",
+        f"partitions added to {catalogue.RAW_TAG.name} under load (taken in); then to "
+        f"{catalogue.CONSENT_CHANGES.name} (every worker refuses and exits, saying why)",
+        cluster_faults.partitions_added,
+        full=_size(40_000, 1000, (0, 0), 600, (0.4,)),
+        short=_size(10_000, 500, (0, 0), 300, (0.4,)),
+        needs_cluster=True,
+    ),
+    Scenario(
+        "cluster-four-workers",
+        "four workers over twelve partitions: two added, one removed, one killed and "
+        "restarted, one added back, under load",
+        cluster_faults.scale_four,
+        full=_size(80_000, 1000, (0, 0), 900, (0.15, 0.4, 0.6, 0.8)),
+        short=_size(15_000, 500, (0, 0), 300, (0.15, 0.4, 0.6, 0.8)),
+        needs_cluster=True,
+        partitions=12,
+    ),
+)
+BY_NAME: Final[Mapping[str, Scenario]] = MappingProxyType(
+    {s.name: s for s in (*SCENARIOS, *CLUSTER_SCENARIOS)}
+)
 
 
 def _race(name: str, title: str, contender: str | None) -> Scenario:
@@ -1159,6 +1248,7 @@ async def run_scenario(
     short: bool = False,
     seed: int = 7,
     broker: LocalBroker | None = None,
+    cluster: LocalCluster | None = None,
     keep: bool = False,
     events: int | None = None,
 ) -> ScenarioResult:
@@ -1168,7 +1258,12 @@ async def run_scenario(
         size = Size(
             events, size.rate, size.fault_interval, size.settle_timeout_s, size.fault_points
         )
-    settings = base.model_copy(update={"store": scenario.store})
+    update: dict[str, Any] = {"store": scenario.store}
+    if scenario.partitions is not None:
+        update["topic_partitions"] = scenario.partitions
+    if scenario.needs_cluster:
+        update["topic_replication"] = 3
+    settings = base.model_copy(update=update)
     harness = Harness(
         scenario.name,
         settings,
@@ -1176,6 +1271,7 @@ async def run_scenario(
         size=size,
         seed=seed,
         broker=broker,
+        cluster=cluster if scenario.needs_cluster else None,
         keep=keep,
         raw_partitioner=scenario.raw_partitioner,
         contender=scenario.contender,
@@ -1186,6 +1282,12 @@ async def run_scenario(
         await harness.start()
         await scenario.run(harness)
         await harness.check()
+        if scenario.needs_cluster:
+            harness.invariants.append(dlq_only_bad_records(harness))
+        harness.notes.extend(
+            f"decisions stalled at most {seconds:g}s after: {fault}"
+            for fault, seconds in harness.stalls
+        )
     except Exception as exc:
         log.exception("scenario %s failed to run", scenario.name)
         result.error = f"{type(exc).__name__}: {exc}"

@@ -33,6 +33,7 @@ SHORT = (
     "identity-race",
     "crc32-partitioner",
     "membership-withdrawal",
+    "worker-pause",
 )
 CHAOS_PORT = int(os.environ.get("TEST_CHAOS_KAFKA_PORT", str(int(TEST_KAFKA_PORT) + 100)))
 

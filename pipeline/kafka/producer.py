@@ -17,6 +17,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
+from aiokafka.producer.transaction_manager import TransactionState
 
 from pipeline.errors import KafkaUnavailable
 from pipeline.kafka.config import client_options
@@ -192,9 +193,18 @@ class Producer:
     async def commit(self) -> None:
         await self.kafka.commit_transaction()
 
-    async def abort(self) -> None:
-        """Abort the open transaction, if any; a failure (none open, broker away) is logged."""
+    async def abort(self) -> bool:
+        """Abort the open transaction, if any; returns whether the producer can begin
+        another (False: the abort failed, and the producer should be replaced)."""
+        kafka = self.kafka
+        txn = kafka._txn_manager
+        if txn.state is TransactionState.READY:
+            return True  # nothing open: the batch failed before its transaction began
+        if txn.is_fatal_error():
+            return False
         try:
-            await self.kafka.abort_transaction()
-        except Exception:  # the transaction may never have begun, or the broker is away
-            log.debug("abort_transaction failed", exc_info=True)
+            await kafka.abort_transaction()
+        except Exception as exc:  # the broker away, or the producer fenced meanwhile
+            log.warning("aborting the transaction failed (%s)", type(exc).__name__)
+            return False
+        return not self.fenced

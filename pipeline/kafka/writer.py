@@ -141,7 +141,15 @@ class BatchWriter:
                 raise
             self.failed[type(exc).__name__] += batch.record_count()
             return
+        # A unit of work that fails stops at its first refused batch; the others' errors
+        # are read here so that they are not reported again as never retrieved.
+        future.add_done_callback(_read_outcome)
         self.sent.append(Sent(topic, partition, batch.record_count(), future))
+
+
+def _read_outcome(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 def murmur2(key: bytes) -> int:

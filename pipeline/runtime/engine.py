@@ -270,34 +270,63 @@ class Engine(Service):
 
     @Service.task
     async def _run(self) -> None:
+        """Turn until stopped. A fault the turn could not handle (a Kafka request cancelled
+        under it by a closing connection, a broker out of reach) pauses it and is retried;
+        faults that last `PIPELINE_REJOIN_TIMEOUT_SECONDS` stop the worker."""
+        faulty_since: float | None = None
+        while not self.should_stop and not self._stopping:
+            try:
+                await self._turn()
+            except asyncio.CancelledError:
+                if cancelled_from_outside():
+                    raise
+                cause = "a Kafka request was cancelled (its connection closed)"
+            except (KafkaError, OSError) as exc:
+                cause = type(exc).__name__
+            else:
+                faulty_since = None
+                continue
+            now = time.monotonic()
+            faulty_since = faulty_since or now
+            if now - faulty_since > self.settings.rejoin_timeout_seconds:
+                log.error(
+                    "the worker has failed for %.0fs (%s): exiting so that it is started again",
+                    now - faulty_since,
+                    cause,
+                )
+                self._stopping = True
+                await self.crash(PipelineError(cause))
+                return
+            log.warning("the worker's loop failed (%s); retrying", cause)
+            await asyncio.sleep(RETRY_RECOVERY_S)
+
+    async def _turn(self) -> None:
+        """One turn of the loop: recover a new assignment, or wait for one, or one batch."""
         consumer = self.consumer
         assert consumer is not None
-        while not self.should_stop and not self._stopping:
-            if self._layout_error is not None:
-                log.error("refusing to process: %s", self._layout_error)
-                self._stopping = True
-                await self.crash(TopicLayoutError(self._layout_error))
-                return
-            if self._pending is not None:
-                await self._recover_pending()
-                continue
-            if not await self._may_process():
-                await self._wait_for_assignment()
-                continue
-            generation = self.generation.value
-            batch = await take_batch(
-                consumer,
-                limit=self.settings.batch_max_records,
-                poll_timeout_ms=self.settings.poll_timeout_ms,
-            )
-            self.last_cycle = time.monotonic()
-            async with self._lock:
-                if self._stopping:
-                    break
-                if generation != self.generation.value:
-                    continue  # the assignment's recovery seeks every partition it is given
-                await self._cycle(batch)
-                await self._pace_intake()
+        if self._layout_error is not None:
+            log.error("refusing to process: %s", self._layout_error)
+            self._stopping = True
+            await self.crash(TopicLayoutError(self._layout_error))
+            return
+        if self._pending is not None:
+            await self._recover_pending()
+            return
+        if not await self._may_process():
+            await self._wait_for_assignment()
+            return
+        generation = self.generation.value
+        batch = await take_batch(
+            consumer,
+            limit=self.settings.batch_max_records,
+            poll_timeout_ms=self.settings.poll_timeout_ms,
+        )
+        self.last_cycle = time.monotonic()
+        async with self._lock:
+            if self._stopping or generation != self.generation.value:
+                return  # a new assignment's recovery seeks every partition it is given
+            await self._cycle(batch)
+            await self._pace_intake()
 
     async def _may_process(self) -> bool:
         """Whether this worker is still the group member its partitions were assigned to
@@ -396,14 +425,16 @@ class Engine(Service):
                 await self._transaction(batch, now, sweep, starts, markers)
         except ProducerFenced:
             self._restore_after_abort(starts)
-            await self._replace_producer()
+            await self._replace_producer(fenced=True)
         except MemberFenced as exc:
             await self._abort(starts)
             assert self.membership is not None
             self.membership.lose(f"its batch was aborted: {exc}")
             self.metrics.fenced_commits.inc()
             self.phase = "rejoining"
-        except (KafkaError, BarrierTimeout, OSError, TimeoutError) as exc:
+        except (KafkaError, BarrierTimeout, OSError, TimeoutError, asyncio.CancelledError) as exc:
+            if isinstance(exc, asyncio.CancelledError) and cancelled_from_outside():
+                raise
             log.warning(
                 "batch failed (%s); it will be read and processed again", type(exc).__name__
             )
@@ -417,51 +448,69 @@ class Engine(Service):
     async def _abort(self, starts: dict[TopicPartition, int]) -> None:
         """Abort the batch's transaction and forget what it staged; its records are read again.
 
-        Raises:
-            PipelineError: the abort did not end in time (the cluster is out of reach).
+        An abort that cannot end (the producer still retrying writes the cluster refuses,
+        say too few in-sync replicas) is left to the transaction coordinator: a new
+        producer with the same transactional id has it abort the open transaction.
         """
+        self._restore_after_abort(starts)
         try:
             async with asyncio.timeout(ABORT_TIMEOUT_S):
-                await self.producer.abort()
+                aborted = await self.producer.abort()
         except TimeoutError:
-            log.error("cannot abort the batch's transaction in %.0fs; exiting", ABORT_TIMEOUT_S)
-            self._stopping = True
-            await self.crash(PipelineError("transaction abort timed out"))
-        self._restore_after_abort(starts)
-        if self.producer.fenced:
-            await self._replace_producer()
-
-    async def _replace_producer(self) -> None:
-        """Replace a producer the transaction coordinator fenced with a new one of the same
-        transactional id; exit when that keeps happening (another process has the id)."""
-        now = time.monotonic()
-        self._fenced_at = [at for at in self._fenced_at if now - at < FENCED_WINDOW_S] + [now]
-        if len(self._fenced_at) > FENCED_MAX:
-            log.error(
-                "this worker's producer was fenced %d times in %.0fs: another process runs "
-                "with transactional id %s (PIPELINE_WORKER_ID must be unique); exiting",
-                len(self._fenced_at),
-                FENCED_WINDOW_S,
-                self.transactional_id,
+            log.warning(
+                "the batch's transaction did not abort in %.0fs (the cluster takes no writes); "
+                "replacing the producer",
+                ABORT_TIMEOUT_S,
             )
-            self._stopping = True
-            await self.crash(PipelineError("producer fenced"))
+            await self._replace_producer(fenced=False)
             return
-        log.warning(
-            "the transaction coordinator fenced this worker's producer (a transaction "
-            "outlived PIPELINE_TRANSACTION_TIMEOUT_SECONDS, or another process took its "
-            "transactional id); starting a new one"
-        )
+        if not aborted:
+            await self._replace_producer(fenced=self.producer.fenced)
+
+    async def _replace_producer(self, *, fenced: bool) -> None:
+        """Replace the producer with a new one of the same transactional id; its start has
+        the transaction coordinator abort whatever the old one left open (it waits until
+        the coordinator can). Exit when the producer keeps being fenced (another process
+        has the id), or the new one cannot start within `PIPELINE_REJOIN_TIMEOUT_SECONDS`.
+
+        Args:
+            fenced: the coordinator fenced the old producer (counted), rather than it
+                being stuck.
+        """
+        now = time.monotonic()
+        if fenced:
+            self._fenced_at = [at for at in self._fenced_at if now - at < FENCED_WINDOW_S]
+            self._fenced_at.append(now)
+            if len(self._fenced_at) > FENCED_MAX:
+                log.error(
+                    "this worker's producer was fenced %d times in %.0fs: another process runs "
+                    "with transactional id %s (PIPELINE_WORKER_ID must be unique); exiting",
+                    len(self._fenced_at),
+                    FENCED_WINDOW_S,
+                    self.transactional_id,
+                )
+                self._stopping = True
+                await self.crash(PipelineError("producer fenced"))
+                return
+            log.warning(
+                "the transaction coordinator fenced this worker's producer (a transaction "
+                "outlived PIPELINE_TRANSACTION_TIMEOUT_SECONDS, or another process took its "
+                "transactional id); starting a new one"
+            )
         old, self.producer = self.producer, self._new_producer()
         with contextlib.suppress(Exception):
             async with asyncio.timeout(ABORT_TIMEOUT_S):
                 await old.stop()
         try:
-            await self.producer.start()
-        except PipelineError as exc:
-            log.error("cannot start a new producer (%s); exiting", exc)
+            async with asyncio.timeout(self.settings.rejoin_timeout_seconds):
+                await self.producer.start()
+        except (PipelineError, TimeoutError) as exc:
+            log.error(
+                "cannot start a new producer (%s) within PIPELINE_REJOIN_TIMEOUT_SECONDS; exiting",
+                type(exc).__name__,
+            )
             self._stopping = True
-            await self.crash(exc)
+            await self.crash(PipelineError("no producer"))
 
     async def _transaction(
         self,
@@ -809,22 +858,29 @@ class Engine(Service):
                 tp: first[tp] if offset is None else offset for tp, offset in committed.items()
             }
             await apply(open_stores)
-            restored = 0
-            for stage in self.stages:
-                tables = [self.tables[name] for name in stage.tables]
-                if tables and self._held[stage]:
-                    restored += await recover(
-                        self.settings,
-                        tables,
-                        self._held[stage],
-                        apply=apply,
-                        alive=self._alive,
-                        timeout_s=self.settings.transaction_timeout_seconds * 2,
-                    )
+            restored = await recover(
+                self.settings,
+                {
+                    self.tables[name]: self._held[stage]
+                    for stage in self.stages
+                    for name in stage.tables
+                },
+                apply=apply,
+                alive=self._alive,
+                timeout_s=self.settings.transaction_timeout_seconds * 2,
+            )
             await apply(lambda: self._resume(assigned, positions))
         except RecoveryInterrupted:
             return
-        except (OffsetsUnstable, RecoveryStalled, KafkaError, OSError) as exc:
+        except (
+            OffsetsUnstable,
+            RecoveryStalled,
+            KafkaError,
+            OSError,
+            asyncio.CancelledError,
+        ) as exc:
+            if isinstance(exc, asyncio.CancelledError) and cancelled_from_outside():
+                raise
             log.warning(
                 "recovering the assignment failed (%s: %s); retrying", type(exc).__name__, exc
             )
@@ -935,6 +991,13 @@ class Engine(Service):
             if highwater is not None:
                 lag = max(0, highwater - position)
                 self.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(lag)
+
+
+def cancelled_from_outside() -> bool:
+    """Whether the current task itself is being cancelled (the worker stopping), rather than
+    a future it awaited (aiokafka cancels a request's future when its connection closes)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 def unread(fetched_end: int | None, written_end: int, position: int) -> int:

@@ -79,7 +79,10 @@ class Membership:
             return True
         try:
             code = await _bounded(heartbeat(self._client, self.member))
-        except (KafkaError, OSError, TimeoutError) as exc:
+        except (KafkaError, OSError, TimeoutError, asyncio.CancelledError) as exc:
+            current = asyncio.current_task()
+            if isinstance(exc, asyncio.CancelledError) and current and current.cancelling():
+                raise
             log.warning("cannot confirm group membership (%s)", type(exc).__name__)
             return False
         if code in protocol.FENCED_MEMBER:

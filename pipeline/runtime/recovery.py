@@ -26,9 +26,10 @@ not trusted: it is emptied and rebuilt from the changelog's start.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
@@ -58,15 +59,14 @@ current; raises `RecoveryInterrupted` otherwise."""
 
 async def recover(
     settings: Settings,
-    tables: Iterable[Table],
-    partitions: set[int],
+    partitions: Mapping[Table, Iterable[int]],
     *,
     apply: Apply,
     alive: Callable[[], None],
     timeout_s: float,
 ) -> int:
-    """Replay each table's changelog, for `partitions`, from its store's checkpoint to the
-    committed end; returns the number of records restored.
+    """Replay each table's changelog, for its `partitions`, from each store's checkpoint to
+    the committed end; returns the number of records restored.
 
     Args:
         apply: runs each change of the stores (`Apply`).
@@ -78,6 +78,13 @@ async def recover(
         RecoveryInterrupted: the assignment changed meanwhile.
         RecoveryStalled: some changelog did not reach its end within `timeout_s`.
     """
+    tps = {
+        TopicPartition(table.changelog_topic, p): (table, p)
+        for table, numbers in partitions.items()
+        for p in numbers
+    }
+    if not tps:
+        return 0
     reader = AIOKafkaConsumer(
         **client_options(settings),
         client_id=f"{settings.app_id}-{settings.instance_name}-recovery",
@@ -97,11 +104,6 @@ async def recover(
     deadline = time.monotonic() + timeout_s
     restored = 0
     try:
-        tps = {
-            TopicPartition(table.changelog_topic, p): (table, p)
-            for table in tables
-            for p in partitions
-        }
         reader.assign(list(tps))
         ends = await watermarks.end_offsets(list(tps))
         starts: dict[TopicPartition, int] = {}
@@ -148,6 +150,7 @@ async def recover(
                 if await reader.position(tp) >= ends[tp]:
                     pending.discard(tp)
     finally:
-        await reader.stop()
-        await watermarks.stop()
+        for client in (reader, watermarks):
+            with contextlib.suppress(Exception):
+                await client.stop()
     return restored

@@ -16,11 +16,13 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Final
 
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import NewPartitions
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from pipeline import catalogue
 from pipeline.kafka.admin import admin_client
+from pipeline.kafka.config import client_options
 from tests.chaos.faults import LocalCluster
 from tests.chaos.kafka_admin import ClusterProbe
 from tests.chaos.ledger import Invariant
@@ -210,10 +212,12 @@ async def partitions_added(h: Harness) -> None:
     await admin.start()
     try:
         await admin.create_partitions({raw: NewPartitions(grown)})
+        h.metrics.partitions = grown
         h.faults.add(f"{catalogue.RAW_TAG.name} grown to {grown} partitions under load")
         await h.sink.forget_partitions()
         await load
         await h.settle()
+        h.invariants.append(await _new_partitions_written(h, raw, h.settings.topic_partitions))
         for worker in h.pool.workers.values():
             worker.expected_exit = True  # what comes next stops them, as it must
         marks = {name: w.log_mark() for name, w in h.pool.workers.items()}
@@ -238,6 +242,26 @@ async def partitions_added(h: Harness) -> None:
             {"workers": len(refused), "refused_and_exited": sum("exited" in r for r in refused)},
             [r for r in refused if "exited" not in r],
         )
+    )
+
+
+async def _new_partitions_written(h: Harness, topic: str, first: int) -> Invariant:
+    """Records reached the partitions added under load (the ledger holds each decided)."""
+    reader = AIOKafkaConsumer(**client_options(h.settings), client_id="chaos-grown")
+    await reader.start()
+    try:
+        await reader._client.force_metadata_update()
+        partitions = sorted(reader.partitions_for_topic(topic) or ())
+        added = [TopicPartition(topic, p) for p in partitions if p >= first]
+        ends = await reader.end_offsets(added) if added else {}
+    finally:
+        await reader.stop()
+    written = sum(ends.values())
+    return Invariant(
+        "raw.added_partitions_taken_in",
+        bool(added) and written > 0,
+        {"partitions_added": len(added), "records_on_them": written},
+        [] if written else ["no record reached the added partitions"],
     )
 
 

@@ -29,7 +29,9 @@ from tests.chaos.ledger import Invariant
 NUMERIC_LABELS: Final = frozenset({"le", "quantile"})
 
 
-def closed_label_sets(settings: Settings) -> dict[str, frozenset[str]]:
+def closed_label_sets(
+    settings: Settings, partitions: int | None = None
+) -> dict[str, frozenset[str]]:
     """Every label name a worker may use, with every value it may take."""
     entries = (*catalogue.INPUTS, *catalogue.OUTPUTS, *catalogue.INTERNAL)
     topics = [topic.name for topic in entries]
@@ -55,7 +57,7 @@ def closed_label_sets(settings: Settings) -> dict[str, frozenset[str]]:
             | set(get_args(MembershipChangeReason))
         ),
         "topic": frozenset(topics) | frozenset(settings.topic(t) for t in entries),
-        "partition": frozenset(str(p) for p in range(settings.topic_partitions)),
+        "partition": frozenset(str(p) for p in range(partitions or settings.topic_partitions)),
         "location": frozenset(CHECKED | {"dlq.detail"}),
     }
 
@@ -79,9 +81,11 @@ class MetricsCheck:
     texts: list[tuple[str, str]] = field(default_factory=list)
     unknown: Counter[str] = field(default_factory=Counter)
     """`label=value` pairs outside the closed sets (values of numeric labels excepted)."""
+    partitions: int | None = None
+    """The most partitions a topic has, when a scenario grows one past the settings'."""
 
     def add(self, label: str, text: str) -> Scrape:
-        allowed = closed_label_sets(self.settings)
+        allowed = closed_label_sets(self.settings, self.partitions)
         series: set[tuple[str, tuple[tuple[str, str], ...]]] = set()
         canary_hits = 0.0
         buckets: dict[float, float] = {}
@@ -108,7 +112,7 @@ class MetricsCheck:
 
     def bound(self) -> int:
         """Most series a worker can export: per metric, the product of its labels' closed sets."""
-        allowed = closed_label_sets(self.settings)
+        allowed = closed_label_sets(self.settings, self.partitions)
         label_names: dict[str, set[str]] = {}
         numeric: dict[str, set[tuple[str, str]]] = {}
         for scrape in self.scrapes:

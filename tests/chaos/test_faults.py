@@ -93,3 +93,22 @@ def test_a_contender_is_ready_once_its_log_has_a_progress_line_read_in_pieces(
 
     worker.start()  # a new process writes a new log
     assert not worker._reported_progress()
+
+
+def test_a_stall_is_time_without_a_decision_while_input_waits() -> None:
+    from pipeline.settings import Settings
+    from tests.chaos.progress import DecisionTimeline
+
+    timeline = DecisionTimeline(Settings())
+    timeline.samples = [
+        (0.0, 10, True),
+        (1.0, 20, True),
+        (2.0, 20, True),  # a fault at 1.5 s: nothing new for 3 s
+        (4.0, 20, True),
+        (5.0, 30, True),
+        (6.0, 30, False),  # caught up: idle time is no stall
+        (20.0, 30, False),
+    ]
+
+    assert timeline.longest_stall(1.5) == 3.5
+    assert timeline.longest_stall(5.5) == 0.0

@@ -47,7 +47,7 @@ ABORTED: Final = {
     "aborted_past_the_batch_deadline": "batch failed (TimeoutError)",
 }
 """How a zombie's batch ended, by the words of the worker's log line."""
-RESTORE_BYTES_PER_S: Final = 48 * 1024
+RESTORE_BYTES_PER_S: Final = 256 * 1024
 """The restarted worker's changelog reads are throttled to this (`consumer_byte_rate`)."""
 
 

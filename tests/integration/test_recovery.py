@@ -53,7 +53,7 @@ async def test_a_store_claiming_more_than_its_changelog_is_rebuilt_from_it(
     table.stores[0].write({b"stale": b"from another cluster"}, 1_000)
 
     restored = await recover(
-        settings, [table], {0}, apply=apply_now, alive=lambda: None, timeout_s=30
+        settings, {table: [0]}, apply=apply_now, alive=lambda: None, timeout_s=30
     )
 
     store = table.stores[0]
@@ -81,7 +81,7 @@ async def test_recovery_waits_for_an_open_transaction_and_never_restores_an_abor
         await producer.send_and_wait(topic, b"aborted", key=b"b", partition=0)
         table = rocks_table(tmp_path, topic)
         recovery = asyncio.ensure_future(
-            recover(settings, [table], {0}, apply=apply_now, alive=lambda: None, timeout_s=30)
+            recover(settings, {table: [0]}, apply=apply_now, alive=lambda: None, timeout_s=30)
         )
         await asyncio.sleep(1.5)
         assert not recovery.done()  # the open transaction's records may yet be committed
@@ -89,7 +89,7 @@ async def test_recovery_waits_for_an_open_transaction_and_never_restores_an_abor
         await recovery
         async with producer.transaction():
             await producer.send_and_wait(topic, b"later", key=b"c", partition=0)
-        await recover(settings, [table], {0}, apply=apply_now, alive=lambda: None, timeout_s=30)
+        await recover(settings, {table: [0]}, apply=apply_now, alive=lambda: None, timeout_s=30)
     finally:
         await producer.stop()
 

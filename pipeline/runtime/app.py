@@ -9,13 +9,14 @@ producer are not started.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 import faust
 from faust.app.base import BootStrategy
 from prometheus_client import CollectorRegistry
 
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, WorkerFault
 from pipeline.kafka.admin import check_copartitioned, read_cluster
 from pipeline.kafka.cluster import cluster_problems, transaction_timeout_problem
 from pipeline.runtime.engine import Engine
@@ -24,6 +25,7 @@ from pipeline.runtime.privacy import register_consent_pages
 from pipeline.runtime.web import register_pages
 from pipeline.settings import Settings
 from pipeline.stages import worker_stages
+from pipeline.state.folder import StateFolder
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +43,9 @@ class _PipelineApp(faust.App):
         """Nothing: Faust keeps no state here; the engine's stores live under `data_dir`."""
 
 
-def create_app(settings: Settings, partition_count: int | None = None) -> tuple[faust.App, Engine]:
+def create_app(
+    settings: Settings, partition_count: int | None = None, folder: StateFolder | None = None
+) -> tuple[faust.App, Engine]:
     """The Faust app and the engine service of one worker, configured from `settings`."""
     app = _PipelineApp(
         settings.app_id,
@@ -56,6 +60,7 @@ def create_app(settings: Settings, partition_count: int | None = None) -> tuple[
         metrics,
         worker_stages(settings),
         partition_count=partition_count,
+        folder=folder,
         loop=asyncio.get_event_loop(),
     )
     register_pages(app, engine, metrics)
@@ -68,8 +73,8 @@ def run_worker(settings: Settings) -> None:
 
     Raises:
         TopicLayoutError: the input topics are missing or not co-partitioned.
-        ConfigError: a setting the worker needs is missing, or the brokers refuse its
-            transaction timeout.
+        ConfigError: a setting the worker needs is missing, the brokers refuse its
+            transaction timeout, or another worker runs on its state folder.
     """
     settings.require_hmac_key()
     loop = asyncio.new_event_loop()
@@ -82,6 +87,10 @@ def run_worker(settings: Settings) -> None:
         raise ConfigError(refused)
     for problem in cluster_problems(settings, cluster):
         log.warning("cluster: %s", problem)
-    app, engine = create_app(settings, partitions)
+    folder = StateFolder(settings.data_dir / settings.app_id)
+    if settings.store == "rocksdb":
+        with contextlib.suppress(WorkerFault):  # a folder it cannot use yet: retried by the engine
+            folder.lock()
+    app, engine = create_app(settings, partitions, folder)
     worker = faust.Worker(app, engine, loglevel=settings.log_level.upper(), quiet=True, loop=loop)
     worker.execute_from_commandline()

@@ -29,7 +29,7 @@ import contextlib
 import gc
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
@@ -40,7 +40,7 @@ from pipeline import catalogue
 from pipeline.catalogue import TableName, Topic
 from pipeline.core.parse import Rejected
 from pipeline.core.route import Origin, Output, dlq_record
-from pipeline.errors import PipelineError, TopicLayoutError
+from pipeline.errors import PipelineError, StoreLocked, TopicLayoutError, WorkerFault, where
 from pipeline.kafka.admin import changelog_specs, ensure_topics
 from pipeline.kafka.config import client_options
 from pipeline.kafka.group import (
@@ -55,6 +55,8 @@ from pipeline.kafka.writer import KeyPartitioner
 from pipeline.runtime import transaction
 from pipeline.runtime.barrier import BarrierTimeout, catch_up
 from pipeline.runtime.canary import CanaryScanner
+from pipeline.runtime.isolation import Position, RecordsRaised, Suspects
+from pipeline.runtime.logs import quiet_expected_stops
 from pipeline.runtime.membership import CONFIRM_AFTER_S, Membership, Phase
 from pipeline.runtime.metrics import Metrics
 from pipeline.runtime.rebalance import Generation, Rebalance
@@ -63,7 +65,8 @@ from pipeline.runtime.reporting import BatchStats, report
 from pipeline.runtime.routing import Route, assignors
 from pipeline.runtime.stage import Forward, InputRecord, Stage
 from pipeline.settings import Settings
-from pipeline.state.stores import RocksMemory, Store, open_store
+from pipeline.state.folder import StateFolder
+from pipeline.state.stores import RocksMemory, Store, StoreCorrupted, open_store
 from pipeline.state.tables import Table
 from schemas import codec
 
@@ -93,6 +96,12 @@ RETRY_RECOVERY_S = 1.0
 STOP_WAIT_S = 30.0
 """How long stopping waits for the batch in flight before it closes the clients anyway."""
 ABORT_TIMEOUT_S = 15.0
+FAULT_RETRIES = 5
+FAULT_BACKOFF_MAX_S = 30.0
+"""A worker fault is retried after 1, 2, 4, 8 and 16 s, then the worker exits."""
+LOCK_WAIT_S = 30.0
+"""How long a store whose lock another process holds is waited for."""
+LOCK_RETRY_S = 0.5
 FENCED_WINDOW_S = 300.0
 FENCED_MAX = 3
 """More fenced producers than this within `FENCED_WINDOW_S`: another process has the id."""
@@ -113,6 +122,7 @@ class Engine(Service):
         stages: Sequence[Stage],
         *,
         partition_count: int | None = None,
+        folder: StateFolder | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -123,6 +133,8 @@ class Engine(Service):
         """The partition count of every co-partitioned topic (tables, changelogs)."""
         self.group_id = settings.app_id
         root = settings.data_dir / settings.app_id
+        self.folder = folder or StateFolder(root)
+        """The lock on the state folder, held while the worker runs (RocksDB stores only)."""
         memory = RocksMemory(settings.rocksdb_memory_mb * 1024 * 1024)
 
         def store(table: str, partition: int, empty: bool) -> Store:
@@ -187,6 +199,19 @@ class Engine(Service):
         self.transactional_id = f"{settings.app_id}.{settings.instance_name}"
         self.producer = self._new_producer()
         self._fenced_at: list[float] = []
+        self._assigned: list[TopicPartition] = []
+        self._faults = 0
+        """Worker faults since the last committed batch (`_stand_down`)."""
+        self.fault: str | None = None
+        """The worker fault it stands down for, as `/ready` reports it."""
+        self._rebuild: set[tuple[str, int]] = set()
+        """Stores found corrupt, to be rebuilt from their changelogs when opened again."""
+        self._suspects = Suspects()
+        """Records that raised in an aborted batch, to be taken again alone (`isolation`)."""
+        self._raised: list[Position] = []
+        """Consumed records whose processing raised in the batch in flight."""
+        self._roots: dict[int, Origin] = {}
+        """A record handed over in process (by id) -> the consumed record it comes from."""
         """When the producer was last fenced and replaced (`_replace_producer`)."""
         self.batch_deadline_s = settings.transaction_timeout_seconds - 5
         """A batch not committed in this time is aborted, before its transaction times out."""
@@ -211,6 +236,7 @@ class Engine(Service):
         # The tables hold many long-lived objects; the default thresholds would have the
         # cyclic collector walk all of them every few thousand allocations.
         gc.set_threshold(GC_THRESHOLD, 20, 100)
+        quiet_expected_stops()
         settings = self.settings
         await ensure_topics(settings, changelog_specs(settings, self.tables, self.partition_count))
         self.consumer = AIOKafkaConsumer(
@@ -266,6 +292,7 @@ class Engine(Service):
             await self.offsets.stop()
         for table in self.tables.values():
             table.close()
+        self.folder.unlock()
         log.info("engine stopped")
 
     @Service.task
@@ -281,8 +308,20 @@ class Engine(Service):
                 if cancelled_from_outside():
                     raise
                 cause = "a Kafka request was cancelled (its connection closed)"
+            except WorkerFault as fault:
+                if await self._stand_down(fault):
+                    continue
+                return
             except (KafkaError, OSError) as exc:
                 cause = type(exc).__name__
+            except Exception as exc:  # a bug of the worker's own: stand down, never guess
+                failure = WorkerFault(
+                    f"the worker failed: {type(exc).__name__} at {where(exc)}",
+                    setting="the worker's log",
+                )
+                if await self._stand_down(failure):
+                    continue
+                return
             else:
                 faulty_since = None
                 continue
@@ -299,6 +338,54 @@ class Engine(Service):
                 return
             log.warning("the worker's loop failed (%s); retrying", cause)
             await asyncio.sleep(RETRY_RECOVERY_S)
+
+    async def _stand_down(self, fault: WorkerFault) -> bool:
+        """Stop taking input for a fault of the worker: close every store, and recover the
+        whole assignment again after a backoff; returns False when the worker exits instead
+        (after `FAULT_RETRIES`), with one log line naming the cause and the setting."""
+        consumer = self.consumer
+        assert consumer is not None
+        self._faults += 1
+        self.phase, self.fault = "faulted", str(fault)
+        if isinstance(fault, StoreCorrupted) and fault.store is not None:
+            self._rebuild.add(fault.store)
+        async with self._lock:
+            assigned = consumer.assignment()
+            if assigned:
+                consumer.pause(*assigned)
+            for stage in self.stages:
+                stage.revoked(self._partitions[stage])
+                self._partitions[stage] = set()
+            for table in self.tables.values():
+                table.abort()
+                table.close()
+            self._pending = list(self._assigned) if self._assigned else None
+        self.metrics.worker_faults.inc()
+        if self._faults > FAULT_RETRIES:
+            log.error(
+                "stopping: %s (see %s); exiting so that the worker is started again",
+                fault,
+                fault.setting,
+            )
+            self._stopping = True
+            await self.crash(fault)
+            return False
+        delay = min(FAULT_BACKOFF_MAX_S, 2.0 ** (self._faults - 1))
+        log.warning(
+            "worker fault: %s (see %s); taking no input, trying again in %.0fs (%d of %d)",
+            fault,
+            fault.setting,
+            delay,
+            self._faults,
+            FAULT_RETRIES,
+        )
+        await asyncio.sleep(delay)
+        return True
+
+    @property
+    def unrecoverable(self) -> bool:
+        """Whether the worker has stood down for a fault as often as it may: `/healthz` fails."""
+        return self.phase == "faulted" and self._faults >= FAULT_RETRIES
 
     async def _turn(self) -> None:
         """One turn of the loop: recover a new assignment, or wait for one, or one batch."""
@@ -419,10 +506,19 @@ class Engine(Service):
         ):
             self._report_lag(monotonic)
             return
+        batch, held = self._suspects.cut(batch)
         starts = {tp: records[0].offset for tp, records in batch.items() if records}
         try:
             async with asyncio.timeout(self.batch_deadline_s):
                 await self._transaction(batch, now, sweep, starts, markers)
+        except RecordsRaised as raised:
+            await self._abort(starts | {tp: o for tp, o in held.items() if tp not in starts})
+            self._suspects.add(raised, sum(len(records) for records in batch.values()))
+            log.warning("%s; each is taken again alone", raised)
+            return
+        except WorkerFault:
+            await self._abort(starts)
+            raise
         except ProducerFenced:
             self._restore_after_abort(starts)
             await self._replace_producer(fenced=True)
@@ -440,10 +536,25 @@ class Engine(Service):
             )
             await self._abort(starts)
             await asyncio.sleep(0.5)
+        except Exception as exc:  # a bug of the worker's own: nothing of the batch is kept
+            await self._abort(starts)
+            raise WorkerFault(
+                f"the worker failed in a batch: {type(exc).__name__} at {where(exc)}",
+                setting="the worker's log",
+            ) from exc
         else:
             if sweep:
                 self._last_sweep = monotonic
+            self._seek(held)
         self._report_lag(monotonic)
+
+    def _seek(self, positions: dict[TopicPartition, int]) -> None:
+        consumer = self.consumer
+        assert consumer is not None
+        assigned = consumer.assignment()
+        for tp, offset in positions.items():
+            if tp in assigned:
+                consumer.seek(tp, offset)
 
     async def _abort(self, starts: dict[TopicPartition, int]) -> None:
         """Abort the batch's transaction and forget what it staged; its records are read again.
@@ -538,7 +649,13 @@ class Engine(Service):
                     self._input(tp, topic, record) for record in records
                 )
                 waiting.setdefault(stage, set()).add(tp.partition)
+        self._raised, self._roots = [], {}
         behind = await self._process(streams, waiting, now, stats, outputs, offsets, starts)
+        alone = self._suspects.alone(batch)
+        if self._raised and alone is None:
+            raise RecordsRaised(self._raised)
+        if alone is not None:
+            self._suspects.taken(alone, raised=bool(self._raised))
         deferred = self._defer(batch, behind, offsets) if behind else {}
         for tp in self._fencing:
             offsets.setdefault(tp, self._next[tp])
@@ -568,6 +685,7 @@ class Engine(Service):
             self.producer, writer, self.tables.values(), offsets, membership.member
         )
         membership.confirmed()
+        self._faults = 0
         self._next.update(offsets)
         self._note_written(ends)
         consumer = self.consumer
@@ -621,13 +739,24 @@ class Engine(Service):
                     outputs.extend(forward for forward, _ in extra)
                     break
                 caught[stage] |= needed
+                roots = self._roots
                 for record in (*todo, *(record for _, record in extra)):
-                    for output in stage.process(record, now, stats):
+                    root = roots.pop(id(record), None) or record.origin
+                    try:
+                        produced = stage.process(record, now, stats)
+                    except WorkerFault:
+                        raise
+                    except Exception as exc:  # retried alone before it is the record's fault
+                        log.warning("processing_error: %s at %s", type(exc).__name__, where(exc))
+                        produced = [stage.raised(record, exc, stats)]
+                        self._raised.append(tuple(root))  # type: ignore[arg-type]
+                    for output in produced:
                         target = self._in_process(output, index, now)
                         if target is None:
                             outputs.append(output)
                         else:
                             handed.setdefault(target[0], []).append(target[1:])
+                            roots[id(target[2])] = root
                             stats.hops_in_process[catalogue.hop_name(target[2].topic)] += 1
                 todo, partitions = [], set()
         return behind
@@ -752,7 +881,21 @@ class Engine(Service):
                     received_at=record.timestamp_ms / 1000,
                 )
             ]
-        return stage.fold(record, now, stats)
+        tables = [self.tables[name] for name in stage.tables]
+        for table in tables:
+            table.savepoint()
+        try:
+            outputs = stage.fold(record, now, stats)
+        except WorkerFault:
+            raise
+        except Exception as exc:  # the record's own failure: what it staged is taken back
+            for table in tables:
+                table.rollback()
+            log.warning("processing_error: %s at %s", type(exc).__name__, where(exc))
+            return [stage.raised(record, exc, stats)]
+        for table in tables:
+            table.release_savepoint()
+        return outputs
 
     def _input(
         self, tp: TopicPartition, topic: Topic, record: ConsumerRecord[bytes, bytes]
@@ -793,6 +936,8 @@ class Engine(Service):
         assert consumer is not None
         assert membership is not None
         assigned = list(assigned)
+        self._assigned = assigned
+        self._suspects.forget()
         member = membership.take()
         self._layout_error = self._partition_counts_changed(consumer)
         self._classify(assigned)
@@ -839,13 +984,9 @@ class Engine(Service):
                     raise RecoveryInterrupted("the assignment changed")
                 step()
 
-        def open_stores() -> None:
-            for stage in self.stages:
-                for partition in sorted(self._held[stage]):
-                    for name in stage.tables:
-                        self.tables[name].assign(partition)
-
         try:
+            if self.settings.store == "rocksdb":
+                self.folder.lock()
             committed = await fetch_stable_offsets(
                 client_of(client),
                 self.group_id,
@@ -857,7 +998,10 @@ class Engine(Service):
             positions = {
                 tp: first[tp] if offset is None else offset for tp, offset in committed.items()
             }
-            await apply(open_stores)
+            for stage in self.stages:
+                for partition in sorted(self._held[stage]):
+                    for name in stage.tables:
+                        await self._open_store(self.tables[name], partition, apply)
             restored = await recover(
                 self.settings,
                 {
@@ -899,6 +1043,40 @@ class Engine(Service):
             time.monotonic() - started,
         )
 
+    async def _open_store(
+        self, table: Table, partition: int, apply: Callable[[Callable[[], None]], Awaitable[None]]
+    ) -> None:
+        """Open a partition's store: wait (bounded) for a lock another process holds, and
+        rebuild a store whose files are corrupt from its changelog.
+
+        Raises:
+            WorkerFault: the store cannot be opened (`StoreLocked` past `LOCK_WAIT_S`).
+        """
+        deadline = time.monotonic() + LOCK_WAIT_S
+        while True:
+            rebuild = (table.name, partition) in self._rebuild
+
+            def open_it(rebuild: bool = rebuild) -> None:
+                if rebuild:
+                    table.rebuild(partition)
+                else:
+                    table.assign(partition)
+
+            try:
+                await apply(open_it)
+            except StoreCorrupted as exc:
+                log.warning("%s; rebuilding it from its changelog", exc)
+                self._rebuild.add((table.name, partition))
+                continue
+            except StoreLocked:
+                if time.monotonic() > deadline:
+                    raise
+                self._alive()
+                await asyncio.sleep(LOCK_RETRY_S)
+                continue
+            self._rebuild.discard((table.name, partition))
+            return
+
     def _resume(self, assigned: list[TopicPartition], positions: dict[TopicPartition, int]) -> None:
         """The assignment is recovered: start each partition at its committed offset."""
         consumer, membership = self.consumer, self.membership
@@ -918,7 +1096,7 @@ class Engine(Service):
         consumer.resume(*assigned)
         membership.confirmed()
         self._pending = None
-        self.phase = "processing"
+        self.phase, self.fault = "processing", None
 
     def _partition_counts_changed(self, consumer: AIOKafkaConsumer) -> str | None:
         """Why the tables' topics are no longer co-partitioned, if partitions were added."""
@@ -953,6 +1131,11 @@ class Engine(Service):
         checkpoint). No batch runs until the next assignment is recovered."""
         self.routing.forget()
         self._pending = None
+        for table in self.tables.values():
+            table.release_persistent()  # the worker taking a partition finds its store free
+        for stage in self.stages:
+            stage.revoked(self._partitions[stage])
+            self._partitions[stage] = set()
         if self.membership is not None:
             self.membership.revoked()
         if self.phase != "stopping":

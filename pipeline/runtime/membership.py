@@ -32,10 +32,13 @@ from pipeline.kafka.group import GroupMetadata, group_metadata, heartbeat, reque
 
 log = logging.getLogger(__name__)
 
-Phase = Literal["starting", "recovering", "processing", "rebalancing", "rejoining", "stopping"]
+Phase = Literal[
+    "starting", "recovering", "processing", "rebalancing", "rejoining", "faulted", "stopping"
+]
 """What the worker is doing, as `/ready` reports it; only `processing` is ready.
 `rebalancing`: its partitions were revoked for a rebalance; `rejoining`: the group dropped
-it (a refused commit or heartbeat), and it joins again as a new member."""
+it (a refused commit or heartbeat), and it joins again as a new member; `faulted`: a fault
+of the worker (its state, disk or lock) stopped its input, and it tries again."""
 CONFIRM_AFTER_S: Final = 2.0
 """A membership nothing confirmed for this long is checked with the coordinator before the
 next batch: well under any session timeout (Kafka's minimum is 6 s)."""

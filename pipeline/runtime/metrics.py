@@ -44,6 +44,13 @@ class Metrics:
             ["source", "reason"],
             registry=registry,
         )
+        self.worker_faults = Counter(
+            "pipeline_worker_faults_total",
+            "Times the worker stood down for a fault of its own (state it cannot open, read "
+            "or write, a lock, a full disk, records raising in numbers): its batch aborted, "
+            "nothing dead-lettered, its input stopped until it recovered.",
+            registry=registry,
+        )
         self.fenced_commits = Counter(
             "pipeline_fenced_commits_total",
             "Batches aborted because the consumer group refused their offset commit: the "

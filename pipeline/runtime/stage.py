@@ -18,7 +18,9 @@ internal topic the next stage reads); the tables it writes are staged until the
 transaction commits.
 
 A table-input record on another partition than murmur2 of its key cannot be joined: the
-engine sends it to the DLQ as `wrong_partition` instead of folding it.
+engine sends it to the DLQ as `wrong_partition` instead of folding it. A record whose
+processing raises unexpectedly is the engine's to handle (`raised`): a fault of the worker
+(`pipeline.errors.WorkerFault`) passes through the stages untouched.
 """
 
 from __future__ import annotations
@@ -115,6 +117,12 @@ class Stage(ABC):
     @abstractmethod
     def process(self, record: InputRecord, now: float, stats: BatchStats) -> list[Output | Forward]:
         """The outputs of a stream-input record: every record yields at least one."""
+
+    @abstractmethod
+    def raised(self, record: InputRecord, exc: Exception, stats: BatchStats) -> Output:
+        """The DLQ record (`processing_error`) of a record whose processing raised `exc`: a
+        fault of the record. The engine calls it once the record has failed on its own:
+        what it staged is taken back, or it failed again processed alone."""
 
     def tick(self, now: float, stats: BatchStats, *, sweep: bool) -> list[Output]:
         """What time makes due at `now` (run once per batch); `sweep`: expire old state."""

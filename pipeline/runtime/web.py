@@ -2,7 +2,9 @@
 
 `/ready` answers 200 only while the worker processes its assignment, and says what it does
 otherwise (`pipeline.runtime.membership.Phase`): `starting`, `recovering` its tables,
-`rebalancing`, `rejoining` after the group dropped it, or `stopping`.
+`rebalancing`, `rejoining` after the group dropped it, `faulted` (with the `fault`: its
+state, disk or lock), or `stopping`. `/healthz` fails when the loop has stalled, or when
+the worker has stood down for a fault as often as it may (it then exits).
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ def register_pages(app: faust.App, engine: Engine, metrics: Metrics) -> None:
 
     @app.page("/healthz")
     async def healthz(web: Any, request: Any) -> Any:
+        if engine.unrecoverable:
+            return web.json({"status": "faulted", "fault": engine.fault}, status=503)
         stalled = time.monotonic() - engine.last_cycle > STALL_AFTER_S
         body = {"status": "stalled" if stalled else "ok"}
         return web.json(body, status=503 if stalled else 200)
@@ -40,4 +44,7 @@ def register_pages(app: faust.App, engine: Engine, metrics: Metrics) -> None:
     async def ready(web: Any, request: Any) -> Any:
         state = "stopping" if engine.should_stop else engine.phase
         is_ready = state == "processing"
-        return web.json({"ready": is_ready, "phase": state}, status=200 if is_ready else 503)
+        body: dict[str, Any] = {"ready": is_ready, "phase": state}
+        if engine.fault is not None:
+            body["fault"] = engine.fault
+        return web.json(body, status=200 if is_ready else 503)

@@ -49,8 +49,14 @@ from pipeline.core.route import (
 from pipeline.runtime.reporting import BatchStats
 from pipeline.runtime.stage import Forward, InputRecord, Stage
 from pipeline.settings import Settings
-from pipeline.stages.errors import reject, where
-from pipeline.stages.hops import hop_of, note_latency, raw_origin, reject_hop
+from pipeline.stages.errors import reject
+from pipeline.stages.hops import (
+    hop_of,
+    note_latency,
+    raised_on_the_way,
+    raw_origin,
+    reject_hop,
+)
 from pipeline.state.tables import Table
 from schemas import fast
 from schemas.audience import AudienceMember
@@ -106,6 +112,11 @@ class DecisionStage(Stage):
     def process(self, record: InputRecord, now: float, stats: BatchStats) -> list[Output | Forward]:
         return list(self.process_event(record, now, stats))
 
+    def raised(self, record: InputRecord, exc: Exception, stats: BatchStats) -> Output:
+        if record.topic in self.table_inputs:
+            return reject(record, processing_error_reject(exc, "consent"), stats, "consent")
+        return raised_on_the_way(record, exc, stats, "decide")
+
     def tick(self, now: float, stats: BatchStats, *, sweep: bool) -> list[Output]:
         outputs = self.close_windows(now, stats)
         if sweep:
@@ -159,24 +170,20 @@ class DecisionStage(Stage):
     def apply_consent(self, record: InputRecord, now: float, stats: BatchStats) -> list[Output]:
         """Fold a consent change into the table, and make the user's customer-list
         memberships follow it; the DLQ output if it cannot be applied."""
-        try:
-            change = parse_consent_change(record.value, now=now, key=record.key)
-            if isinstance(change, Rejected):
-                return [reject(record, change, stats, "consent")]
-            if record.key != change.user_id.encode():
-                # Under another key it sits in another partition's table: never applied.
-                return [reject(record, NOT_SUBJECT_KEY, stats, "consent")]
-            partition = record.origin.partition
-            key = change.user_id.encode()
-            state, _ = self._stored_state(partition, key)
-            updated = apply_change(state, change)
-            acknowledged = record.timestamp_ms
-            self.consent.put(partition, key, stored.encode_consent_row(updated, acknowledged))
-            self._remember(partition, key, state, acknowledged)
-            outputs = self._follow_consent(partition, updated, stats)
-        except Exception as exc:  # an unexpected failure is an outcome, not a lost record
-            log.warning("processing_error: %s at %s", type(exc).__name__, where(exc))
-            return [reject(record, processing_error_reject(exc, "consent"), stats, "consent")]
+        change = parse_consent_change(record.value, now=now, key=record.key)
+        if isinstance(change, Rejected):
+            return [reject(record, change, stats, "consent")]
+        if record.key != change.user_id.encode():
+            # Under another key it sits in another partition's table: never applied.
+            return [reject(record, NOT_SUBJECT_KEY, stats, "consent")]
+        partition = record.origin.partition
+        key = change.user_id.encode()
+        state, _ = self._stored_state(partition, key)
+        updated = apply_change(state, change)
+        acknowledged = record.timestamp_ms
+        self.consent.put(partition, key, stored.encode_consent_row(updated, acknowledged))
+        self._remember(partition, key, state, acknowledged)
+        outputs = self._follow_consent(partition, updated, stats)
         stats.consent_changes += 1
         if is_revocation(change):
             stats.revocation_latencies.append(max(0.0, now - record.timestamp_ms / 1000))
@@ -256,17 +263,12 @@ class DecisionStage(Stage):
             return [reject(record, processing_error_reject(exc, "decide"), stats, "internal")]
         if hop.source == "audience":
             return self.process_member(record, hop, now, stats)
-        try:
-            note_latency(record, now, stats)
-            event = self._event_of(record, hop.source, hop.produced_ms)
-            if isinstance(event, Rejected):
-                return [reject_hop(record, hop, event, stats)]
-            event = fast.replace(event, user_id=hop.user_id)
-            return self._decide(event, hop, record.origin.partition, now, stats)
-        except Exception as exc:  # an unexpected failure is an outcome, not a lost record
-            log.warning("processing_error: %s at %s", type(exc).__name__, where(exc))
-            stats.processing_errors[hop.source] += 1
-            return [reject_hop(record, hop, processing_error_reject(exc, "decide"), stats)]
+        note_latency(record, now, stats)
+        event = self._event_of(record, hop.source, hop.produced_ms)
+        if isinstance(event, Rejected):
+            return [reject_hop(record, hop, event, stats)]
+        event = fast.replace(event, user_id=hop.user_id)
+        return self._decide(event, hop, record.origin.partition, now, stats)
 
     def _event_of(self, record: InputRecord, source: Source, produced_ms: int) -> Event | Rejected:
         """The event intake decoded, handed over in process; else decoded again. Its bounds
@@ -319,53 +321,48 @@ class DecisionStage(Stage):
         self, record: InputRecord, hop: Hop, now: float, stats: BatchStats
     ) -> list[Output]:
         """A customer-list record: the membership its consent allows, and its audit."""
-        try:
-            note_latency(record, now, stats)
-            member = self._member_of(record)
-            if isinstance(member, Rejected):
-                return [reject_hop(record, hop, member, stats)]
-            partition = record.origin.partition
-            user = hop.user_id
-            consent = None
-            if user is not None:
-                consent, _ = self._stored_state(partition, user.encode())
-            # Memberships are state, not uses of a moment: the consent of now governs them,
-            # and every later change moves them (`_follow_consent`).
-            decision = decide_membership(member, user, consent, self.config.policy)
-            outputs: list[Output] = []
-            if hop.duplicate:
-                outcome: MembershipOutcome = "duplicate"
-            elif user is None:
-                outcome = "unmatched"
-            else:
-                key = user.encode()
-                value = self.memberships.get(partition, key)
-                memberships = Memberships() if value is None else stored.decode_memberships(value)
-                outcome, change = memberships.apply(member, decision)
-                self._store_memberships(partition, key, memberships)
-                if change is not None:
-                    outputs.append(audience_record(change, user, decision))
-            stats.memberships[outcome] += 1
-            outputs.append(
-                membership_audit_record(
-                    member,
-                    decision,
-                    subject=user or hop.anonymous_subject,
-                    outcome=outcome,
-                    emitted=bool(outputs),
-                    pseudonymizer=self.config.pseudonymizer,
-                    duplicate=hop.duplicate,
-                    identity=(hop.match or "none", hop.conflict),
-                    origin=raw_origin(hop),
-                    received_at=hop.produced_ms / 1000,
-                    decided_at=now,
-                )
+        note_latency(record, now, stats)
+        member = self._member_of(record)
+        if isinstance(member, Rejected):
+            return [reject_hop(record, hop, member, stats)]
+        partition = record.origin.partition
+        user = hop.user_id
+        consent = None
+        if user is not None:
+            consent, _ = self._stored_state(partition, user.encode())
+        # Memberships are state, not uses of a moment: the consent of now governs them,
+        # and every later change moves them (`_follow_consent`).
+        decision = decide_membership(member, user, consent, self.config.policy)
+        outputs: list[Output] = []
+        if hop.duplicate:
+            outcome: MembershipOutcome = "duplicate"
+        elif user is None:
+            outcome = "unmatched"
+        else:
+            key = user.encode()
+            value = self.memberships.get(partition, key)
+            memberships = Memberships() if value is None else stored.decode_memberships(value)
+            outcome, change = memberships.apply(member, decision)
+            self._store_memberships(partition, key, memberships)
+            if change is not None:
+                outputs.append(audience_record(change, user, decision))
+        stats.memberships[outcome] += 1
+        outputs.append(
+            membership_audit_record(
+                member,
+                decision,
+                subject=user or hop.anonymous_subject,
+                outcome=outcome,
+                emitted=bool(outputs),
+                pseudonymizer=self.config.pseudonymizer,
+                duplicate=hop.duplicate,
+                identity=(hop.match or "none", hop.conflict),
+                origin=raw_origin(hop),
+                received_at=hop.produced_ms / 1000,
+                decided_at=now,
             )
-            return outputs
-        except Exception as exc:  # an unexpected failure is an outcome, not a lost record
-            log.warning("processing_error: %s at %s", type(exc).__name__, where(exc))
-            stats.processing_errors[hop.source] += 1
-            return [reject_hop(record, hop, processing_error_reject(exc, "decide"), stats)]
+        )
+        return outputs
 
     def _aggregate(self, partition: int, outputs: list[Output], stats: BatchStats) -> None:
         aggregator = self.aggregators[partition]

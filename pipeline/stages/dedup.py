@@ -26,8 +26,14 @@ from pipeline.core.parse import processing_error
 from pipeline.core.route import Output
 from pipeline.runtime.reporting import BatchStats
 from pipeline.runtime.stage import Forward, InputRecord, Stage
-from pipeline.stages.errors import reject, where
-from pipeline.stages.hops import carry_on, hop_of, note_latency, reject_hop, to_decision
+from pipeline.stages.errors import reject
+from pipeline.stages.hops import (
+    carry_on,
+    hop_of,
+    note_latency,
+    raised_on_the_way,
+    to_decision,
+)
 from pipeline.state.tables import Table
 from schemas import fast
 from schemas.internal import Hop
@@ -67,17 +73,15 @@ class DedupStage(Stage):
         except Exception as exc:
             log.warning("unreadable hop header: %s", type(exc).__name__)
             return [reject(record, processing_error(exc, "dedup"), stats, "internal")]
-        try:
-            note_latency(record, now, stats)
-            duplicate = self._seen_before(record, hop, now)
-            if duplicate:
-                stats.duplicates[hop.source] += 1
-                hop = fast.replace(hop, duplicate=True)
-            return [route_to_resolution(hop, record, stats)]
-        except Exception as exc:  # an unexpected failure is an outcome, not a lost record
-            log.warning("processing_error: %s at %s", type(exc).__name__, where(exc))
-            stats.processing_errors[hop.source] += 1
-            return [reject_hop(record, hop, processing_error(exc, "dedup"), stats)]
+        note_latency(record, now, stats)
+        duplicate = self._seen_before(record, hop, now)
+        if duplicate:
+            stats.duplicates[hop.source] += 1
+            hop = fast.replace(hop, duplicate=True)
+        return [route_to_resolution(hop, record, stats)]
+
+    def raised(self, record: InputRecord, exc: Exception, stats: BatchStats) -> Output:
+        return raised_on_the_way(record, exc, stats, "dedup")
 
     def _seen_before(self, record: InputRecord, hop: Hop, now: float) -> bool:
         key = hop.dedup_key.encode()

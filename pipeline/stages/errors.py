@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import traceback
-from pathlib import Path
-
 from pipeline.core.parse import Rejected
 from pipeline.core.route import Origin, Output, dlq_record
 from pipeline.runtime.reporting import BatchStats
@@ -36,10 +33,3 @@ def reject(
         origin=origin or record.origin,
         received_at=received / 1000,
     )
-
-
-def where(exc: BaseException) -> str:
-    """Where an exception was raised, as `file:line in function` frames: never its message,
-    which may quote a value."""
-    frames = traceback.extract_tb(exc.__traceback__)[-3:]
-    return " <- ".join(f"{Path(f.filename).name}:{f.lineno} in {f.name}" for f in reversed(frames))

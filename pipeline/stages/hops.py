@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pipeline import catalogue
 from pipeline.catalogue import Topic
-from pipeline.core.parse import Rejected
+from pipeline.core.parse import Rejected, processing_error
 from pipeline.core.route import Origin, Output
 from pipeline.runtime.reporting import BatchStats
 from pipeline.runtime.stage import Forward, InputRecord
@@ -72,3 +72,14 @@ def reject_hop(record: InputRecord, hop: Hop, rejected: Rejected, stats: BatchSt
     return reject(
         record, rejected, stats, hop.source, origin=raw_origin(hop), received_ms=hop.produced_ms
     )
+
+
+def raised_on_the_way(record: InputRecord, exc: Exception, stats: BatchStats, stage: str) -> Output:
+    """The `processing_error` DLQ record of an internal record whose processing raised,
+    naming its raw origin when its hop can be read."""
+    try:
+        hop = hop_of(record)
+    except Exception:  # the header was the trouble: the record's own position
+        return reject(record, processing_error(exc, stage), stats, "internal")
+    stats.processing_errors[hop.source] += 1
+    return reject_hop(record, hop, processing_error(exc, stage), stats)

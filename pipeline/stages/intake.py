@@ -33,7 +33,7 @@ from pipeline.core.route import Output, subject_key
 from pipeline.core.trust import TRUST_HEADER, is_trusted
 from pipeline.runtime.reporting import BatchStats
 from pipeline.runtime.stage import Forward, InputRecord, Stage
-from pipeline.stages.errors import reject, where
+from pipeline.stages.errors import reject
 from pipeline.stages.hops import HOP
 from pipeline.state.tables import Table
 from schemas import fast
@@ -77,34 +77,34 @@ class IntakeStage(Stage):
         source = record.topic.source
         assert source is not None
         stats.events_in[source] += 1
-        try:
-            if source == "audience":
-                return [self._member(record, stats)]
-            event = decode_event(source, record.value, now=now, limits=self.config.limits)
-            if isinstance(event, Rejected):
-                return [reject(record, event, stats, source)]
-            trusted = None
-            if event.user_id is not None:
-                if self._trusted(record):
-                    trusted = event.user_id
-                else:
-                    stats.untrusted_user_ids[source] += 1
-                event = fast.replace(event, user_id=None)
-            key = stored.dedup_key(event.advertiser_id, event.event_id)
-            hop = HOP.build(
-                origin=_origin(record),
-                produced_ms=record.timestamp_ms,
-                source=source,
-                dedup_key=key.decode(),
-                trusted_user_id=trusted,
-                keys=[] if trusted is not None else match_keys(event),
-                anonymous_subject=subject_key(event),
-            )
-            return [Forward(catalogue.BY_EVENT, key, record.value, hop, event)]
-        except Exception as exc:  # an unexpected failure is an outcome, not a lost record
-            log.warning("processing_error: %s at %s", type(exc).__name__, where(exc))
-            stats.processing_errors[source] += 1
-            return [reject(record, processing_error(exc, "intake"), stats, source)]
+        if source == "audience":
+            return [self._member(record, stats)]
+        event = decode_event(source, record.value, now=now, limits=self.config.limits)
+        if isinstance(event, Rejected):
+            return [reject(record, event, stats, source)]
+        trusted = None
+        if event.user_id is not None:
+            if self._trusted(record):
+                trusted = event.user_id
+            else:
+                stats.untrusted_user_ids[source] += 1
+            event = fast.replace(event, user_id=None)
+        key = stored.dedup_key(event.advertiser_id, event.event_id)
+        hop = HOP.build(
+            origin=_origin(record),
+            produced_ms=record.timestamp_ms,
+            source=source,
+            dedup_key=key.decode(),
+            trusted_user_id=trusted,
+            keys=[] if trusted is not None else match_keys(event),
+            anonymous_subject=subject_key(event),
+        )
+        return [Forward(catalogue.BY_EVENT, key, record.value, hop, event)]
+
+    def raised(self, record: InputRecord, exc: Exception, stats: BatchStats) -> Output:
+        source = record.topic.source or "internal"
+        stats.processing_errors[source] += 1
+        return reject(record, processing_error(exc, "intake"), stats, source)
 
     def _member(self, record: InputRecord, stats: BatchStats) -> Output | Forward:
         """A customer-list record: forwarded like an event, its keys from the list."""

@@ -25,13 +25,13 @@ from pipeline.core.route import Output
 from pipeline.kafka.writer import KeyPartitioner
 from pipeline.runtime.reporting import BatchStats
 from pipeline.runtime.stage import Forward, InputRecord, Stage
-from pipeline.stages.errors import reject, where
+from pipeline.stages.errors import reject
 from pipeline.stages.hops import (
     FOUND,
     carry_on,
     hop_of,
     note_latency,
-    reject_hop,
+    raised_on_the_way,
     to_decision,
 )
 from pipeline.state.tables import Table
@@ -77,33 +77,34 @@ class ResolutionStage(Stage):
     # -- links ----------------------------------------------------------------------
 
     def fold(self, record: InputRecord, now: float, stats: BatchStats) -> list[Output]:
-        try:
-            if record.key is None:
-                return [reject(record, Rejected("missing_key", "key: missing"), stats, "identity")]
-            link = None
-            if record.value is not None:  # a tombstone unlinks the key
-                parsed = parse_identity_link(record.value, key=record.key)
-                if isinstance(parsed, Rejected):
-                    return [reject(record, parsed, stats, "identity")]
-                if parsed.match_key.encode() != record.key:
-                    return [reject(record, NOT_MATCH_KEY, stats, "identity")]
-                link = parsed
-            partition = record.origin.partition
-            row = self._row(partition, record.key)
-            updated = identity.apply_link(
-                row,
-                link,
-                record.timestamp_ms,
-                keep_ms=self.config.history_keep_ms,
-                max_entries=self.config.history_max_entries,
-            )
-            if updated != row:
-                self.identity.put(partition, record.key, stored.encode_link_row(updated))
-        except Exception as exc:  # an unexpected failure is an outcome, not a lost record
-            log.warning("processing_error: %s at %s", type(exc).__name__, where(exc))
-            return [reject(record, processing_error(exc, "identity"), stats, "identity")]
+        if record.key is None:
+            return [reject(record, Rejected("missing_key", "key: missing"), stats, "identity")]
+        link = None
+        if record.value is not None:  # a tombstone unlinks the key
+            parsed = parse_identity_link(record.value, key=record.key)
+            if isinstance(parsed, Rejected):
+                return [reject(record, parsed, stats, "identity")]
+            if parsed.match_key.encode() != record.key:
+                return [reject(record, NOT_MATCH_KEY, stats, "identity")]
+            link = parsed
+        partition = record.origin.partition
+        row = self._row(partition, record.key)
+        updated = identity.apply_link(
+            row,
+            link,
+            record.timestamp_ms,
+            keep_ms=self.config.history_keep_ms,
+            max_entries=self.config.history_max_entries,
+        )
+        if updated != row:
+            self.identity.put(partition, record.key, stored.encode_link_row(updated))
         stats.links_applied += 1
         return []
+
+    def raised(self, record: InputRecord, exc: Exception, stats: BatchStats) -> Output:
+        if record.topic in self.table_inputs:
+            return reject(record, processing_error(exc, "identity"), stats, "identity")
+        return raised_on_the_way(record, exc, stats, "resolve")
 
     def _row(self, partition: int, key: bytes) -> identity.LinkRow | None:
         value = self.identity.get(partition, key)
@@ -117,13 +118,8 @@ class ResolutionStage(Stage):
         except Exception as exc:
             log.warning("unreadable hop header: %s", type(exc).__name__)
             return [reject(record, processing_error(exc, "resolve"), stats, "internal")]
-        try:
-            note_latency(record, now, stats)
-            return [self._resolve(record, hop, stats)]
-        except Exception as exc:  # an unexpected failure is an outcome, not a lost record
-            log.warning("processing_error: %s at %s", type(exc).__name__, where(exc))
-            stats.processing_errors[hop.source] += 1
-            return [reject_hop(record, hop, processing_error(exc, "resolve"), stats)]
+        note_latency(record, now, stats)
+        return [self._resolve(record, hop, stats)]
 
     def _resolve(self, record: InputRecord, hop: Hop, stats: BatchStats) -> Forward:
         partition = record.origin.partition

@@ -6,12 +6,16 @@ changelog written since the store's checkpoint; `memory` starts empty and replay
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
 
 from rocksdict import BlockBasedOptions, Cache, Options, Rdict, WriteBatch, WriteBufferManager
+
+from pipeline.errors import StoreLocked, WorkerFault
 
 CHECKPOINT_KEY = b"\x00checkpoint"
 """Where a store keeps the next changelog offset it has not applied yet."""
@@ -42,9 +46,15 @@ class Store(Protocol):
 
     def close(self) -> None: ...
 
+    @property
+    def persistent(self) -> bool:
+        """Whether the store lives on disk (and holds a lock there while it is open)."""
+
 
 class MemoryStore:
     """A store in a dict: for tests and stateless runs."""
+
+    persistent = False
 
     def __init__(self) -> None:
         self._data: dict[bytes, bytes] = {}
@@ -103,15 +113,29 @@ class RocksMemory:
 
 
 class RocksStore:
-    """A store in RocksDB (rocksdict), surviving restarts."""
+    """A store in RocksDB (rocksdict), surviving restarts.
+
+    Whatever RocksDB or the file system refuses (a lock another process holds, a file in
+    the way, a full or read-only disk, corrupt files) is a `WorkerFault` naming the store
+    and the cause, never a record's failure.
+    """
+
+    persistent = True
 
     def __init__(self, path: Path, memory: RocksMemory | None = None) -> None:
-        path.mkdir(parents=True, exist_ok=True)
+        self._path = path
         self._memory = memory or RocksMemory()  # the cache must outlive the store
-        self._db = Rdict(str(path), self._memory.options())
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            self._db = Rdict(str(path), self._memory.options())
+        except Exception as exc:
+            raise fault("open", path, exc) from exc
 
     def get(self, key: bytes) -> bytes | None:
-        value = self._db.get(key)
+        try:
+            value = self._db.get(key)
+        except Exception as exc:
+            raise fault("read", self._path, exc) from exc
         return None if value is None else bytes(value)
 
     def write(self, items: dict[bytes, bytes | None], checkpoint: int | None) -> None:
@@ -123,23 +147,62 @@ class RocksStore:
                 batch.put(key, value)
         if checkpoint is not None:
             batch.put(CHECKPOINT_KEY, str(checkpoint).encode())
-        self._db.write(batch)
+        try:
+            self._db.write(batch)
+        except Exception as exc:
+            raise fault("write", self._path, exc) from exc
 
     def checkpoint(self) -> int:
-        value = self._db.get(CHECKPOINT_KEY)
+        try:
+            value = self._db.get(CHECKPOINT_KEY)
+        except Exception as exc:
+            raise fault("read", self._path, exc) from exc
         return 0 if value is None else int(bytes(value))
 
     def scan(self) -> Iterator[bytes]:
-        for key in self._db.keys():  # noqa: SIM118 - Rdict is not a dict
-            if key != CHECKPOINT_KEY:
-                yield key if isinstance(key, bytes) else str(key).encode()
+        try:
+            for key in self._db.keys():  # noqa: SIM118 - Rdict is not a dict
+                if key != CHECKPOINT_KEY:
+                    yield key if isinstance(key, bytes) else str(key).encode()
+        except Exception as exc:
+            raise fault("read", self._path, exc) from exc
 
     def approximate_len(self) -> int:
         estimate = self._db.property_int_value("rocksdb.estimate-num-keys")
         return max(0, (estimate or 0) - 1)
 
     def close(self) -> None:
-        self._db.close()
+        with contextlib.suppress(Exception):  # closing a store the disk failed under
+            self._db.close()
+
+
+class StoreCorrupted(WorkerFault):
+    """A local store's files are damaged: it can be rebuilt from its changelog."""
+
+
+def fault(doing: str, path: Path, exc: BaseException) -> WorkerFault:
+    """The `WorkerFault` of a store RocksDB or the file system refused: the store (table and
+    partition, from its path), what was refused, and why in a few words."""
+    lowered = str(exc).lower()
+    where = f"the {path.parent.name} store of partition {path.name}"
+    store = (path.parent.name, int(path.name)) if path.name.isdigit() else None
+    if "/lock:" in lowered:  # RocksDB's "While lock file: <path>/LOCK: ..."
+        return StoreLocked(f"cannot {doing} {where}: another process holds its lock", store=store)
+    if "corruption" in lowered:
+        return StoreCorrupted(f"cannot {doing} {where}: its files are corrupt", store=store)
+    if isinstance(exc, OSError) and exc.errno is not None:
+        reason = os.strerror(exc.errno).lower()
+    elif "no space left" in lowered:
+        reason = "no space left on the device"
+    elif "read-only" in lowered:
+        reason = "the file system is read-only"
+    elif "permission denied" in lowered or "operation not permitted" in lowered:
+        reason = "permission denied"
+    elif "not a directory" in lowered:
+        reason = "a file is in the way of its folder"
+    else:
+        reason = type(exc).__name__
+    return WorkerFault(f"cannot {doing} {where} under PIPELINE_DATA_DIR: {reason}", store=store)
 
 
 def open_store(

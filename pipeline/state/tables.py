@@ -14,6 +14,9 @@ from dataclasses import dataclass, field
 
 from pipeline.state.stores import Store
 
+_ABSENT = object()
+"""The previous staged value of a key no write of the batch had staged."""
+
 
 @dataclass(eq=False)
 class Table:
@@ -25,6 +28,8 @@ class Table:
     """Opens the store of (table, partition), emptied first when the flag is set."""
     stores: dict[int, Store] = field(default_factory=dict)
     staged: dict[int, dict[bytes, bytes | None]] = field(default_factory=dict)
+    _undo: list[tuple[int, bytes, bytes | object | None]] | None = None
+    """While a savepoint is open: each staged write's previous staged value, to undo it."""
 
     def assign(self, partition: int) -> Store:
         """Open the store of a newly assigned partition."""
@@ -54,7 +59,28 @@ class Table:
 
     def put(self, partition: int, key: bytes, value: bytes | None) -> None:
         """Stage a write (`None` deletes) for the current batch."""
-        self.staged.setdefault(partition, {})[key] = value
+        staged = self.staged.setdefault(partition, {})
+        if self._undo is not None:
+            self._undo.append((partition, key, staged.get(key, _ABSENT)))
+        staged[key] = value
+
+    def savepoint(self) -> None:
+        """Start noting staged writes, so that `rollback` can take back those made since."""
+        self._undo = []
+
+    def release_savepoint(self) -> None:
+        """Keep the writes made since the savepoint."""
+        self._undo = None
+
+    def rollback(self) -> None:
+        """Take back the writes staged since the savepoint (a record that failed midway)."""
+        for partition, key, before in reversed(self._undo or ()):
+            staged = self.staged[partition]
+            if before is _ABSENT:
+                staged.pop(key, None)
+            else:
+                staged[key] = before  # type: ignore[assignment]
+        self._undo = None
 
     def changelog_records(self) -> Iterator[tuple[int, bytes, bytes | None]]:
         """The staged writes as (partition, key, value) changelog records."""
@@ -77,6 +103,13 @@ class Table:
     def restore(self, partition: int, items: dict[bytes, bytes | None], next_offset: int) -> None:
         """Apply changelog records read during recovery."""
         self.stores[partition].write(items, next_offset)
+
+    def release_persistent(self) -> None:
+        """Close the stores that hold a lock on disk; they reopen, and catch up from their
+        checkpoints, when their partitions are assigned again. A worker giving partitions
+        up this way lets the one taking them open their stores at once."""
+        for partition in [p for p, store in self.stores.items() if store.persistent]:
+            self.revoke(partition)
 
     def approximate_len(self) -> int:
         return sum(store.approximate_len() for store in self.stores.values())

@@ -7,7 +7,7 @@ end without a broker.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -19,6 +19,7 @@ from pipeline.core.parse import ParseLimits
 from pipeline.core.policy import PolicyConfig
 from pipeline.core.route import Origin, Output
 from pipeline.core.trust import TRUST_HEADER, trust_signature
+from pipeline.errors import WorkerFault
 from pipeline.runtime.reporting import BatchStats
 from pipeline.runtime.stage import Forward, InputRecord, Stage
 from pipeline.stages.decision import DecisionConfig, DecisionStage
@@ -107,7 +108,9 @@ class Chain:
         self, stage: Stage, topic: Topic, key: bytes, value: bytes | None, at_ms: int
     ) -> None:
         record = self._input(topic, key, value, at_ms, partition_of(key, self.partitions))
-        self.outputs.extend(stage.fold(record, NOW, self.stats))
+        self.outputs.extend(
+            o for o in self._run(stage.fold, stage, record) if isinstance(o, Output)
+        )
 
     # -- events -------------------------------------------------------------------------
 
@@ -127,7 +130,7 @@ class Chain:
         topic = catalogue.RAW[source]  # type: ignore[index]
         record = self._input(topic, key, value, produced_ms, partition, headers)
         before = len(self.outputs)
-        pending: list[Output | Forward] = list(self.intake.process(record, NOW, self.stats))
+        pending: list[Output | Forward] = self._run(self.intake.process, self.intake, record)
         while pending:
             item = pending.pop(0)
             if isinstance(item, Forward):
@@ -143,10 +146,22 @@ class Chain:
                 )
                 if self.in_process:
                     forwarded = replace(forwarded, hop=item.hop, parsed=item.parsed)
-                pending.extend(stage.process(forwarded, NOW, self.stats))
+                pending.extend(self._run(stage.process, stage, forwarded))
             else:
                 self.outputs.append(item)
         return self.outputs[before:]
+
+    def _run(
+        self, step: Callable[..., Sequence[Output | Forward]], stage: Stage, record: InputRecord
+    ) -> list[Output | Forward]:
+        """A stage's step on a record; what raises becomes its DLQ record, as in the engine
+        (which first takes back what the record staged, or retries it alone)."""
+        try:
+            return list(step(record, NOW, self.stats))
+        except WorkerFault:
+            raise
+        except Exception as exc:
+            return [stage.raised(record, exc, self.stats)]
 
     def _input(
         self,

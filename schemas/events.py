@@ -58,6 +58,11 @@ WidgetType: TypeAlias = Literal[
 
 EventId = Annotated[str, StringConstraints(min_length=1, max_length=128)]
 Identifier = Annotated[str, StringConstraints(min_length=1, max_length=256)]
+PLATFORM_ID_PATTERN = r"[\x21-\x7e]{1,256}"
+"""An id the platform itself issued (a click id, a widget session): printable ASCII, no
+spaces. It becomes a match key (`schemas.identity.MatchKey`), so an event whose click id
+or session the platform could never have issued is refused where it enters."""
+PlatformId = Annotated[str, StringConstraints(pattern=rf"^{PLATFORM_ID_PATTERN}$")]
 ShortText = Annotated[str, StringConstraints(max_length=256)]
 Url = Annotated[str, StringConstraints(min_length=1, max_length=4096)]
 UserAgent = Annotated[str, StringConstraints(max_length=2048)]
@@ -134,7 +139,7 @@ class _ContactData(BaseModel):
     external_id: tuple[Identifier, ...] = Field(default=(), max_length=MAX_LIST_ITEMS)
     client_ip_address: IpAddress | None = None
     client_user_agent: UserAgent | None = None
-    click_id: Identifier | None = None
+    click_id: PlatformId | None = None
     """A platform click id: Pinterest's `click_id` / `_epik`, the fbclid inside Meta's `fbc`."""
     _raw_pii_hashed: bool = PrivateAttr(default=False)
 
@@ -275,7 +280,7 @@ class WidgetEvent(_EventBase):
 
     event_name: WidgetEventName
     advertiser_id: Identifier | None = None
-    session_id: Identifier | None = None
+    session_id: PlatformId | None = None
     """The platform's own session in the widget (a `session:` match key, SPEC §4.2)."""
     site_domain: Identifier
     page_url: Url | None = None

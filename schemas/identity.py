@@ -13,7 +13,7 @@ from typing import Annotated, Literal, Self, TypeAlias
 
 from pydantic import BaseModel, Field, StringConstraints, model_validator
 
-from schemas.events import MODEL_CONFIG, Identifier
+from schemas.events import MODEL_CONFIG, PLATFORM_ID_PATTERN, Identifier
 
 MatchKind: TypeAlias = Literal["session", "click", "em", "ph", "maid"]
 MATCH_KINDS: tuple[MatchKind, ...] = ("session", "click", "em", "ph", "maid")
@@ -23,7 +23,7 @@ IdentityMatch: TypeAlias = Literal["provided", "session", "click", "em", "ph", "
 MatchKey = Annotated[
     str,
     StringConstraints(
-        pattern=r"^((em|ph|maid):[0-9a-f]{64}|(click|session):[\x21-\x7e]{1,256})$",
+        pattern=rf"^((em|ph|maid):[0-9a-f]{{64}}|(click|session):{PLATFORM_ID_PATTERN})$"
     ),
 ]
 UnixMillis = Annotated[int, Field(ge=0, le=4_102_444_800_000)]

@@ -46,6 +46,10 @@ class ParseLimits:
     max_age_s: int = 7 * 24 * 3600
     max_future_s: int = 3600
     require_key: bool = True
+    age_margin_s: int = 0
+    """How much younger than `max_age_s` an event must be: a producer that checks an event
+    before Kafka appends it (the collector) leaves the time the append may take, since the
+    worker checks the event against the moment of the append."""
 
 
 DEFAULT_LIMITS: Final = ParseLimits()
@@ -166,8 +170,9 @@ def parse_identity_link(
 
 
 def check_event_time(event: Event, now: float, limits: ParseLimits) -> Rejected | None:
-    """The reject for an event too far in the past or the future, or None."""
-    if event.event_time < now - limits.max_age_s:
+    """The reject for an event too far in the past or the future of `now` (the moment Kafka
+    appended its record, for the worker), or None."""
+    if event.event_time < now - limits.max_age_s + limits.age_margin_s:
         return Rejected("too_old", "event_time: too_old")
     if event.event_time > now + limits.max_future_s:
         return Rejected("in_future", "event_time: in_future")

@@ -201,8 +201,16 @@ def _with_contact_points_hashed(event: Mapping[str, Any]) -> dict[str, Any]:
     return document
 
 
+APPEND_MARGIN_S = 5
+"""Beyond the request timeout, how late Kafka may append what `EventProducer` hands it."""
+
+
 class EventProducer:
-    """Validates, normalizes and writes events for one cluster; start it before sending."""
+    """Validates, normalizes and writes events for one cluster; start it before sending.
+
+    An event it accepts is one a worker decides: it is checked with the worker's models and
+    limits, and no older than the worker allows at the latest moment Kafka may append it.
+    """
 
     def __init__(
         self,
@@ -216,7 +224,11 @@ class EventProducer:
         kafka_factory: Callable[..., Any] = AIOKafkaProducer,
     ) -> None:
         self.settings = settings
-        self.limits = ParseLimits(max_bytes=settings.max_event_bytes, require_key=False)
+        self.limits = ParseLimits(
+            max_bytes=settings.max_event_bytes,
+            require_key=False,
+            age_margin_s=request_timeout_ms // 1000 + APPEND_MARGIN_S,
+        )
         self._producer = Producer(
             settings,
             client_id=client_id,

@@ -79,7 +79,10 @@ class IntakeStage(Stage):
         stats.events_in[source] += 1
         if source == "audience":
             return [self._member(record, stats)]
-        event = decode_event(source, record.value, now=now, limits=self.config.limits)
+        # Bounded by the moment Kafka appended it: decided the same whenever it is read.
+        event = decode_event(
+            source, record.value, now=record.timestamp_ms / 1000, limits=self.config.limits
+        )
         if isinstance(event, Rejected):
             return [reject(record, event, stats, source)]
         trusted = None

@@ -111,7 +111,7 @@ def test_corrupt_files_are_told_apart_and_an_emptied_store_opens(tmp_path: Path)
 
 
 def test_a_savepoint_takes_back_what_a_failed_record_staged() -> None:
-    table = Table("consent", "consent-changelog", lambda _t, _p, _e: MemoryStore())
+    table = Table("consent", "changes", lambda _t, _p, _e: MemoryStore())
     table.assign(0)
     table.put(0, b"kept", b"1")
     table.put(0, b"changed", b"before")

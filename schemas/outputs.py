@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Literal, TypeAlias
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from schemas.audience import Operation
 from schemas.events import ActionSource, RecordSource, Source, Surface
@@ -149,13 +149,13 @@ class Outcomes(BaseModel):
 
 
 class Origin(BaseModel):
-    """Where an input record was read from."""
+    """Where an input record was read from (Kafka's partition and offset types)."""
 
     model_config = OUTPUT_CONFIG
 
     topic: str
-    partition: int
-    offset: int
+    partition: int = Field(ge=0, le=2**31 - 1)
+    offset: int = Field(ge=-1, le=2**63 - 1)
 
 
 class Timings(BaseModel):

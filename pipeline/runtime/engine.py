@@ -192,6 +192,7 @@ class Engine(Service):
         self._out_since: float | None = None
         """When this worker last found itself out of its group (None: it is a member)."""
         self.membership: Membership | None = None
+        self._listener: Rebalance | None = None
         self._layout_error: str | None = None
         """Set when partitions were added to a co-partitioned topic: the worker stops."""
         self.last_cycle = time.monotonic()
@@ -269,8 +270,8 @@ class Engine(Service):
         self.membership = Membership(
             self.consumer, client_of(self.offsets), self.group_id, confirm_after_s=CONFIRM_AFTER_S
         )
-        listener = Rebalance(self._lock, self.generation, self.revoke, self.assign)
-        self.consumer.subscribe(topics=list(self._inputs), listener=listener)
+        self._listener = Rebalance(self._lock, self.generation, self.revoke, self.assign)
+        self.consumer.subscribe(topics=list(self._inputs), listener=self._listener)
         await self.consumer.start()
         shorten_prefetch_backoff(self.consumer)
         log.info("engine started as %s in group %s", settings.instance_name, self.group_id)
@@ -340,9 +341,10 @@ class Engine(Service):
             await asyncio.sleep(RETRY_RECOVERY_S)
 
     async def _stand_down(self, fault: WorkerFault) -> bool:
-        """Stop taking input for a fault of the worker: close every store, and recover the
-        whole assignment again after a backoff; returns False when the worker exits instead
-        (after `FAULT_RETRIES`), with one log line naming the cause and the setting."""
+        """Stop taking input for a fault of the worker: close every store, leave the group
+        (its partitions go to the other workers), and join again after a backoff, recovering
+        whatever it is given; returns False when the worker exits instead (after
+        `FAULT_RETRIES`), with one log line naming the cause and the setting."""
         consumer = self.consumer
         assert consumer is not None
         self._faults += 1
@@ -350,16 +352,17 @@ class Engine(Service):
         if isinstance(fault, StoreCorrupted) and fault.store is not None:
             self._rebuild.add(fault.store)
         async with self._lock:
-            assigned = consumer.assignment()
-            if assigned:
-                consumer.pause(*assigned)
             for stage in self.stages:
                 stage.revoked(self._partitions[stage])
                 self._partitions[stage] = set()
             for table in self.tables.values():
                 table.abort()
                 table.close()
-            self._pending = list(self._assigned) if self._assigned else None
+            self._pending = None
+            if self.membership is not None:
+                self.membership.revoked()
+        # Out of the group while it stands down: its partitions go to the other workers.
+        consumer.unsubscribe()
         self.metrics.worker_faults.inc()
         if self._faults > FAULT_RETRIES:
             log.error(
@@ -380,6 +383,7 @@ class Engine(Service):
             FAULT_RETRIES,
         )
         await asyncio.sleep(delay)
+        consumer.subscribe(topics=list(self._inputs), listener=self._listener)
         return True
 
     @property
@@ -656,6 +660,8 @@ class Engine(Service):
             raise RecordsRaised(self._raised)
         if alone is not None:
             self._suspects.taken(alone, raised=bool(self._raised))
+        elif batch:
+            self._suspects.passed()
         deferred = self._defer(batch, behind, offsets) if behind else {}
         for tp in self._fencing:
             offsets.setdefault(tp, self._next[tp])
@@ -749,7 +755,7 @@ class Engine(Service):
                     except Exception as exc:  # retried alone before it is the record's fault
                         log.warning("processing_error: %s at %s", type(exc).__name__, where(exc))
                         produced = [stage.raised(record, exc, stats)]
-                        self._raised.append(tuple(root))  # type: ignore[arg-type]
+                        self._raised.append((root.topic, root.partition, root.offset))
                     for output in produced:
                         target = self._in_process(output, index, now)
                         if target is None:

@@ -10,8 +10,9 @@ to the DLQ as `processing_error`; one that passes alone was the victim of someth
 
 Records raising in numbers are not the records' fault: a batch in which at least half of
 the records (and `SYSTEMIC_MIN` or more) raised, or `LONE_LIMIT` suspects in a row that
-raised alone, are a fault of the worker (`pipeline.errors.WorkerFault`): nothing is
-dead-lettered and the worker stops (see `pipeline.runtime.engine`).
+raised alone with no other batch passing between them, are a fault of the worker
+(`pipeline.errors.WorkerFault`): nothing is dead-lettered and the worker stops (see
+`pipeline.runtime.engine`).
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ class Suspects:
 
     offsets: dict[TopicPartition, set[int]] = field(default_factory=dict)
     lone_failures: int = 0
-    """Suspects in a row that raised again alone."""
+    """Suspects in a row that raised again alone, no other batch passing between them."""
 
     def __bool__(self) -> bool:
         return any(self.offsets.values())
@@ -121,6 +122,10 @@ class Suspects:
             marks.discard(offset)
             if not marks:
                 del self.offsets[tp]
+
+    def passed(self) -> None:
+        """A batch of other records was processed without raising: the worker works."""
+        self.lone_failures = 0
 
     def forget(self) -> None:
         """A new assignment: every partition starts again from its committed offset."""

@@ -52,12 +52,13 @@ async def stall_after(h: Harness, timeline: DecisionTimeline, fault: str, since:
 
 
 def dlq_only_bad_records(h: Harness) -> Invariant:
-    """The DLQ holds exactly the malformed records the load planted, by reason."""
+    """The DLQ holds exactly the malformed records the load planted, by reason (and records
+    planted to raise, as `processing_error`)."""
     planted = Counter(
         {
-            kind.removeprefix("malformed."): n
+            kind.removeprefix("malformed.").removeprefix("poison."): n
             for kind, n in h.stats.kinds.items()
-            if kind.startswith("malformed.")
+            if kind.startswith("malformed.") or kind == "poison.processing_error"
         }
     )
     ledger = next((i for i in h.invariants if i.name == "ledger.exactly_once"), None)

@@ -83,11 +83,19 @@ class Worker:
     """
 
     def __init__(
-        self, settings: Settings, log_dir: Path, name: str, contender: str | None = None
+        self,
+        settings: Settings,
+        log_dir: Path,
+        name: str,
+        contender: str | None = None,
+        *,
+        poisoned: bool = False,
     ) -> None:
         self.settings = settings
         self.name = name
         self.contender = contender
+        self.poisoned = poisoned
+        """Runs the worker in which planted records raise (`tests.chaos.poisoned`)."""
         self.log_dir = log_dir
         self.logs: list[Path] = []
         self.proc: subprocess.Popen[bytes] | None = None
@@ -130,6 +138,8 @@ class Worker:
 
     def command(self) -> list[str]:
         """The process this slot runs: the pipeline's worker, or the contender."""
+        if self.contender is None and self.poisoned:
+            return [sys.executable, "-m", "tests.chaos.poisoned"]
         if self.contender is None:
             return [sys.executable, "-m", "pipeline.cli", "worker"]
         s = self.settings
@@ -290,12 +300,19 @@ class WorkerPool:
     """Worker slots `w0`, `w1`, ... of one consumer group (one app id)."""
 
     def __init__(
-        self, settings: Settings, root: Path, faults: FaultLog, contender: str | None = None
+        self,
+        settings: Settings,
+        root: Path,
+        faults: FaultLog,
+        contender: str | None = None,
+        *,
+        poisoned: bool = False,
     ) -> None:
         self.settings = settings
         self.root = root
         self.faults = faults
         self.contender = contender
+        self.poisoned = poisoned
         self.workers: dict[str, Worker] = {}
         (root / "logs").mkdir(parents=True, exist_ok=True)
 
@@ -309,7 +326,9 @@ class WorkerPool:
                     "data_dir": self.root / "state" / name,
                 }
             )
-            worker = Worker(settings, self.root / "logs", name, self.contender)
+            worker = Worker(
+                settings, self.root / "logs", name, self.contender, poisoned=self.poisoned
+            )
             self.workers[name] = worker
         return worker
 

@@ -41,6 +41,7 @@ from pipeline.sim.traffic import TrafficConfig, TrafficGenerator
 from schemas import codec
 from tests.chaos import cluster as cluster_faults
 from tests.chaos import ledger
+from tests.chaos import local as local_faults
 from tests.chaos.cluster import dlq_only_bad_records
 from tests.chaos.faults import FaultLog, LagProbe, LocalBroker, LocalCluster, WorkerPool
 from tests.chaos.ledger import Invariant
@@ -173,6 +174,7 @@ class Harness:
         keep: bool = False,
         raw_partitioner: str = "murmur2",
         contender: str | None = None,
+        poisoned: bool = False,
     ) -> None:
         run = secrets.token_hex(4)
         self.name = name
@@ -205,7 +207,7 @@ class Harness:
             cluster.faults = self.faults
         self.stalls: list[tuple[str, float]] = []
         """(fault, the longest time without a new committed decision after it)."""
-        self.pool = WorkerPool(self.settings, self.root, self.faults, contender)
+        self.pool = WorkerPool(self.settings, self.root, self.faults, contender, poisoned=poisoned)
         self.sink = LoadSink(self.settings, seed=seed, raw_partitioner=raw_partitioner)
         self.stats = LoadStats()
         self.metrics = MetricsCheck(self.settings)
@@ -1015,6 +1017,10 @@ class Scenario:
     """Runs on the suite's three-broker cluster, with every topic replicated three times."""
     partitions: int | None = None
     """The partition count of its topics, when not the suite's."""
+    poisoned: bool = False
+    """Its workers raise for planted records (`tests.chaos.poisoned`)."""
+    local: bool = False
+    """A fault of one worker's machine: also holds `dlq.only_bad_records`."""
     raw_partitioner: str = "murmur2"
     contender: str | None = None
     """The benchmark contender it runs instead of the pipeline's workers."""
@@ -1127,6 +1133,51 @@ SCENARIOS: Final = (
         slow_restore,
         full=_size(100_000, 2000, (0, 0), 900, (0.5,)),
         short=_size(15_000, 1000, (0, 0), 300, (0.5,)),
+    ),
+    Scenario(
+        "local-data-dir",
+        "a worker's PIPELINE_DATA_DIR is a file when it starts, later immutable (chattr -R +i) "
+        "when it restarts; each fault removed after it stood down",
+        local_faults.data_dir_unusable,
+        full=_size(60_000, 1000, (0, 0), 600, (0.15, 0.55)),
+        short=_size(12_000, 400, (0, 0), 300, (0.15, 0.55)),
+        local=True,
+    ),
+    Scenario(
+        "local-store-lock",
+        "another process holds the lock of a worker's stores when it restarts, for 50 s",
+        local_faults.store_locked,
+        full=_size(60_000, 1000, (0, 0), 600, (0.3,)),
+        short=_size(12_000, 400, (0, 0), 300, (0.3,)),
+        local=True,
+    ),
+    Scenario(
+        "local-store-corrupt",
+        "garbage written over a killed worker's store files (MANIFEST, SST, CURRENT) before it "
+        "restarts; its rebuilt tables equal the consent replay",
+        local_faults.store_corrupted,
+        full=_size(60_000, 1500, (0, 0), 600, (0.4,)),
+        short=_size(12_000, 800, (0, 0), 300, (0.4,)),
+        local=True,
+    ),
+    Scenario(
+        "local-disk-full",
+        f"a worker's state on a {local_faults.TMPFS_MB} MiB tmpfs that fills up under load, then "
+        "is freed",
+        local_faults.disk_full,
+        full=_size(60_000, 1000, (0, 0), 600, (0.35,)),
+        short=_size(12_000, 400, (0, 0), 300, (0.35,)),
+        local=True,
+    ),
+    Scenario(
+        "local-poison",
+        f"records that raise in each stage, {local_faults.POISON_PER_STAGE} per stage: each "
+        "dead-lettered alone, every other record decided",
+        local_faults.poisoned,
+        full=_size(60_000, 1500, (0, 0), 600),
+        short=_size(12_000, 800, (0, 0), 300),
+        poisoned=True,
+        local=True,
     ),
     Scenario(
         "pii-canaries",
@@ -1275,6 +1326,7 @@ async def run_scenario(
         keep=keep,
         raw_partitioner=scenario.raw_partitioner,
         contender=scenario.contender,
+        poisoned=scenario.poisoned,
     )
     result = ScenarioResult(scenario.name, scenario.title, size)
     started = time.monotonic()
@@ -1282,7 +1334,7 @@ async def run_scenario(
         await harness.start()
         await scenario.run(harness)
         await harness.check()
-        if scenario.needs_cluster:
+        if scenario.needs_cluster or scenario.local:
             harness.invariants.append(dlq_only_bad_records(harness))
         harness.notes.extend(
             f"decisions stalled at most {seconds:g}s after: {fault}"

@@ -243,8 +243,8 @@ HOPS = st.builds(
     origin=st.builds(
         Origin,
         topic=st.text(max_size=30),
-        partition=st.integers(min_value=-(2**31), max_value=2**31),
-        offset=st.integers(min_value=0, max_value=2**62),
+        partition=st.integers(min_value=0, max_value=2**31 - 1),
+        offset=st.integers(min_value=-1, max_value=2**63 - 1),
     ),
     produced_ms=st.integers(min_value=0, max_value=2**62),
     source=st.sampled_from(["tag", "sdk", "widget", "audience"]),

@@ -78,3 +78,14 @@ def test_suspects_raising_alone_in_a_row_are_a_fault_of_the_worker() -> None:
         suspects.taken(("raw.a", 0, offset), raised=True)
     with pytest.raises(WorkerFault):
         suspects.taken(("raw.a", 0, LONE_LIMIT - 1), raised=True)
+
+
+def test_poison_records_spread_among_good_batches_never_add_up_to_a_fault() -> None:
+    suspects = Suspects()
+    suspects.add(RecordsRaised([("raw.a", 0, o * 10) for o in range(3 * LONE_LIMIT)]), 1000)
+
+    for n in range(3 * LONE_LIMIT):
+        suspects.taken(("raw.a", 0, n * 10), raised=True)
+        suspects.passed()  # the good records up to the next suspect
+
+    assert not suspects

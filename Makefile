@@ -47,7 +47,9 @@ kafka-fetch: ## Resolve Apache Kafka's jars from Maven Central into .local/kafka
 	@$(KAFKA) fetch
 
 kafka-up: ## Start the local Kafka broker (KRaft, 127.0.0.1:9092; NODES=3: three replicated); idempotent
-	@KAFKA_NODES=$(NODES) $(KAFKA) up
+	@if [ -n "$$KAFKA_BOOTSTRAP_SERVERS" ]; then \
+		echo "using the Kafka cluster at $$KAFKA_BOOTSTRAP_SERVERS (KAFKA_BOOTSTRAP_SERVERS); no local broker started"; \
+	else KAFKA_NODES=$(NODES) $(KAFKA) up; fi
 
 kafka-down: ## Stop the local Kafka broker(s); data stays in .local/kafka
 	@KAFKA_NODES=$(NODES) $(KAFKA) down
@@ -58,7 +60,13 @@ kafka-status: ## Is the local broker (each of NODES) running?
 topics: $(STAMP) kafka-up ## Create the pipeline's topics on the local broker
 	$(BIN)/consent-pipeline topics create
 
-worker: topics ## Run one worker in the foreground
+# Development keys, made once and shared with `make run`; a key set in the environment wins.
+.local/dev-hmac-key .local/dev-trust-key: | $(STAMP)
+	@mkdir -p .local && umask 077 && $(BIN)/python -c 'import secrets; print(secrets.token_hex(32))' > $@
+
+worker: topics .local/dev-hmac-key .local/dev-trust-key ## Run one worker in the foreground (development keys from .local/ unless set)
+	PIPELINE_HMAC_KEY="$${PIPELINE_HMAC_KEY:-$$(cat .local/dev-hmac-key)}" \
+	PIPELINE_TRUST_KEY="$${PIPELINE_TRUST_KEY:-$$(cat .local/dev-trust-key)}" \
 	$(BIN)/consent-pipeline worker
 
 run: topics ## The live demo: broker, topics, worker, collector, producer; Ctrl-C stops

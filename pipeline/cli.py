@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,15 +22,29 @@ if TYPE_CHECKING:
     from pipeline.sim.traffic import TrafficConfig
 
 
+BROKEN_PIPE = 128 + 13
+"""The exit code of a command whose output pipe was closed (128 + SIGPIPE)."""
+
+
 def _settings() -> Settings:
     try:
         return Settings()
     except ValidationError as exc:
-        names = ", ".join(
-            "PIPELINE_" + ".".join(str(p) for p in err["loc"]).upper() + f" ({err['msg']})"
-            for err in exc.errors()
-        )
-        raise SystemExit(f"consent-pipeline: invalid settings: {names}") from None
+        problems = "; ".join(_setting_problem(err["loc"], err["msg"]) for err in exc.errors())
+        raise SystemExit(f"consent-pipeline: invalid settings: {problems}") from None
+
+
+def _setting_problem(loc: tuple[int | str, ...], message: str) -> str:
+    """One validation error as the environment variable it concerns and what is wrong."""
+    message = message.removeprefix("Value error, ")
+    if not loc:  # a rule across settings: its message names them
+        return message
+    head = str(loc[0])
+    name = "PIPELINE_" + head.upper()
+    if head.isupper():  # an alias (KAFKA_BOOTSTRAP_SERVERS): the variable that was set
+        name = head if head in os.environ or name not in os.environ else name
+    rest = "".join(f"[{part}]" for part in loc[1:])
+    return f"{name}{rest}: {message}"
 
 
 def _worker(_: argparse.Namespace) -> int:
@@ -65,9 +80,7 @@ def _topics_check(_: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
-    from pipeline.sim.demo import LOG_DIR, DemoOptions, run_demo
+    from pipeline.sim.demo import LOG_DIR, DemoConsole, DemoOptions, run_demo
 
     LOG_DIR.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(  # library warnings go to the log, not over the live view
@@ -82,7 +95,7 @@ def _demo(args: argparse.Namespace) -> int:
         seed=args.seed,
         http_share=args.http_share,
     )
-    return asyncio.run(run_demo(_settings(), options, Console()))
+    return asyncio.run(run_demo(_settings(), options, DemoConsole()))
 
 
 def _traffic_config(args: argparse.Namespace) -> TrafficConfig:
@@ -209,6 +222,13 @@ def _collect(args: argparse.Namespace) -> int:
         if value is not None
     }
     settings = _settings().model_copy(update=overrides)
+    from pipeline.host import port_problem
+
+    taken = port_problem(
+        "PIPELINE_COLLECTOR_PORT", settings.collector_host, settings.collector_port
+    )
+    if taken is not None:
+        raise ConfigError(taken)
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
@@ -498,6 +518,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PipelineError as exc:
         print(f"consent-pipeline: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # The reader went away (`| head`): the command has stopped what it started; leave
+        # quietly, with the shell's code for a closed pipe, and nothing more to flush.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return BROKEN_PIPE
     return code
 
 

@@ -61,6 +61,8 @@ log = logging.getLogger(__name__)
 PIXEL: Final = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
 """A 1x1 transparent GIF."""
 NO_STORE: Final = {"Cache-Control": "no-store"}
+UNREACHABLE_LOG_EVERY_S: Final = 60.0
+"""While Kafka cannot be reached, the collector says so once a minute, not every retry."""
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -213,12 +215,16 @@ class Collector:
 
     async def _connect(self) -> None:
         retry = self.settings.collector_retry_after_seconds
+        said = -UNREACHABLE_LOG_EVERY_S
         while not self.producer.started:
-            log.warning(
-                "cannot reach Kafka at %s; retrying every %ss, answering 503 meanwhile",
-                self.settings.kafka_bootstrap_servers,
-                retry,
-            )
+            if time.monotonic() - said >= UNREACHABLE_LOG_EVERY_S:
+                said = time.monotonic()
+                log.warning(
+                    "cannot reach Kafka at %s (KAFKA_BOOTSTRAP_SERVERS); retrying every %ss, "
+                    "answering 503 meanwhile",
+                    self.settings.kafka_bootstrap_servers,
+                    retry,
+                )
             await asyncio.sleep(retry)
             with contextlib.suppress(KafkaUnavailable):
                 await self.producer.start()

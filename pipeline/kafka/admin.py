@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -20,7 +21,7 @@ from pipeline.kafka.cluster import (
     cluster_problems,
     replication_problem,
 )
-from pipeline.kafka.config import client_options
+from pipeline.kafka.config import client_options, unreachable
 from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -89,6 +90,26 @@ def admin_client(settings: Settings) -> AIOKafkaAdminClient:
     return AIOKafkaAdminClient(**client_options(settings), client_id=f"{settings.app_id}-admin")
 
 
+@contextlib.asynccontextmanager
+async def connected_admin(settings: Settings) -> AsyncIterator[AIOKafkaAdminClient]:
+    """A started admin client, closed on exit.
+
+    Raises:
+        KafkaUnavailable: no bootstrap server answered; the message names the setting.
+    """
+    admin = admin_client(settings)
+    try:
+        await admin.start()
+    except (KafkaError, OSError) as exc:
+        with contextlib.suppress(Exception):
+            await admin.close()
+        raise unreachable(settings, exc) from exc
+    try:
+        yield admin
+    finally:
+        await admin.close()
+
+
 async def create_topics(settings: Settings) -> list[str]:
     """Create every missing topic and return their names; existing topics are left as they are."""
     return await ensure_topics(settings, topic_specs(settings))
@@ -101,9 +122,7 @@ async def ensure_topics(settings: Settings, specs: list[TopicSpec]) -> list[str]
         TopicLayoutError: the cluster has fewer brokers than the replication factor, or
             refused a topic; the message names the setting or the topic and Kafka's reason.
     """
-    admin = admin_client(settings)
-    await admin.start()
-    try:
+    async with connected_admin(settings) as admin:
         existing = set(await admin.list_topics())
         missing = [s for s in specs if s.name not in existing]
         if missing:
@@ -125,8 +144,6 @@ async def ensure_topics(settings: Settings, specs: list[TopicSpec]) -> list[str]
                 raise TopicLayoutError("the cluster refused to create " + "; ".join(refused))
             await wait_visible(admin, [s.name for s in missing])
         return [s.name for s in missing]
-    finally:
-        await admin.close()
 
 
 async def wait_visible(
@@ -156,14 +173,11 @@ async def wait_visible(
 
 async def partition_counts(settings: Settings, names: list[str]) -> dict[str, int | None]:
     """The partition count of each topic, None where the topic does not exist."""
-    admin = admin_client(settings)
-    await admin.start()
-    try:
-        described = await admin.describe_topics(names)
-    except KafkaError as exc:
-        raise TopicLayoutError(f"cannot describe topics: {type(exc).__name__}") from exc
-    finally:
-        await admin.close()
+    async with connected_admin(settings) as admin:
+        try:
+            described = await admin.describe_topics(names)
+        except KafkaError as exc:
+            raise TopicLayoutError(f"cannot describe topics: {type(exc).__name__}") from exc
     counts: dict[str, int | None] = dict.fromkeys(names)
     for topic in described:
         if topic.get("error_code", 0) == 0:
@@ -210,14 +224,13 @@ async def read_cluster(settings: Settings) -> ClusterFacts:
     Raises:
         TopicLayoutError: the brokers could not be asked.
     """
-    admin = admin_client(settings)
-    await admin.start()
-    try:
-        return await cluster_facts(admin)
-    except KafkaError as exc:
-        raise TopicLayoutError(f"cannot read the brokers' settings: {type(exc).__name__}") from exc
-    finally:
-        await admin.close()
+    async with connected_admin(settings) as admin:
+        try:
+            return await cluster_facts(admin)
+        except KafkaError as exc:
+            raise TopicLayoutError(
+                f"cannot read the brokers' settings: {type(exc).__name__}"
+            ) from exc
 
 
 async def check_cluster(settings: Settings) -> list[str]:

@@ -14,7 +14,7 @@ from typing import Any
 
 from aiokafka.helpers import create_ssl_context
 
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, KafkaUnavailable
 from pipeline.settings import Settings
 
 
@@ -64,3 +64,11 @@ def ssl_context(settings: Settings) -> ssl.SSLContext:
         ) from exc
     context.check_hostname = settings.kafka_ssl_check_hostname
     return context
+
+
+def unreachable(settings: Settings, exc: BaseException) -> KafkaUnavailable:
+    """The error for a cluster no bootstrap server of which answered, naming the setting."""
+    return KafkaUnavailable(
+        f"cannot reach Kafka at {settings.kafka_bootstrap_servers} ({type(exc).__name__}); "
+        "check KAFKA_BOOTSTRAP_SERVERS and that the brokers are up"
+    )

@@ -20,7 +20,7 @@ from aiokafka.errors import KafkaError
 from aiokafka.producer.transaction_manager import TransactionState
 
 from pipeline.errors import KafkaUnavailable
-from pipeline.kafka.config import client_options
+from pipeline.kafka.config import client_options, unreachable
 from pipeline.kafka.group import FencedOffsetCommits, GroupMetadata
 from pipeline.kafka.writer import BatchWriter, KeyPartitioner
 from pipeline.settings import Settings
@@ -107,10 +107,7 @@ class Producer:
         except (KafkaError, OSError) as exc:
             with contextlib.suppress(Exception):
                 await kafka.stop()
-            raise KafkaUnavailable(
-                f"cannot reach Kafka at {self.settings.kafka_bootstrap_servers} "
-                f"({type(exc).__name__})"
-            ) from exc
+            raise unreachable(self.settings, exc) from exc
         self._kafka = kafka
         if "transactional_id" in self._options:
             self._fenced = FencedOffsetCommits(kafka)

@@ -17,6 +17,7 @@ from faust.app.base import BootStrategy
 from prometheus_client import CollectorRegistry
 
 from pipeline.errors import ConfigError, WorkerFault
+from pipeline.host import port_problem
 from pipeline.kafka.admin import check_copartitioned, read_cluster
 from pipeline.kafka.cluster import cluster_problems, transaction_timeout_problem
 from pipeline.runtime.engine import Engine
@@ -50,6 +51,7 @@ def create_app(
     app = _PipelineApp(
         settings.app_id,
         broker=settings.broker_urls,
+        web_bind=settings.web_host,
         web_host=settings.web_host,
         web_port=settings.web_port,
         web_in_thread=False,
@@ -73,10 +75,18 @@ def run_worker(settings: Settings) -> None:
 
     Raises:
         TopicLayoutError: the input topics are missing or not co-partitioned.
-        ConfigError: a setting the worker needs is missing, the brokers refuse its
-            transaction timeout, or another worker runs on its state folder.
+        ConfigError: a setting the worker needs is missing, its web port is taken, another
+            worker runs on its state folder, or the brokers refuse its transaction timeout.
+        KafkaUnavailable: no bootstrap server answered.
     """
     settings.require_hmac_key()
+    taken = port_problem("PIPELINE_WEB_PORT", settings.web_host, settings.web_port)
+    if taken is not None:
+        raise ConfigError(taken)
+    folder = StateFolder(settings.data_dir / settings.app_id)
+    if settings.store == "rocksdb":
+        with contextlib.suppress(WorkerFault):  # a folder it cannot use yet: retried by the engine
+            folder.lock()
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     partitions = loop.run_until_complete(check_copartitioned(settings))
@@ -87,10 +97,6 @@ def run_worker(settings: Settings) -> None:
         raise ConfigError(refused)
     for problem in cluster_problems(settings, cluster):
         log.warning("cluster: %s", problem)
-    folder = StateFolder(settings.data_dir / settings.app_id)
-    if settings.store == "rocksdb":
-        with contextlib.suppress(WorkerFault):  # a folder it cannot use yet: retried by the engine
-            folder.lock()
     app, engine = create_app(settings, partitions, folder)
     worker = faust.Worker(app, engine, loglevel=settings.log_level.upper(), quiet=True, loop=loop)
     worker.execute_from_commandline()

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import errno
 import logging
 import os
 import random
@@ -41,6 +43,8 @@ from rich.live import Live
 
 from pipeline import catalogue
 from pipeline.core.route import list_key
+from pipeline.errors import ConfigError
+from pipeline.host import describe_process, port_problem
 from pipeline.ingest.registry import IdKind, Registry, new_token, save_registry
 from pipeline.kafka.admin import create_topics
 from pipeline.settings import Settings
@@ -55,8 +59,9 @@ from pipeline.sim.live import (
     render,
 )
 from pipeline.sim.people import DemoPerson, PeopleTraffic, demo_people
-from pipeline.sim.stream import KafkaSink, ProduceReport, run_traffic
+from pipeline.sim.stream import KafkaSink, run_traffic
 from pipeline.sim.traffic import Record, TrafficConfig, TrafficGenerator, audience_ids
+from pipeline.state.folder import holder
 from schemas import codec
 
 log = logging.getLogger(__name__)
@@ -79,6 +84,8 @@ ACCOUNT_SETTINGS: Final = "account-settings"
 """The platform's account settings frontend: its trusted token calls the consent API."""
 PEOPLE_EVERY_S: Final = 2.0
 """How often each demo person visits a shop (one tag event)."""
+PR_SET_PDEATHSIG: Final = 1
+"""prctl(2) option: the signal a process gets when its parent dies."""
 
 
 @dataclass(frozen=True)
@@ -90,6 +97,15 @@ class DemoOptions:
     duration: float | None = None
     seed: int | None = None
     http_share: float = 0.2
+
+
+class DemoConsole(Console):
+    """A console whose closed output (`| head`) is an ordinary error, not rich's SystemExit,
+    so that the demo unwinds as for any other error and stops its worker and collector."""
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        raise BrokenPipeError(errno.EPIPE, "the demo's output was closed")
 
 
 class _Child:
@@ -113,6 +129,7 @@ class _Child:
             stderr=log_file,
             env=env,
             start_new_session=True,  # Ctrl-C reaches the demo only; it stops the children
+            preexec_fn=_die_with_parent,
         )
         return cls(command, proc, log_file)
 
@@ -121,6 +138,7 @@ class _Child:
         return LOG_DIR / f"{self.name}.log"
 
     async def stop(self) -> int:
+        """Terminate (then kill after 30 s) and wait; returns the exit code."""
         if self.proc.returncode is None:
             self.proc.terminate()
             try:
@@ -131,6 +149,14 @@ class _Child:
         self.log_file.close()
         code = self.proc.returncode
         return 0 if code is None else code
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: ask Linux for SIGTERM when the demo dies, however it dies
+    (kill -9 included), so that no worker or collector outlives it."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
 
 @dataclass(frozen=True)
@@ -507,8 +533,16 @@ class _View:
 
 
 async def run_demo(settings: Settings, options: DemoOptions, console: Console) -> int:
-    """Run the demo until Ctrl-C or `options.duration`; returns the exit code."""
+    """Run the demo until Ctrl-C or `options.duration`; returns the exit code.
+
+    Raises:
+        ConfigError: a port or the state folder the demo's processes need is taken.
+        KafkaUnavailable: no bootstrap server answered.
+    """
     say = console.print
+    taken = in_the_way(settings)
+    if taken:
+        raise ConfigError("; ".join(taken))
     created = await create_topics(settings)
     if created:
         say(f"created {len(created)} topics on {settings.kafka_bootstrap_servers}")
@@ -530,9 +564,38 @@ async def run_demo(settings: Settings, options: DemoOptions, console: Console) -
     if not settings.collector_worker_urls:
         env["PIPELINE_COLLECTOR_WORKER_URLS"] = settings.canonical_url
     env["PIPELINE_COLLECTOR_PRIVACY_PAGE"] = "true"
-    worker = await _Child.start("worker", env)
-    collector = await _Child.start("collect", env)
+    children: list[_Child] = []
+    try:  # however the demo ends (an error, a closed pipe), its children end with it
+        children.append(await _Child.start("worker", env))
+        children.append(await _Child.start("collect", env))
+        return await _run(settings, options, console, _Processes(*children), generator, registry)
+    finally:
+        for child in children:
+            await child.stop()
+
+
+@dataclass(frozen=True)
+class _Processes:
+    worker: _Child
+    collector: _Child
+
+    @property
+    def both(self) -> tuple[_Child, _Child]:
+        return (self.worker, self.collector)
+
+
+async def _run(
+    settings: Settings,
+    options: DemoOptions,
+    console: Console,
+    children: _Processes,
+    generator: TrafficGenerator,
+    registry: DevRegistry,
+) -> int:
+    say = console.print
+    worker, collector = children.both
     base_url = _collector_base(settings)
+    seed = generator.seed
     say(
         f"worker (pid {worker.proc.pid}) and collector (pid {collector.proc.pid}, "
         f"{base_url}) started; logs in {LOG_DIR}/; development advertiser registry in "
@@ -540,7 +603,7 @@ async def run_demo(settings: Settings, options: DemoOptions, console: Console) -
         "Ctrl-C stops."
     )
     say(first_event_help(base_url, registry.example_token), highlight=False, soft_wrap=True)
-    people = PeopleTraffic(demo_people(), seed, advertisers=config.advertisers)
+    people = PeopleTraffic(demo_people(), seed, advertisers=generator.config.advertisers)
     say(
         settings_pages(base_url, people.people, registry.settings_token),
         highlight=False,
@@ -560,47 +623,48 @@ async def run_demo(settings: Settings, options: DemoOptions, console: Console) -
     feed = Feed()
     sink = KafkaSink(settings)
     await sink.start()
-    await sink.write(people.bootstrap())
-    feed.produced["consent"] += len(people.people)
-    feed.produced["identity"] += len(people.people)
-    report: ProduceReport | None = None
     live_mode = console.is_terminal and not os.environ.get("CI")
-    async with aiohttp.ClientSession() as session:
-        feeder = _Feeder(
-            sink,
-            session,
-            base_url,
-            feed,
-            http_share=options.http_share,
-            optout_cookie=settings.collector_optout_cookie,
-            seed=seed,
-            registry=registry,
-        )
-        view = _View(settings, session, feed)
-        producing = asyncio.create_task(
-            run_traffic(generator, feeder.write, rate=options.rate, stop=stop)
-        )
-        pumping = asyncio.create_task(feeder.pump(stop))
-        visiting = asyncio.create_task(_visits(people, feeder, stop))
-        children = [asyncio.create_task(c.proc.wait()) for c in (worker, collector)]
-        shown = asyncio.Event()
-        showing = asyncio.create_task(_show(view, console, live_mode, shown))
-        await asyncio.wait(
-            [*children, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED
-        )
-        stop.set()
-        report = await producing
-        await pumping
-        await visiting
-        await feeder.drain()
-        await sink.flush()
-        report.failures = sink.failures
-        crashed = [c for c in (worker, collector) if c.proc.returncode is not None]
-        if not crashed:
-            view.status = "draining"
-            await _drain(view, feed, abort, console)
-        shown.set()
-        await showing
+    try:
+        await sink.write(people.bootstrap())
+        feed.produced["consent"] += len(people.people)
+        feed.produced["identity"] += len(people.people)
+        async with aiohttp.ClientSession() as session:
+            feeder = _Feeder(
+                sink,
+                session,
+                base_url,
+                feed,
+                http_share=options.http_share,
+                optout_cookie=settings.collector_optout_cookie,
+                seed=seed,
+                registry=registry,
+            )
+            view = _View(settings, session, feed)
+            producing = asyncio.create_task(
+                run_traffic(generator, feeder.write, rate=options.rate, stop=stop)
+            )
+            pumping = asyncio.create_task(feeder.pump(stop))
+            visiting = asyncio.create_task(_visits(people, feeder, stop))
+            exits = [asyncio.create_task(c.proc.wait()) for c in children.both]
+            shown = asyncio.Event()
+            showing = asyncio.create_task(_show(view, console, live_mode, shown))
+            stopped = asyncio.create_task(stop.wait())
+            # The view ending early means its output is gone (`| head`): the demo ends too.
+            await asyncio.wait([*exits, stopped, showing], return_when=asyncio.FIRST_COMPLETED)
+            stop.set()
+            report = await producing
+            await pumping
+            await visiting
+            await feeder.drain()
+            await sink.flush()
+            report.failures = sink.failures
+            crashed = [c for c in children.both if c.proc.returncode is not None]
+            if not crashed and not showing.done():
+                view.status = "draining"
+                await _drain(view, feed, abort, console)
+            shown.set()
+            await showing
+    finally:
         await sink.stop()
     view.status = "stopped"
     console.print(final_report(view.frame(), report, width=console.width))
@@ -609,9 +673,30 @@ async def run_demo(settings: Settings, options: DemoOptions, console: Console) -
             f"[red]{child.name} exited early (code {child.proc.returncode}); "
             f"see {child.log_path}[/red]"
         )
-    codes = [await c.stop() for c in (worker, collector)]
+    codes = [await c.stop() for c in children.both]
     say(f"worker and collector stopped (exit codes {codes[0]}, {codes[1]})")
     return 1 if crashed or any(code not in (0, -signal.SIGTERM) for code in codes) else 0
+
+
+def in_the_way(settings: Settings) -> list[str]:
+    """What would stop the demo's worker or collector from starting: a port another process
+    listens on, a state folder another worker holds; each names its setting and holder."""
+    problems = [
+        port_problem(setting, host, port)
+        for setting, host, port in (
+            ("PIPELINE_WEB_PORT", settings.web_host, settings.web_port),
+            ("PIPELINE_COLLECTOR_PORT", settings.collector_host, settings.collector_port),
+        )
+    ]
+    found = [p for p in problems if p is not None]
+    if settings.store == "rocksdb":
+        root = settings.data_dir / settings.app_id
+        pid = holder(root)
+        if pid is not None:
+            found.append(
+                f"PIPELINE_DATA_DIR ({root}) is in use by another worker, {describe_process(pid)}"
+            )
+    return found
 
 
 async def _visits(people: PeopleTraffic, feeder: _Feeder, stop: asyncio.Event) -> None:

@@ -644,8 +644,8 @@ class TrafficGenerator:
         topics = self.topics
         for _ in range(n):
             u = rng.random()
-            if u < dup_bound and self._recent_tags:
-                record = self._duplicate()
+            if u < dup_bound:  # before any tag event, nothing to duplicate: an event instead
+                record = self._duplicate() if self._recent_tags else self._event(now)
             elif u < malformed_bound:
                 record = self._malformed(now)
             elif u < list_bound:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import IO
 
 from pipeline.errors import ConfigError, WorkerFault
+from pipeline.host import describe_process
 
 LOCK_FILE = "worker.lock"
 
@@ -58,10 +59,11 @@ class StateFolder:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.seek(0)
-            holder = handle.read().strip() or "another process"
+            text = handle.read().strip()
             handle.close()
+            by = describe_process(int(text)) if text.isdigit() else "another process"
             raise FolderInUse(
-                f"PIPELINE_DATA_DIR ({self.root}) is in use by another worker (pid {holder}); "
+                f"PIPELINE_DATA_DIR ({self.root}) is in use by another worker, {by}; "
                 "give each worker its own folder"
             ) from None
         handle.seek(0)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import shlex
 import sys
 import time
@@ -79,7 +80,10 @@ def _parser() -> argparse.ArgumentParser:
         help="port of the suite's own local broker (default 9192; with --cluster, 9292)",
     )
     parser.add_argument(
-        "--bootstrap", default=None, help="use this cluster instead (broker scenario skipped)"
+        "--bootstrap",
+        default=os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or None,
+        help="use this cluster instead (default: $KAFKA_BOOTSTRAP_SERVERS; broker scenario "
+        "skipped)",
     )
     parser.add_argument("--partitions", type=int, default=6, help="partitions of every topic")
     parser.add_argument(

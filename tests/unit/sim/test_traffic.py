@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 from collections import Counter, defaultdict
 from collections.abc import Callable
@@ -425,3 +426,13 @@ def test_an_email_that_moved_resolves_to_its_new_owner_only() -> None:
         current = next(u for u in generator.users if u.user_id == owner)
         if f"em:{current.email_sha256}" == record.key.decode() and not current.deleted:
             assert row.user_id == owner
+
+
+def test_no_malformed_share_means_no_malformed_records() -> None:
+    config = dataclasses.replace(TrafficConfig(users=50), malformed_share=0.0, duplicate_share=0.5)
+    generator = TrafficGenerator(config, seed=3)
+
+    kinds = {record.kind for record in generator.records(2_000)}
+
+    assert not any(kind.startswith("malformed.") for kind in kinds)
+    assert "duplicate" in kinds

@@ -169,10 +169,23 @@ class Settings(BaseSettings):
         default=50.0,
         gt=0,
         le=1_000_000,
-        description="API calls each advertiser may make per second, on average; beyond it 429.",
+        description="API calls each advertiser may make per second, on average, across every "
+        "collector replica (see PIPELINE_COLLECTOR_PEERS); beyond it 429.",
     )
     collector_rate_limit_burst: int = Field(
-        default=200, ge=1, le=10_000_000, description="API calls an advertiser may make at once."
+        default=200,
+        ge=1,
+        le=10_000_000,
+        description="API calls an advertiser may make at once, across every collector replica.",
+    )
+    collector_peers: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=253,
+        pattern=r"^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$",
+        description="A DNS name resolving to every ready collector replica (a headless "
+        "Service): each replica enforces its share of the rate limit, the limit divided by "
+        "the addresses found, looked up every few seconds. Unset: one replica.",
     )
     collector_registry_reload_seconds: float = Field(
         default=5.0,

@@ -35,6 +35,7 @@ import base64
 import contextlib
 import logging
 import secrets
+import socket
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -61,6 +62,8 @@ log = logging.getLogger(__name__)
 PIXEL: Final = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
 """A 1x1 transparent GIF."""
 NO_STORE: Final = {"Cache-Control": "no-store"}
+PEERS_EVERY_S: Final = 10.0
+"""How often the collector looks up its replicas (PIPELINE_COLLECTOR_PEERS)."""
 UNREACHABLE_LOG_EVERY_S: Final = 60.0
 """While Kafka cannot be reached, the collector says so once a minute, not every retry."""
 
@@ -204,6 +207,11 @@ class Collector:
         path = self.settings.advertisers_file
         if path is not None:
             self._tasks.append(asyncio.create_task(self._watch_registry(path)))
+        if self.settings.collector_peers is not None:
+            await self._count_peers(self.settings.collector_peers)
+            self._tasks.append(
+                asyncio.create_task(self._watch_peers(self.settings.collector_peers))
+            )
 
     async def _on_cleanup(self, _: web.Application) -> None:
         for task in self._tasks:
@@ -230,6 +238,33 @@ class Collector:
                 await self.producer.start()
         self._set_available()
         log.info("connected to Kafka at %s", self.settings.kafka_bootstrap_servers)
+
+    async def _watch_peers(self, name: str) -> None:
+        """Look up the collector replicas every `PEERS_EVERY_S`: the rate limit's share."""
+        while True:
+            await asyncio.sleep(PEERS_EVERY_S)
+            await self._count_peers(name)
+
+    async def _count_peers(self, name: str) -> None:
+        """Share the rate limit among the addresses `name` resolves to (this replica
+        counts, found or not); a failed lookup keeps the last share."""
+        try:
+            found = await asyncio.get_running_loop().getaddrinfo(
+                name, None, type=socket.SOCK_STREAM
+            )
+        except OSError as exc:
+            log.warning(
+                "cannot look up PIPELINE_COLLECTOR_PEERS (%s); the rate limit stays shared "
+                "by %d replicas",
+                type(exc).__name__,
+                self.limiter.replicas,
+            )
+            return
+        replicas = max(1, len({address[4][0] for address in found}))
+        if replicas != self.limiter.replicas:
+            log.info("the rate limit is shared by %d collector replicas", replicas)
+        self.limiter.share(replicas)
+        self.metrics.replicas.set(replicas)
 
     async def _watch_registry(self, path: Path) -> None:
         """Re-read the registry when its file changes; a bad file keeps the old one."""

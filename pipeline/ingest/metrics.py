@@ -96,12 +96,20 @@ class CollectorMetrics:
             "Advertisers in the loaded registry.",
             registry=registry,
         )
+        self.replicas = Gauge(
+            "pipeline_collector_replicas",
+            "Collector replicas sharing the rate limit (PIPELINE_COLLECTOR_PEERS; 1 when unset).",
+            registry=registry,
+        )
+        self.replicas.set(1)
         self.registry_reloads = Counter(
             "pipeline_collector_registry_reloads_total",
             "Registry reloads after the file changed: ok, or failed (the old one stays).",
             ["outcome"],
             registry=registry,
         )
+        for outcome in ("ok", "failed"):
+            self.registry_reloads.labels(outcome)
         for dialect in DIALECTS:
             self.request_seconds.labels(dialect)
             self.unregistered_beacons.labels(dialect)

@@ -10,6 +10,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
+from pipeline.ingest.metrics import CollectorMetrics
 from pipeline.runtime.metrics import Metrics
 
 REPO = Path(__file__).resolve().parents[2]
@@ -45,9 +46,11 @@ def series_names(family: str, kind: str) -> set[str]:
 
 
 def registered_names() -> set[str]:
-    """Every series name `pipeline.runtime.metrics.Metrics` registers, samples or not."""
+    """Every series name the worker's `Metrics` and the collector's `CollectorMetrics`
+    register, samples or not."""
     registry = CollectorRegistry()
     Metrics(registry)
+    CollectorMetrics(registry)
     names: set[str] = set()
     for family in registry.collect():
         names |= series_names(family.name, family.type)

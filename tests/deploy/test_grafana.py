@@ -85,7 +85,7 @@ def test_dashboards_cover_what_operators_watch() -> None:
     } <= queried
 
 
-def test_dashboards_query_only_metrics_a_worker_registers() -> None:
+def test_dashboards_query_only_metrics_the_pipeline_registers() -> None:
     known = registered_names()
     unknown = {
         (where, name)
@@ -93,9 +93,7 @@ def test_dashboards_query_only_metrics_a_worker_registers() -> None:
         for name in metric_names(expr)
         if name not in known
     }
-    assert unknown == set(), (
-        "panels query metrics pipeline.runtime.metrics.Metrics does not register"
-    )
+    assert unknown == set(), "panels query metrics neither the worker nor the collector registers"
 
 
 def test_dashboard_queries_parse_as_promql(promtool: str, tmp_path: Path) -> None:

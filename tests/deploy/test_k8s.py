@@ -24,6 +24,7 @@ OVERLAYS = ("dev", "prod")
 # The oldest Kubernetes minor these manifests support, and the newest schemas shipped.
 KUBERNETES_VERSIONS = ("1.30", kubernetes_validate.utils.latest_version())
 WORKER_JOB = "consent-pipeline-worker"
+COLLECTOR_JOB = "consent-pipeline-collector"
 
 Resource = dict[str, Any]
 
@@ -242,11 +243,29 @@ def test_selectors_find_their_pods(resources: tuple[Resource, ...]) -> None:
         assert "replicas" not in _one(resources, target["kind"], target["name"])["spec"]
 
 
-def test_pod_monitor_scrapes_the_job_the_rules_expect(resources: tuple[Resource, ...]) -> None:
-    (monitor,) = _by_kind(resources, "PodMonitor")
-    (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
-    assert (endpoint["port"], endpoint["path"]) == ("web", "/metrics")
-    jobs = [r["replacement"] for r in endpoint["relabelings"] if r.get("targetLabel") == "job"]
-    assert jobs == [WORKER_JOB]
+def test_pod_monitors_scrape_the_jobs_the_rules_expect(resources: tuple[Resource, ...]) -> None:
     rules = yaml.safe_dump(_one(resources, "PrometheusRule", "consent-pipeline")["spec"])
-    assert f'job="{WORKER_JOB}"' in rules
+    for name, port, job in (
+        ("consent-pipeline-worker", "web", WORKER_JOB),
+        ("consent-pipeline-collector", "http", COLLECTOR_JOB),
+    ):
+        (endpoint,) = _one(resources, "PodMonitor", name)["spec"]["podMetricsEndpoints"]
+        assert (endpoint["port"], endpoint["path"]) == (port, "/metrics")
+        jobs = [r["replacement"] for r in endpoint["relabelings"] if r.get("targetLabel") == "job"]
+        assert jobs == [job]
+        assert f'job="{job}"' in rules
+
+
+def test_the_rate_limit_is_shared_by_the_collector_replicas(
+    resources: tuple[Resource, ...],
+) -> None:
+    collector = _one(resources, "Deployment", "consent-pipeline-collector")
+    (container,) = collector["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    peers = _one(resources, "Service", env["PIPELINE_COLLECTOR_PEERS"])
+    assert peers["spec"]["clusterIP"] == "None", "a headless Service resolves to every pod"
+    assert _matches(peers["spec"]["selector"], collector["spec"]["template"]["metadata"]["labels"])
+    assert not peers["spec"].get("publishNotReadyAddresses"), "only pods that take calls"
+    for name in ("PIPELINE_COLLECTOR_RATE_LIMIT_PER_SECOND", "PIPELINE_COLLECTOR_RATE_LIMIT_BURST"):
+        assert name.removeprefix("PIPELINE_").lower() in Settings.model_fields
+        assert float(env[name] or 0) > 0

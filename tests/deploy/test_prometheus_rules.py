@@ -100,7 +100,7 @@ def test_alerts_have_severity_summary_and_runbook() -> None:
         assert anchor in anchors, f"{rule['alert']}: no section #{anchor} in deploy/README.md"
 
 
-def test_rules_read_only_metrics_a_worker_registers() -> None:
+def test_rules_read_only_metrics_the_pipeline_registers() -> None:
     known = registered_names() | SCRAPE_SERIES
     recorded = {rule["record"] for rule in _rules() if "record" in rule}
     unknown = {
@@ -109,7 +109,7 @@ def test_rules_read_only_metrics_a_worker_registers() -> None:
         for name in metric_names(rule["expr"])
         if name not in known | recorded
     }
-    assert unknown == set(), "rules read metrics pipeline.runtime.metrics.Metrics does not register"
+    assert unknown == set(), "rules read metrics neither the worker nor the collector registers"
 
 
 def test_prometheusrule_manifest_matches_the_rule_files() -> None:

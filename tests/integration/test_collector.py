@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -211,6 +212,30 @@ async def test_the_rate_limit_answers_429_with_retry_after(
     assert int(answers[2][1]["Retry-After"]) >= 1
     assert other[0] == 200, "the limit is per advertiser"
     assert metric(text, "pipeline_collector_rate_limited_total", dialect="native") == 1
+
+
+async def test_replicas_found_through_the_peers_name_share_the_rate_limit(
+    collector_settings: Settings, tokens: Tokens
+) -> None:
+    # "localhost" stands for a headless Service: each address it resolves to is a replica.
+    replicas = len(
+        {a[4][0] for a in socket.getaddrinfo("localhost", None, type=socket.SOCK_STREAM)}
+    )
+    settings = configured(
+        collector_settings,
+        collector_rate_limit_per_second=0.01,
+        collector_rate_limit_burst=2 * replicas,
+        collector_peers="localhost",
+    )
+    async with running_collector(settings, make_registry(tokens)) as running:
+        url = f"{running.url}/v1/events"
+        body = {"data": [tag("p-1", user_id=None)]}
+        answers = [await post(url, body, tokens.shop) for _ in range(3)]
+        async with aiohttp.ClientSession() as http, http.get(f"{running.url}/metrics") as r:
+            text = await r.text()
+
+    assert metric(text, "pipeline_collector_replicas") == replicas
+    assert [status for status, _, _ in answers] == [200, 200, 429], "a burst of 2 per replica"
 
 
 async def test_the_beacon_honours_dnt_gpc_and_the_optout_cookie(collector: Running) -> None:

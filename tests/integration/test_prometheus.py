@@ -16,8 +16,10 @@ from typing import Any
 
 import pytest
 import yaml
+from prometheus_client import CollectorRegistry, generate_latest
 
 from pipeline import catalogue
+from pipeline.ingest.metrics import CollectorMetrics
 from pipeline.settings import Settings
 from schemas import codec
 from tests.deploy.metric_names import (
@@ -198,7 +200,11 @@ def test_prometheus_evaluates_the_rules_and_dashboard_queries(
         return groups if groups and done else []
 
     groups = _eventually(groups_evaluated, 30, "the rule groups to be evaluated")
-    assert {g["name"] for g in groups} == {"consent-pipeline.recording", "consent-pipeline.alerts"}
+    assert {g["name"] for g in groups} == {
+        "consent-pipeline.recording",
+        "consent-pipeline.alerts",
+        "consent-pipeline.collector",
+    }
     unhealthy = [
         (rule["name"], rule.get("lastError"))
         for group in groups
@@ -221,7 +227,7 @@ def test_prometheus_evaluates_the_rules_and_dashboard_queries(
             raise AssertionError(f"{where}: {exc.read().decode()}") from exc
 
 
-def test_dashboards_and_rules_read_only_metrics_the_worker_exports(
+def test_dashboards_and_rules_read_only_metrics_the_worker_and_the_collector_export(
     worker: WorkerProcess,
 ) -> None:
     url = f"http://127.0.0.1:{worker.settings.web_port}/metrics"
@@ -234,6 +240,11 @@ def test_dashboards_and_rules_read_only_metrics_the_worker_exports(
 
     exported = exposed_names(_eventually(scrape, 30, "the worker's /metrics"))
     assert "pipeline_events_in_total" in exported
+    # What the collector's /metrics serves: its registry, before any call.
+    exported |= exposed_names(
+        generate_latest(CollectorMetrics(CollectorRegistry()).registry).decode()
+    )
+    assert "pipeline_collector_requests_total" in exported
     recorded = set()
     read_by_rules = set()
     for path in RULE_FILES:

@@ -57,3 +57,28 @@ def test_a_limit_must_allow_something(rate: float, burst: int) -> None:
 @pytest.mark.parametrize(("seconds", "header"), [(0.01, 1), (1.0, 1), (1.2, 2), (30.0, 30)])
 def test_retry_after_is_whole_seconds_rounded_up(seconds: float, header: int) -> None:
     assert retry_after(seconds) == header
+
+
+def test_replicas_share_the_limit_so_that_together_they_allow_it_once() -> None:
+    clock = Clock()
+    replicas = [RateLimiter(rate=6.0, burst=6, clock=clock) for _ in range(3)]
+    for limiter in replicas:
+        limiter.share(3)
+
+    # Calls spread over the three replicas: the burst of 6, then 6 per second, in all.
+    allowed = sum(limiter.acquire("shop-1") is None for limiter in replicas for _ in range(5))
+    assert allowed == 6
+    clock.now += 1.0
+    allowed = sum(limiter.acquire("shop-1") is None for limiter in replicas for _ in range(5))
+    assert allowed == 6
+
+
+def test_a_replica_alone_again_holds_the_whole_limit() -> None:
+    clock = Clock()
+    limiter = RateLimiter(rate=4.0, burst=4, clock=clock)
+    limiter.share(4)
+    assert [limiter.acquire("shop-1") is None for _ in range(2)] == [True, False]
+
+    limiter.share(1)
+    clock.now += 1.0
+    assert sum(limiter.acquire("shop-1") is None for _ in range(6)) == 4

@@ -238,6 +238,25 @@ async def test_replicas_found_through_the_peers_name_share_the_rate_limit(
     assert [status for status, _, _ in answers] == [200, 200, 429], "a burst of 2 per replica"
 
 
+@pytest.mark.parametrize("click", ["clk-é", "clk\x00", "c" * 257])
+async def test_a_click_id_the_worker_could_not_carry_is_rejected_naming_the_field(
+    collector: Running, tokens: Tokens, click: str
+) -> None:
+    batch = [
+        tag("click-good", user_id=None, user_data={"click_id": "clk-fine"}),
+        tag("click-bad", user_id=None, user_data={"click_id": click}),
+    ]
+
+    status, _, body = await post(f"{collector.url}/v1/events", {"data": batch}, tokens.shop)
+
+    assert status == 200
+    assert [r["status"] for r in body["results"]] == ["accepted", "rejected"]
+    assert body["results"][1]["reason"] == "schema_violation"
+    assert body["results"][1]["error"].startswith("user_data.click_id")
+    raw = await read_raw(collector.settings, 1)
+    assert set(by_event_id(raw[catalogue.RAW_TAG.name])) == {"click-good"}
+
+
 async def test_the_beacon_honours_dnt_gpc_and_the_optout_cookie(collector: Running) -> None:
     query = {"advertiser_id": "shop-1", "cookie_id": "ck-px"}
     async with aiohttp.ClientSession() as http:

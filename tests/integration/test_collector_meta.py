@@ -497,3 +497,24 @@ async def test_kafka_away_is_a_transient_graph_error_with_retry_after(
     assert raised.value.api_error_code() == 2
     assert raised.value.api_transient_error() is True
     assert raised.value.http_headers()["Retry-After"] == "5"
+
+
+@pytest.mark.parametrize("click", ["clk-é", "clk\x7f"])
+async def test_an_fbc_whose_click_id_the_worker_could_not_carry_rejects_the_batch(
+    collector: Running, tokens: Tokens, click: str
+) -> None:
+    init_api(collector, tokens.shop)
+    bad = website_purchase("fbc-bad")
+    bad.user_data.fbc = f"fb.1.1554763741205.{click}"
+
+    with pytest.raises(FacebookRequestError) as raised:
+        await asyncio.to_thread(
+            EventRequest(pixel_id=PIXEL_ID, events=[website_purchase("fbc-good"), bad]).execute
+        )
+
+    assert raised.value.http_status() == 400
+    assert raised.value.api_error_code() == 100
+    assert "data[1]" in raised.value.api_error_message()
+    assert "click_id" in raised.value.api_error_message()
+    raw = await read_raw(collector.settings, 0, settle_s=1.0)
+    assert raw[catalogue.RAW_TAG.name] == []

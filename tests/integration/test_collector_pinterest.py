@@ -352,3 +352,30 @@ async def test_the_rate_limit_is_a_429_error_object(
     assert second[0] == 429
     assert second[2]["code"] == 8
     assert int(second[1]["Retry-After"]) >= 1
+
+
+@pytest.mark.parametrize("click", ["clk-é", "clk\x01", "clk id", ""])
+async def test_a_click_id_the_worker_could_not_carry_is_a_failed_event_naming_it(
+    collector: Running, tokens: Tokens, tmp_path: Path, click: str
+) -> None:
+    bad = web_checkout("click-bad")
+    bad["user_data"] = {**bad["user_data"], "click_id": click}
+
+    result = await run_pinterest_sdk(
+        collector,
+        tmp_path,
+        SDK_SCRIPT,
+        {
+            "token": tokens.shop,
+            "ad_account_id": AD_ACCOUNT,
+            "test": False,
+            "events": [web_checkout("click-good"), bad],
+        },
+    )
+
+    assert (result["error"], result["status"]) == ("ApiException", 422)
+    failed = json.loads(result["body"])["details"]["events"][1]
+    assert failed["status"] == "failed"
+    assert "click_id" in failed["error_message"]
+    raw = await read_raw(collector.settings, 1)
+    assert set(by_event_id(raw[catalogue.RAW_TAG.name])) == {"click-good"}

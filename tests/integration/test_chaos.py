@@ -34,6 +34,7 @@ SHORT = (
     "crc32-partitioner",
     "membership-withdrawal",
     "worker-pause",
+    "local-poison",
 )
 CHAOS_PORT = int(os.environ.get("TEST_CHAOS_KAFKA_PORT", str(int(TEST_KAFKA_PORT) + 100)))
 

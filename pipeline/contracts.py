@@ -4,7 +4,8 @@
   that carries JSON, from its catalogue model;
 - `schemas/asyncapi.yaml`: an AsyncAPI 3.0 document of every topic (inputs, outputs and
   the worker's changelogs): address, key, partitioning, retention, compaction, the
-  worker's operation on it and the message payload.
+  worker's operation on it and the message payload;
+- `docs/policy.md`: the policy's rules, purposes and DLQ reasons, from the rule table.
 
 `consent-pipeline contracts` writes them; `consent-pipeline contracts --check` (and a
 test) fails when the committed files differ from what the models say. Nothing here is
@@ -25,6 +26,8 @@ from pydantic.json_schema import models_json_schema
 
 from pipeline import catalogue
 from pipeline.catalogue import Topic
+from pipeline.policydoc import POLICY_FILE, reasons_description
+from pipeline.policydoc import render as render_policy
 from schemas.internal import HOP_HEADER
 
 JSON_DIR: Final = Path("schemas/json")
@@ -58,6 +61,8 @@ def json_schema(topic: Topic) -> dict[str, Any]:
     if topic.value is None:
         raise ValueError(f"{topic.name} carries no JSON")
     schema = topic.value.model_json_schema(mode="validation")
+    if topic is catalogue.AUDIT:
+        schema["properties"]["reasons"]["description"] = reasons_description()
     return {
         "$schema": JSON_SCHEMA_DIALECT,
         "$id": f"{topic.name}.json",
@@ -142,6 +147,7 @@ def render() -> dict[Path, str]:
     files[ASYNCAPI_FILE] = header + yaml.dump(
         asyncapi(), Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=100
     )
+    files[POLICY_FILE] = render_policy()
     return files
 
 

@@ -1,4 +1,4 @@
-"""Every record the pipeline writes (SPEC §6): the documented schema of each output topic.
+"""Every record the pipeline writes: the documented schema of each output topic.
 
 The hot path builds these records as plain dicts (see `pipeline.core.route`); the unit
 tests validate those dicts against these models, which forbid extra fields, so the two
@@ -7,7 +7,7 @@ cannot drift apart. Every record carries the `policy_version` it was decided und
 
 from __future__ import annotations
 
-from typing import Literal, TypeAlias
+from typing import Final, Literal, TypeAlias, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -26,6 +26,8 @@ DlqReason: TypeAlias = Literal[
     "wrong_partition",
     "processing_error",
 ]
+DLQ_REASONS: Final[tuple[DlqReason, ...]] = get_args(DlqReason)
+"""Every DLQ reason, in the order the type lists them."""
 Allow: TypeAlias = Literal["allow", "deny"]
 Measurement: TypeAlias = Literal["identified", "deidentified"]
 

@@ -27,7 +27,8 @@ from typing import Final, Literal, NamedTuple, TypeAlias
 
 from pipeline.core.consent import ConsentState
 from pipeline.core.identity import MAX_MATCH_KEYS
-from pipeline.core.policy import PolicyConfig, Reason, effective_settings, subject_rules
+from pipeline.core.policy import PolicyConfig, effective_settings, subject_rules
+from pipeline.core.reasons import Reason
 from schemas.audience import AudienceMember, Operation
 from schemas.outputs import MembershipChangeReason, MembershipOutcome
 

@@ -1,11 +1,12 @@
-"""The consent policy (SPEC §5, v1): `decide(event, consent, config) -> Decision`.
+"""The consent policy (v1): `decide(event, consent, config) -> Decision`.
 
 Each rule is a condition on the event and the user's consent state, and the purposes it
-denies; the most restrictive outcome wins. A decision lists the code of every rule whose
-condition held for the event, even one that changed nothing (say `browser.dnt` on an
-event the account settings already deny), so an audit answers "why" completely.
+denies (the table in `pipeline.core.reasons`); the most restrictive outcome wins. A
+decision lists the code of every rule whose condition held for the event, even one that
+changed nothing (say `browser.dnt` on an event the account settings already deny), so an
+audit answers "why" completely.
 
-Choices where SPEC §5 is silent:
+How the rules read where the table leaves room:
 
 - Account and profile rules (`account.*`, `user.*`) read a live consent record. Without
   one, `subject.anonymous`, `consent.missing` or `account.deleted` alone explains the
@@ -19,7 +20,7 @@ Choices where SPEC §5 is silent:
 - ATT: the event's status and the device record's status are both consulted; the device
   counts as authorized only when every known status is `authorized` (none known is
   not authorized). The iOS version is the first `major[.minor]` in `os_version`.
-- The on-platform purchase exception waives exactly the rules SPEC §5 names (the two
+- The on-platform purchase exception waives exactly the rules the table names (the two
   account settings, browser and device rules) for every purpose they deny, GPC's
   partner-sharing denial included; account deletion, event flags, the sharing setting
   and the age and region rules still apply.
@@ -31,12 +32,18 @@ import re
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from enum import StrEnum
 from types import MappingProxyType
 from typing import Final, NamedTuple, TypeVar
 
 from pipeline.core.consent import ConsentState, DeviceState, Stamped
 from pipeline.core.errors import PolicyConfigError
+from pipeline.core.reasons import (
+    PURPOSES,
+    RULES,
+    WAIVED_FOR_ON_PLATFORM_PURCHASE,
+    Purpose,
+    Reason,
+)
 from schemas.events import Device, Event, SdkEvent, TagEvent, WidgetEvent
 from schemas.outputs import Allow, Measurement
 
@@ -59,72 +66,18 @@ EEA_GB_CH: Final = frozenset(
 UNDER_AGE: Final = 16
 
 
-class Reason(StrEnum):
-    """The code of each SPEC §5 rule, as audits and the `decide` command report it."""
-
-    SUBJECT_ANONYMOUS = "subject.anonymous"
-    CONSENT_MISSING = "consent.missing"
-    ACCOUNT_DELETED = "account.deleted"
-    ACCOUNT_PERSONALIZATION_OFF = "account.personalization_off"
-    ACCOUNT_PARTNER_ADS_OFF = "account.partner_ads_off"
-    ACCOUNT_SHARING_OFF = "account.sharing_off"
-    BROWSER_DNT = "browser.dnt"
-    BROWSER_GPC = "browser.gpc"
-    BROWSER_DAA_OPT_OUT = "browser.daa_opt_out"
-    DEVICE_ATT_NOT_AUTHORIZED = "device.att_not_authorized"
-    DEVICE_ADS_OPT_OUT = "device.ads_opt_out"
-    EVENT_OPT_OUT = "event.opt_out"
-    EVENT_LDP = "event.ldp"
-    USER_UNDER_16 = "user.under_16"
-    USER_AGE_UNKNOWN = "user.age_unknown"
-    USER_REGION_RESTRICTED = "user.region_restricted"
-    USER_COUNTRY_NOT_ENABLED = "user.country_not_enabled"
-    USER_COUNTRY_UNKNOWN = "user.country_unknown"
-    EXCEPTION_ON_PLATFORM_PURCHASE = "exception.on_platform_purchase"
-
-
 # Purposes as bits, so a rule's denials combine with `|`.
 _PERSONALIZATION: Final = 1
 _ADS: Final = 2
 _SHARING: Final = 4
+_BITS: Final[Mapping[Purpose, int]] = MappingProxyType(
+    {"personalization": _PERSONALIZATION, "ads": _ADS, "partner_sharing": _SHARING}
+)
 
 _DENIES: Final[Mapping[Reason, int]] = MappingProxyType(
-    {
-        Reason.SUBJECT_ANONYMOUS: _PERSONALIZATION | _ADS | _SHARING,
-        Reason.CONSENT_MISSING: _PERSONALIZATION | _ADS | _SHARING,
-        Reason.ACCOUNT_DELETED: _PERSONALIZATION | _ADS | _SHARING,
-        Reason.ACCOUNT_PERSONALIZATION_OFF: _PERSONALIZATION | _ADS,
-        Reason.ACCOUNT_PARTNER_ADS_OFF: _ADS,
-        Reason.ACCOUNT_SHARING_OFF: _SHARING,
-        Reason.BROWSER_DNT: _PERSONALIZATION | _ADS,
-        Reason.BROWSER_GPC: _ADS | _SHARING,
-        Reason.BROWSER_DAA_OPT_OUT: _ADS,
-        Reason.DEVICE_ATT_NOT_AUTHORIZED: _PERSONALIZATION | _ADS,
-        Reason.DEVICE_ADS_OPT_OUT: _ADS,
-        Reason.EVENT_OPT_OUT: _PERSONALIZATION | _ADS,
-        Reason.EVENT_LDP: _PERSONALIZATION | _ADS | _SHARING,
-        Reason.USER_UNDER_16: _SHARING,
-        Reason.USER_AGE_UNKNOWN: _SHARING,
-        Reason.USER_REGION_RESTRICTED: _SHARING,
-        Reason.USER_COUNTRY_NOT_ENABLED: _SHARING,
-        Reason.USER_COUNTRY_UNKNOWN: _SHARING,
-        Reason.EXCEPTION_ON_PLATFORM_PURCHASE: 0,
-    }
+    {rule.reason: sum(_BITS[purpose] for purpose in rule.denies) for rule in RULES}
 )
-"""The purposes each rule denies (SPEC §5 table); measurement follows ads."""
-
-WAIVED_FOR_ON_PLATFORM_PURCHASE: Final = frozenset(
-    {
-        Reason.ACCOUNT_PERSONALIZATION_OFF,
-        Reason.ACCOUNT_PARTNER_ADS_OFF,
-        Reason.BROWSER_DNT,
-        Reason.BROWSER_GPC,
-        Reason.BROWSER_DAA_OPT_OUT,
-        Reason.DEVICE_ATT_NOT_AUTHORIZED,
-        Reason.DEVICE_ADS_OPT_OUT,
-    }
-)
-"""Rules that do not block a purchase initiated on the platform (S8)."""
+"""The purposes each rule denies, from the rule table; measurement follows ads."""
 
 _IOS_VERSION = re.compile(r"(\d{1,6})(?:\.(\d{1,6}))?")
 _ATT_SINCE: Final = (14, 5)
@@ -153,9 +106,6 @@ class PolicyConfig:
             )
         object.__setattr__(self, "sharing_countries", countries)
 
-
-PURPOSES: Final = ("personalization", "ads", "measurement", "partner_sharing")
-"""The purposes every event is decided for, in the order `Decision` holds them."""
 
 Tally = tuple[str, str, str, str, tuple[str, ...]]
 """A decision as counted: its four outcomes in `PURPOSES` order, then its reasons."""

@@ -25,7 +25,8 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 from pipeline.core.consent import ConsentState, DeviceState, Stamped
-from pipeline.core.policy import EEA_GB_CH, UNDER_AGE, PolicyConfig, Reason, effective_settings
+from pipeline.core.policy import EEA_GB_CH, UNDER_AGE, PolicyConfig, effective_settings
+from pipeline.core.reasons import Reason
 from schemas.privacy import (
     AgeGroup,
     PrivacySettings,

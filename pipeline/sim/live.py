@@ -18,7 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from pipeline import catalogue
-from pipeline.core.policy import PURPOSES
+from pipeline.core.reasons import PURPOSES
 from pipeline.sim.stream import ProduceReport
 
 SOURCES: Final = ("tag", "sdk", "widget")

@@ -17,7 +17,7 @@ from typing import Final, get_args
 from prometheus_client.parser import text_string_to_metric_families
 
 from pipeline import catalogue
-from pipeline.core.policy import Reason
+from pipeline.core.reasons import Reason
 from pipeline.runtime.canary import CHECKED
 from pipeline.runtime.privacy import PAGES
 from pipeline.runtime.privacy import Outcome as PageOutcome

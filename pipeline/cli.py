@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from pydantic import ValidationError
 
 from pipeline.errors import ConfigError, PipelineError
+from pipeline.forensics.commands import add_commands as add_forensics
 from pipeline.settings import Settings
 
 if TYPE_CHECKING:
@@ -496,6 +497,8 @@ def build_parser() -> argparse.ArgumentParser:
     revoke.add_argument("advertiser_id")
     revoke.add_argument("--token-id", default=None, help="only this token (see `list`)")
     revoke.set_defaults(func=_advertisers_revoke)
+
+    add_forensics(commands, _settings)
 
     topics = commands.add_parser("topics", help="manage the pipeline's topics")
     topic_commands = topics.add_subparsers(dest="topics_command", required=True, metavar="ACTION")

@@ -265,6 +265,23 @@ PURPOSE_WORDS: Final[MappingProxyType[Purpose, str]] = MappingProxyType(
     }
 )
 
+_IDENTITY_WORDS: Final = MappingProxyType(
+    {
+        "provided": "named by a trusted producer's user id",
+        "session": "found by a widget session linked to the account",
+        "click": "found by a click id linked to the account",
+        "em": "found by a hashed email address",
+        "ph": "found by a hashed phone number",
+        "maid": "found by a mobile advertising id",
+        "none": "nobody: no match key named a person",
+    }
+)
+
+
+def identity_words(match: str) -> str:
+    """How the subject was found, in words (the audit's `identity.match`)."""
+    return _IDENTITY_WORDS.get(match, match)
+
 
 def rule(code: str) -> Rule | None:
     """The rule of a reason code, or None for a code this policy version does not know."""

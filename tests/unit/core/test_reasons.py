@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import get_args
 
 import pytest
 
 from pipeline import policydoc
 from pipeline.core.consent import fold
 from pipeline.core.policy import PolicyConfig, decide
-from pipeline.core.reasons import PURPOSES, RULE, RULES, Reason, Rule, denied_by, sentence
+from pipeline.core.reasons import (
+    PURPOSES,
+    RULE,
+    RULES,
+    Reason,
+    Rule,
+    denied_by,
+    identity_words,
+    sentence,
+)
+from schemas.identity import IdentityMatch
 from schemas.outputs import DLQ_REASONS
 from tests.unit.factories import change, parsed, tag_event
 
@@ -75,3 +86,8 @@ def test_a_waived_rule_is_not_given_as_the_reason_for_an_on_platform_purchase() 
 def test_the_rule_of_an_unknown_code_is_none() -> None:
     assert RULE.get(Reason.BROWSER_DNT) is not None
     assert denied_by(["no.such_rule"], "ads") == []
+
+
+def test_every_way_a_subject_is_found_has_words() -> None:
+    for match in get_args(IdentityMatch):
+        assert identity_words(match) != match, match

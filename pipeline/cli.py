@@ -255,20 +255,29 @@ def _collect(args: argparse.Namespace) -> int:
 
 def _decide(args: argparse.Namespace) -> int:
     from pipeline.offline.replay import run_decide
+    from pipeline.offline.snapshot import Snapshot, load_files, load_topics
 
+    settings = _settings()
     try:
-        policy = _settings().policy()
+        policy = settings.policy()
     except ConfigError as exc:
         raise SystemExit(f"consent-pipeline: invalid settings: {exc}") from None
+    snapshot: Snapshot | None = None
+    if args.from_kafka:
+        snapshot = asyncio.run(load_topics(settings))
+    elif args.links is not None or args.consent is not None:
+        snapshot = load_files(args.links, args.consent)
     if args.file == "-":
-        return run_decide(sys.stdin.buffer, sys.stdout.buffer, sys.stderr, policy)
+        return run_decide(
+            sys.stdin.buffer, sys.stdout.buffer, sys.stderr, policy, snapshot=snapshot
+        )
     try:
         source = open(args.file, "rb")  # noqa: SIM115 - closed below, after the run
     except OSError as exc:
         print(f"consent-pipeline: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
         return 1
     with source:
-        return run_decide(source, sys.stdout.buffer, sys.stderr, policy)
+        return run_decide(source, sys.stdout.buffer, sys.stderr, policy, snapshot=snapshot)
 
 
 def _contracts(args: argparse.Namespace) -> int:
@@ -395,6 +404,17 @@ def build_parser() -> argparse.ArgumentParser:
         "decide", help="decide events offline: JSON Lines in, one decision per line out"
     )
     decide.add_argument("file", nargs="?", default="-", help="input file (default: stdin)")
+    decide.add_argument(
+        "--links", type=Path, help="identity.links records (JSON Lines) to resolve match keys"
+    )
+    decide.add_argument(
+        "--consent", type=Path, help="consent.changes records (JSON Lines) for lines without any"
+    )
+    decide.add_argument(
+        "--from-kafka",
+        action="store_true",
+        help="read identity.links and consent.changes from the cluster instead of files",
+    )
     decide.set_defaults(func=_decide)
 
     demo = commands.add_parser(

@@ -1,41 +1,56 @@
 """The `decide` command: decide events offline, one JSON line in, one JSON line out.
 
-Usage: `consent-pipeline decide [FILE]` (standard input without FILE).
+Usage: `consent-pipeline decide [FILE] [--links LINKS.jsonl] [--consent CONSENT.jsonl]
+[--from-kafka]` (standard input without FILE).
 
 Each input line is an object, an event::
 
     {"source": "tag" | "sdk" | "widget",
-     "event": {...raw event, SPEC §4...},
-     "consent": [consent changes for the event's user, any order] | null,
+     "event": {...raw event...},
+     "consent": [consent changes for the event's subject, any order] | null,
      "now": unix seconds (optional; default: when the command started)}
 
-or a customer-list member (SPEC §4.3), with the user its match keys resolved to::
+or a customer-list member, with the user its match keys resolved to::
 
     {"source": "audience",
      "member": {...raw.audience record...},
      "user_id": the resolved user | null (no key matched),
      "consent": [consent changes for that user] | null}
 
+Who an event is about is found as the worker finds it: a `user_id` inside the event
+counts as a trusted producer's (the pipeline takes it only from a signed record);
+otherwise the event's match keys are looked up in the identity snapshot (`--links`, or
+`identity.links` with `--from-kafka`), the first linked key winning. Without a snapshot,
+such an event is anonymous, and the output says no snapshot was given. A line without
+`consent` takes its subject's changes from the consent snapshot (`--consent`, or
+`consent.changes` with `--from-kafka`). A field the line carries that `decide` does not
+read (a top-level `user_id` on an event line) is reported under `ignored`, never dropped
+silently.
+
 Each output line, in input order, is either the decision::
 
     {"event_id": ..., "outcomes": {"personalization": "allow" | "deny", "ads": ...,
      "measurement": "identified" | "deidentified", "partner_sharing": ...},
-     "reasons": [sorted SPEC §5 codes], "policy_version": ...}
+     "reasons": [sorted rule codes], "policy_version": ...,
+     "subject": {"match": "provided" | "em" | ... | "none", "conflict": bool,
+                 "said": "found by a hashed email address"},
+     "said": {purpose: what happened to the data, in the words `explain` uses},
+     "ignored": [...] (only when something was)}
 
     {"member_id": ..., "membership": "allow" | "deny", "reasons": [...],
      "policy_version": ..., "consent_version": ...}
 
-or, for a line that cannot be decided, `{"line": N, "error": {"reason": <SPEC §6 dlq
-code>, "detail": <field and error type, never the value>}}`.
+or, for a line that cannot be decided, `{"line": N, "error": {"reason": <dlq reason>,
+"detail": <field and error type, never the value>}}`.
 
 Lines are numbered from 1; an empty line is an error too, so output lines always pair
 up with input lines. A line longer than `max_line_bytes` is `oversized`. The event and
 each consent change are re-encoded and go through the streaming parser, so they are
 validated, normalized and bounded (size, age) exactly as in the pipeline; lines have no
 Kafka key, so `missing_key` never occurs. Consent changes for another user than the
-event's (or the member's `user_id`) are a `schema_violation`; for an anonymous event or
-an unmatched member they are ignored. A summary
-goes to `errors`; the exit code is 0 unless the input cannot be read.
+event's subject (or the member's `user_id`) are a `schema_violation`; for an anonymous
+event or an unmatched member they are ignored. A summary goes to `errors`; the exit code
+is 0 unless the input cannot be read.
 """
 
 from __future__ import annotations
@@ -44,7 +59,7 @@ import dataclasses
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from typing import Any, BinaryIO, Final, TextIO
+from typing import TYPE_CHECKING, Any, BinaryIO, Final, TextIO
 
 from pipeline.core.audience import decide_membership, member_id
 from pipeline.core.consent import fold
@@ -58,14 +73,23 @@ from pipeline.core.parse import (
     undecodable,
 )
 from pipeline.core.policy import PolicyConfig, decide
+from pipeline.core.reasons import PURPOSES, identity_words, sentence
 from pipeline.errors import PipelineError
 from schemas import codec
 from schemas.consent import ConsentChange
 from schemas.events import Source
+from schemas.identity import IdentityMatch
+
+if TYPE_CHECKING:
+    from pipeline.offline.snapshot import Snapshot
 
 DEFAULT_MAX_LINE_BYTES: Final = 1024 * 1024
 _EXIT_UNREADABLE: Final = 1
 _SOURCES: Final[frozenset[Source]] = frozenset({"tag", "sdk", "widget"})
+_EVENT_LINE_FIELDS: Final = frozenset({"source", "event", "consent", "now"})
+_NO_SNAPSHOT: Final = (
+    "no identity snapshot given (--links or --from-kafka): match keys were not looked up"
+)
 
 
 def run_decide(
@@ -77,6 +101,7 @@ def run_decide(
     limits: ParseLimits | None = None,
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
     clock: Callable[[], float] = time.time,
+    snapshot: Snapshot | None = None,
 ) -> int:
     """Decide every line of `source` into `sink`; return the exit code.
 
@@ -84,6 +109,7 @@ def run_decide(
         limits: event age limits (the key requirement is ignored: lines have no key).
         max_line_bytes: longer lines are rejected as `oversized`.
         clock: the default `now` for lines without one, read once at start.
+        snapshot: identity links and consent changes to resolve and decide events by.
     """
     limits = dataclasses.replace(limits or ParseLimits(), require_key=False)
     default_now = clock()
@@ -91,7 +117,7 @@ def run_decide(
     number = 0
     try:
         for number, line in enumerate(_lines(source, max_line_bytes), start=1):
-            result = _decide_line(line, default_now, config, limits)
+            result = _decide_line(line, default_now, config, limits, snapshot)
             if isinstance(result, Rejected):
                 rejected[result.reason] += 1
                 output: dict[str, Any] = {
@@ -110,7 +136,11 @@ def run_decide(
 
 
 def _decide_line(
-    line: bytes | None, default_now: float, config: PolicyConfig, limits: ParseLimits
+    line: bytes | None,
+    default_now: float,
+    config: PolicyConfig,
+    limits: ParseLimits,
+    snapshot: Snapshot | None,
 ) -> dict[str, Any] | Rejected:
     if line is None:
         return Rejected("oversized", "line: oversized")
@@ -119,13 +149,17 @@ def _decide_line(
     except codec.DecodeError:
         return undecodable(line)
     try:
-        return _decide_request(request, default_now, config, limits)
+        return _decide_request(request, default_now, config, limits, snapshot)
     except Exception as exc:  # one bad line must not stop the run
         return processing_error(exc, "decide")
 
 
 def _decide_request(
-    request: Any, default_now: float, config: PolicyConfig, limits: ParseLimits
+    request: Any,
+    default_now: float,
+    config: PolicyConfig,
+    limits: ParseLimits,
+    snapshot: Snapshot | None,
 ) -> dict[str, Any] | Rejected:
     if not isinstance(request, dict):
         return Rejected("schema_violation", "line: model_type")
@@ -148,17 +182,48 @@ def _decide_request(
     event = parse_event(source, codec.dumps(request["event"]), now=now, limits=limits)
     if isinstance(event, Rejected):
         return _within(event, "event")
-    changes = _consent_of(event.user_id, raw_changes, limits)
+    ignored = [
+        f"{name}: not read on an event line" + (_USER_ID_HINT if name == "user_id" else "")
+        for name in sorted(set(request) - _EVENT_LINE_FIELDS)
+    ]
+    match: IdentityMatch = "none"
+    conflict = False
+    if event.user_id is not None:
+        match = "provided"
+    elif snapshot is not None and snapshot.has_links:
+        found = snapshot.resolve(event)
+        if found.user_id is not None and found.match is not None:
+            event = event.model_copy(update={"user_id": found.user_id})
+            match, conflict = found.match, found.conflict
+    else:
+        ignored.append(_NO_SNAPSHOT)
+    if raw_changes is None and snapshot is not None and event.user_id is not None:
+        changes: list[ConsentChange] | Rejected = list(snapshot.consent.get(event.user_id, ()))
+    else:
+        changes = _consent_of(event.user_id, raw_changes, limits)
     if isinstance(changes, Rejected):
         return changes
 
     decision = decide(event, fold(changes), config)
-    return {
+    output: dict[str, Any] = {
         "event_id": event.event_id,
         "outcomes": decision.outcomes(),
         "reasons": list(decision.reasons),
         "policy_version": decision.policy_version,
+        "subject": {"match": match, "conflict": conflict, "said": identity_words(match)},
+        "said": {
+            purpose: sentence(purpose, outcome, decision.reasons)
+            for purpose, outcome in zip(PURPOSES, decision.outcomes().values(), strict=True)
+        },
     }
+    if ignored:
+        output["ignored"] = ignored
+    return output
+
+
+_USER_ID_HINT: Final = (
+    " (a member line's field; put it inside the event to decide it as a trusted producer's)"
+)
 
 
 def _decide_member(

@@ -222,3 +222,43 @@ def test_a_replay_is_a_dry_run_until_yes_and_safe_to_run_twice(
     named = f"{settings.topic(catalogue.DLQ)}:{partition}:{offset}"
     assert [dict(r.headers)[REPLAYED_HEADER].decode() for r in replayed] == [named, named]
     assert base64.b64decode(letter.record["original"]) == replayed[0].value
+
+
+def test_decide_resolves_from_the_topics_as_the_worker_would(pipeline_settings: Settings) -> None:
+    settings = pipeline_settings
+    key = f"em:{HASHED_EMAIL}"
+    link = {"match_key": key, "user_id": USER, "linked_at": int(time.time() * 1000) - 5000}
+    change = {
+        "user_id": USER,
+        "changed_at": int(time.time() * 1000) - 5000,
+        "settings": {"partner_sharing": False},
+        "profile": {"country": "US", "birth_year": 1985},
+    }
+    produce_sync(
+        settings.kafka_bootstrap_servers,
+        [
+            (settings.topic(catalogue.IDENTITY_LINKS), key.encode(), codec.dumps(link)),
+            (settings.topic(catalogue.CONSENT_CHANGES), USER.encode(), codec.dumps(change)),
+        ],
+    )
+    anonymous = event("evt-offline")
+    del anonymous["user_id"]
+    line = json.dumps({"source": "tag", "event": anonymous})
+    env = {**os.environ, **settings.to_env()}
+    env.pop("KAFKA_BOOTSTRAP_SERVERS", None)
+    done = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "decide", "--from-kafka"],
+        input=line + "\n",
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    assert out["subject"]["match"] == "em"
+    assert out["reasons"] == ["account.sharing_off"]
+    assert out["said"]["partner_sharing"] == (
+        "Not shared with partners because you turned off sharing with partners."
+    )

@@ -54,7 +54,11 @@ class SettingState(BaseModel):
     offered: bool
     """Whether the person's region and age let them turn it on."""
     not_offered_because: list[str] = Field(default_factory=list)
-    """The policy's reason codes (SPEC §5) when it is not offered, sorted."""
+    """The policy's reason codes when it is not offered, sorted."""
+    not_offered_said: str | None = None
+    """Why it is not offered, for the person, in the policy table's words."""
+    affected_by: str | None = None
+    """When another setting overrides this one, what that means, for the person."""
 
 
 class ServedBy(BaseModel):
@@ -143,6 +147,10 @@ class DecisionSeen(BaseModel):
     destinations: list[str]
     duplicate: bool
     consent_version: int | None
+    said: dict[str, str] = Field(default_factory=dict)
+    """What happened to the data for each purpose, and why, in the policy table's words."""
+    withheld: list[str] = Field(default_factory=list)
+    """The purposes the decision did not allow, as the person reads them."""
 
 
 class DecisionFeed(BaseModel):

@@ -1,14 +1,14 @@
 """A person's privacy settings: what applies, what their region and age offer, what a save writes.
 
-Pure functions over a `ConsentState` (SPEC §4, §5):
+Pure functions over a `ConsentState`:
 
 - `privacy_settings`: the three account settings as they apply (the person's choice, else
   the region default), and which of them the person may turn on. Personalization and ads
   from partners' information are offered everywhere (opt-in in the EEA, the UK and
   Switzerland, opt-out elsewhere); sharing with partners only where it can take effect:
   a known age of 16 or over, a known country in the configured sharing countries, never
-  the EEA, the UK or Switzerland (S3, S7). A setting not offered says why, with the
-  policy's reason codes.
+  the EEA, the UK or Switzerland. A setting not offered says why, with the
+  policy's reason codes and their words; a setting another one overrides says so.
 - `refusals`: the settings an update would turn on although they are not offered.
 - `saved_record`: the full `consent.changes` record a save writes. `consent.changes` is
   compacted by user id, so each record must carry the person's whole consent: the three
@@ -25,8 +25,14 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 from pipeline.core.consent import ConsentState, DeviceState, Stamped
-from pipeline.core.policy import EEA_GB_CH, UNDER_AGE, PolicyConfig, effective_settings
-from pipeline.core.reasons import Reason
+from pipeline.core.policy import (
+    EEA_GB_CH,
+    UNDER_AGE,
+    EffectiveSettings,
+    PolicyConfig,
+    effective_settings,
+)
+from pipeline.core.reasons import RULE, Reason, because
 from schemas.privacy import (
     AgeGroup,
     PrivacySettings,
@@ -109,6 +115,8 @@ def privacy_settings(
             default=default,
             offered=not not_offered[name],
             not_offered_because=not_offered[name],
+            not_offered_said=_not_offered_said(not_offered[name]),
+            affected_by=None if not_offered[name] else _affected_by(name, applied),
         )
         for name in SETTINGS
     }
@@ -123,6 +131,39 @@ def privacy_settings(
         age=age_group(birth_year, year),
         **states,
     )
+
+
+def _not_offered_said(codes: list[str]) -> str | None:
+    """Why a setting is not offered, for the person: the first code's words, or the age's
+    and the region's (a country merely not enabled says nothing more than the region)."""
+    if not codes:
+        return None
+    said = [code for code in codes if code != Reason.USER_COUNTRY_NOT_ENABLED] or codes
+    return "Not available for your account because " + because(said) + "."
+
+
+def _affected_by(name: SettingName, applied: EffectiveSettings) -> str | None:
+    """What another setting's value does to this one, from the rules' denials."""
+    personalization = RULE[Reason.ACCOUNT_PERSONALIZATION_OFF]
+    partner_ads = RULE[Reason.ACCOUNT_PARTNER_ADS_OFF]
+    if (
+        name == "ads_from_partner_info"
+        and not applied.personalization
+        and "ads" in personalization.denies
+    ):
+        return (
+            "Personalization is off, and that also stops ads based on your activity off the "
+            "platform: this setting takes effect again when Personalization is on."
+        )
+    if name == "partner_sharing" and (
+        (not applied.personalization and "ads" in personalization.denies)
+        or (not applied.ads_from_partner_info and "ads" in partner_ads.denies)
+    ):
+        return (
+            "Nothing is shared with partners while your data is not used for ads "
+            "(Personalization or Ads based on information from partners is off)."
+        )
+    return None
 
 
 def refusals(settings: PrivacySettings, update: PrivacyUpdate) -> list[str]:

@@ -9,6 +9,7 @@ and data that the policy implements, or names the convention or law it follows.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from types import MappingProxyType
@@ -113,7 +114,7 @@ RULES: Final[tuple[Rule, ...]] = (
         Reason.ACCOUNT_PERSONALIZATION_OFF,
         _TARGETING,
         "the account's personalization setting is off (or off by the region's default)",
-        "you turned off personalization (this also stops ads based on it)",
+        "Personalization is off in your settings, which also stops ads based on it",
         _ARTICLE_2020 + "\"If you don't want Pinterest using stuff you do off Pinterest to "
         "personalize your experience ... Go to your account privacy settings and turn off "
         'Personalization"',
@@ -122,14 +123,14 @@ RULES: Final[tuple[Rule, ...]] = (
         Reason.ACCOUNT_PARTNER_ADS_OFF,
         _ADS,
         "the account's setting for ads from partners' information is off, on tag and app events",
-        "you turned off ads based on information from partners",
+        "ads based on information from partners is off in your settings",
         _PARTNERS_SENTENCE,
     ),
     Rule(
         Reason.ACCOUNT_SHARING_OFF,
         _SHARING,
         "the account's partner-sharing setting is off",
-        "you turned off sharing with partners",
+        "sharing with partners is off in your settings",
         _COUNTRIES_SENTENCE,
     ),
     Rule(
@@ -278,6 +279,17 @@ _IDENTITY_WORDS: Final = MappingProxyType(
 )
 
 
+def withheld(outcomes: Mapping[str, str]) -> list[str]:
+    """The purposes an outcome set denied, in words ("partner sharing"); de-identified
+    measurement is a use, not a denial."""
+    return [PURPOSE_WORDS[purpose] for purpose in PURPOSES if outcomes.get(purpose) == "deny"]
+
+
+def because(codes: Iterable[str]) -> str:
+    """The person's "because" of each known code, joined: "you are under 16; and ..."."""
+    return "; and ".join(RULE[Reason(code)].because for code in codes if rule(code) is not None)
+
+
 def identity_words(match: str) -> str:
     """How the subject was found, in words (the audit's `identity.match`)."""
     return _IDENTITY_WORDS.get(match, match)
@@ -323,6 +335,8 @@ def sentence(purpose: Purpose, outcome: str, codes: list[str] | tuple[str, ...])
             for code in denied_by(codes, "ads")
             if not (waived and Reason(code) in WAIVED_FOR_ON_PLATFORM_PURCHASE)
         ]
+    if Reason.USER_REGION_RESTRICTED in causes and Reason.USER_COUNTRY_NOT_ENABLED in causes:
+        causes.remove(Reason.USER_COUNTRY_NOT_ENABLED)  # the region says it already
     if not causes:
         return words[0].upper() + words[1:] + "."
     reasons = "; and because ".join(RULE[Reason(code)].because for code in causes)

@@ -40,6 +40,7 @@ from pipeline import catalogue
 from pipeline.core import stored
 from pipeline.core.errors import ConsentStateError
 from pipeline.core.privacy import privacy_settings
+from pipeline.core.reasons import PURPOSES, sentence, withheld
 from pipeline.core.trust import REQUEST_HEADER, is_signed_request
 from pipeline.kafka.config import client_options
 from pipeline.kafka.writer import KeyPartitioner
@@ -312,6 +313,11 @@ def _decision(value: bytes) -> DecisionSeen | None:
             destinations=record["destinations"],
             duplicate=record["duplicate"],
             consent_version=record.get("consent_version"),
+            said={
+                purpose: sentence(purpose, record["outcomes"][purpose], record["reasons"])
+                for purpose in PURPOSES
+            },
+            withheld=withheld(record["outcomes"]),
         )
     except (codec.DecodeError, KeyError, TypeError, ValidationError):
         return None

@@ -108,7 +108,7 @@ def test_explain_says_why_an_event_was_not_used_for_ads(decided: Settings) -> No
     assert done.returncode == 0, done.stderr
     assert time.monotonic() - started < 30
     out = done.stdout
-    assert "Not used to personalize ads because you turned off personalization" in out
+    assert "Not used to personalize ads because Personalization is off in your settings" in out
     assert "account.personalization_off: denies personalization, ads" in out
     assert "source: Help centre, Personalization and data" in out
     assert "Subject: named by a trusted producer's user id." in out
@@ -260,5 +260,5 @@ def test_decide_resolves_from_the_topics_as_the_worker_would(pipeline_settings: 
     assert out["subject"]["match"] == "em"
     assert out["reasons"] == ["account.sharing_off"]
     assert out["said"]["partner_sharing"] == (
-        "Not shared with partners because you turned off sharing with partners."
+        "Not shared with partners because sharing with partners is off in your settings."
     )

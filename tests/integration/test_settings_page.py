@@ -1,7 +1,8 @@
 """The privacy settings page in a real browser (headless Chromium from Debian's packages):
 a person turns Personalization off and saves; their next events leave the personalization
 and ads streams and arrive de-identified. A person in the EEA is offered no partner
-sharing. The screenshots it takes are the README's (`SCREENSHOT_DIR=docs` writes them there).
+sharing; a minor reads why nothing of theirs is shared; every decision is said in words.
+The screenshots it takes are the docs' (`SCREENSHOT_DIR=docs` writes them there).
 """
 
 from __future__ import annotations
@@ -88,6 +89,27 @@ def rows(driver: WebDriver) -> list[dict[str, str]]:
         "id: r.dataset.eventId, outcome: r.dataset.outcome, after: r.dataset.afterSave || ''}))",
     )
     return list(found)
+
+
+def said(driver: WebDriver) -> list[dict[str, str]]:
+    """What each listed decision says happened to the data, by purpose."""
+    found = script(
+        driver,
+        "return [...document.querySelectorAll('#decisions tr')].map((r) => Object.fromEntries("
+        "[...r.querySelectorAll('li[data-purpose]')].map((li) => [li.dataset.purpose, "
+        "li.textContent])))",
+    )
+    return [dict(row) for row in found]
+
+
+def page_text(driver: WebDriver) -> str:
+    return str(script(driver, "return document.body.innerText"))
+
+
+def no_reason_codes(text: str) -> None:
+    """A person reads words, never the policy's codes."""
+    for code in ("user.", "account.", "browser.", "device.", "subject.", "consent.missing"):
+        assert code not in text
 
 
 def open_page(driver: WebDriver, base_url: str, user_id: str, token: str) -> None:
@@ -179,23 +201,77 @@ async def test_the_eea_persons_page_offers_no_partner_sharing(
     stack: Settings, workers: list[WorkerProcess], driver: WebDriver
 ) -> None:
     tokens = Tokens()
-    user = f"page-eea-{uuid.uuid4().hex[:8]}"
+    user, advertiser = f"page-eea-{uuid.uuid4().hex[:8]}", f"adv-{uuid.uuid4().hex[:8]}"
     async with Writer(stack) as writer, consent_api(stack, tokens, workers) as api:
         await writer.consent(person(user, "DE", 30, personalization=True))
         await held_by_api(api.url, tokens.trusted, user)
-        await in_thread(open_page, driver, api.url, user, tokens.trusted)
+        async with browsing(writer, user, advertiser):
+            await in_thread(open_page, driver, api.url, user, tokens.trusted)
 
-        inputs = driver.find_elements(By.CSS_SELECTOR, "#settings input")
-        assert [i.get_attribute("id") for i in inputs] == [
-            "personalization",
-            "ads_from_partner_info",
-        ]
-        assert not driver.find_elements(By.ID, "partner_sharing")
-        sharing = driver.find_element(By.ID, "setting-partner_sharing").text
-        assert "Not available for your account" in sharing
-        assert "you are in the EEA, the United Kingdom or Switzerland" in sharing
-        assert driver.find_element(By.ID, "personalization").is_selected()
-        assert not driver.find_element(By.ID, "ads_from_partner_info").is_selected()  # opt-in
-        region = driver.find_element(By.ID, "region-note").text
-        assert "off unless you turn them on" in region
-        await in_thread(full_page_screenshot, driver, SCREENSHOTS / "privacy-settings-eea.png")
+            inputs = driver.find_elements(By.CSS_SELECTOR, "#settings input")
+            assert [i.get_attribute("id") for i in inputs] == [
+                "personalization",
+                "ads_from_partner_info",
+            ]
+            assert not driver.find_elements(By.ID, "partner_sharing")
+            sharing = driver.find_element(By.ID, "setting-partner_sharing").text
+            assert (
+                "Not available for your account because you are in the EEA, the United Kingdom "
+                "or Switzerland." in sharing
+            )
+            assert driver.find_element(By.ID, "personalization").is_selected()
+            assert not driver.find_element(By.ID, "ads_from_partner_info").is_selected()  # opt-in
+            region = driver.find_element(By.ID, "region-note").text
+            assert "off unless you turn them on" in region
+
+            decided = await in_thread(wait_for, lambda: said(driver), 60.0, "a decision")
+            assert decided[0] == {
+                "personalization": "Used to personalize what you see.",
+                "ads": "Not used to personalize ads because ads based on information from "
+                "partners is off in your settings.",
+                "measurement": "Used only after removing what identifies you because ads "
+                "based on information from partners is off in your settings.",
+                "partner_sharing": "Not shared with partners because sharing with partners is "
+                "off in your settings; and because you are in the EEA, the United Kingdom or "
+                "Switzerland.",
+            }
+            decision = driver.find_element(By.CSS_SELECTOR, "#decisions td.decision").text
+            assert decision == "Not used for ads, partner sharing"
+            no_reason_codes(page_text(driver))
+            await in_thread(full_page_screenshot, driver, SCREENSHOTS / "privacy-settings-eea.png")
+
+
+async def test_a_minors_page_says_nothing_is_shared_because_they_are_under_16(
+    stack: Settings, workers: list[WorkerProcess], driver: WebDriver
+) -> None:
+    tokens = Tokens()
+    user, advertiser = f"page-minor-{uuid.uuid4().hex[:8]}", f"adv-{uuid.uuid4().hex[:8]}"
+    async with Writer(stack) as writer, consent_api(stack, tokens, workers) as api:
+        await writer.consent(person(user, "US", 14, personalization=True))
+        await held_by_api(api.url, tokens.trusted, user)
+        async with browsing(writer, user, advertiser):
+            await in_thread(open_page, driver, api.url, user, tokens.trusted)
+            sharing = driver.find_element(By.ID, "setting-partner_sharing").text
+            assert "Not available for your account because you are under 16." in sharing
+
+            decided = await in_thread(wait_for, lambda: said(driver), 60.0, "a decision")
+            assert decided[0] == {
+                "personalization": "Used to personalize what you see.",
+                "ads": "Used to personalize ads.",
+                "measurement": "Used to measure ads, under a pseudonym.",
+                "partner_sharing": "Not shared with partners because you are under 16.",
+            }
+            decision = driver.find_element(By.CSS_SELECTOR, "#decisions td.decision").text
+            assert decision == "Not used for partner sharing"
+            no_reason_codes(page_text(driver))
+            await in_thread(
+                full_page_screenshot, driver, SCREENSHOTS / "privacy-settings-minor.png"
+            )
+
+            await in_thread(driver.find_element(By.ID, "personalization").click)
+            await in_thread(driver.find_element(By.ID, "save").click)
+            effect = driver.find_element(By.ID, "ads_from_partner_info-effect")
+            await in_thread(
+                wait_for, lambda: effect.is_displayed(), 30.0, "the effect on the next setting"
+            )
+            assert effect.text.startswith("Personalization is off, and that also stops ads")

@@ -204,3 +204,28 @@ def test_a_save_is_stamped_after_everything_already_folded() -> None:
 
     assert changed_at_for(state, now_ms=50) == 101
     assert changed_at_for(state, now_ms=5_000) == 5_000
+
+
+def test_a_setting_not_offered_says_why_in_the_policy_tables_words() -> None:
+    minor = privacy_settings(person("US", YEAR - 14), POLICY, now=NOW)
+    assert minor.partner_sharing.not_offered_said == (
+        "Not available for your account because you are under 16."
+    )
+    eea = privacy_settings(person("GB", 1980), POLICY, now=NOW)
+    assert eea.partner_sharing.not_offered_said == (
+        "Not available for your account because you are in the EEA, the United Kingdom "
+        "or Switzerland."
+    )
+    assert eea.personalization.not_offered_said is None
+
+
+def test_a_setting_another_one_overrides_says_so() -> None:
+    off = privacy_settings(person("US", 1980, personalization=False), POLICY, now=NOW)
+    assert off.ads_from_partner_info.value  # still on, yet without effect
+    assert off.ads_from_partner_info.affected_by is not None
+    assert "Personalization is off" in off.ads_from_partner_info.affected_by
+    assert off.partner_sharing.affected_by is not None
+    assert off.personalization.affected_by is None
+    on = privacy_settings(person("US", 1980), POLICY, now=NOW)
+    assert on.ads_from_partner_info.affected_by is None
+    assert on.partner_sharing.affected_by is None

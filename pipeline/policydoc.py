@@ -10,28 +10,10 @@ from pathlib import Path
 from typing import Final
 
 from pipeline.core.policy import EEA_GB_CH, POLICY_VERSION
-from pipeline.core.reasons import OUTCOME_WORDS, PURPOSE_WORDS, PURPOSES, RULES
+from pipeline.core.reasons import OUTCOME_WORDS, PURPOSE_WORDS, PURPOSES, RULES, dlq_words
 from schemas.outputs import DLQ_REASONS
 
 POLICY_FILE: Final = Path("docs/policy.md")
-
-_DLQ_WORDS: Final = {
-    "invalid_json": "the record's bytes are not a JSON document",
-    "invalid_utf8": "the record's bytes are not UTF-8",
-    "schema_violation": "a field is missing, of the wrong type or out of its limits",
-    "too_old": "the event's time is older than the accepted window",
-    "in_future": "the event's time is further in the future than the accepted window",
-    "oversized": "the record is larger than the accepted maximum",
-    "missing_key": "a table input (consent change, identity link) has no key",
-    "wrong_partition": "a table input is on another partition than its key hashes to",
-    "processing_error": "the record raised while being processed, alone, after a retry",
-}
-"""Each DLQ reason in words; a test fails when a reason has none."""
-
-
-def dlq_words(reason: str) -> str:
-    """What a DLQ reason means, for `explain`, `dlq` and the docs."""
-    return _DLQ_WORDS.get(reason, reason)
 
 
 def render() -> str:

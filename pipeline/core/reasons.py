@@ -355,3 +355,22 @@ WAIVED_FOR_ON_PLATFORM_PURCHASE: Final = frozenset(
     }
 )
 """Rules that do not block a purchase initiated on the platform."""
+
+
+_DLQ_WORDS: Final = {
+    "invalid_json": "the record's bytes are not a JSON document",
+    "invalid_utf8": "the record's bytes are not UTF-8",
+    "schema_violation": "a field is missing, of the wrong type or out of its limits",
+    "too_old": "the event's time is older than the accepted window",
+    "in_future": "the event's time is further in the future than the accepted window",
+    "oversized": "the record is larger than the accepted maximum",
+    "missing_key": "a table input (consent change, identity link) has no key",
+    "wrong_partition": "a table input is on another partition than its key hashes to",
+    "processing_error": "the record raised while being processed, alone, after a retry",
+}
+"""Each DLQ reason in words; a test fails when a reason has none."""
+
+
+def dlq_words(reason: str) -> str:
+    """What a DLQ reason means, for `explain`, `dlq`, the live view and the docs."""
+    return _DLQ_WORDS.get(reason, reason)

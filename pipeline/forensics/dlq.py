@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from pipeline import catalogue
+from pipeline.core.reasons import dlq_words
 from pipeline.forensics.scan import Found, Progress, Reader, Reporter
 from pipeline.kafka.producer import Producer
-from pipeline.policydoc import dlq_words
 from pipeline.settings import Settings
 from schemas import codec
 

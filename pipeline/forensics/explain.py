@@ -29,12 +29,12 @@ from pipeline.core.deidentify import Pseudonymizer
 from pipeline.core.reasons import (
     PURPOSE_WORDS,
     PURPOSES,
+    dlq_words,
     identity_words,
     rule,
     sentence,
 )
 from pipeline.forensics.scan import Found, Progress, Reader, Reporter
-from pipeline.policydoc import dlq_words
 from pipeline.settings import Settings
 from schemas import codec
 

@@ -18,7 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from pipeline import catalogue
-from pipeline.core.reasons import PURPOSES
+from pipeline.core.reasons import PURPOSES, dlq_words, rule
 from pipeline.sim.stream import ProduceReport
 
 SOURCES: Final = ("tag", "sdk", "widget")
@@ -305,11 +305,14 @@ def _reasons(frame: Frame, limit: int) -> Table:
     table = Table(title="decisions by reason (rules that applied)", title_justify="left")
     table.add_column("reason")
     table.add_column("events", justify="right")
+    table.add_column("denies")
     reasons = frame.worker.reasons if frame.worker else {}
     for reason, value in sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0]))[:limit]:
-        table.add_row(reason, _n(value))
+        known = rule(reason)
+        denies = "?" if known is None else ", ".join(p for p in PURPOSES if p in known.denies)
+        table.add_row(reason, _n(value), denies or "nothing (exception)")
     if not reasons:
-        table.add_row("(none yet)", "")
+        table.add_row("(none yet)", "", "")
     return table
 
 
@@ -318,11 +321,12 @@ def _dlq(frame: Frame) -> Table:
     table.add_column("source")
     table.add_column("reason")
     table.add_column("records", justify="right")
+    table.add_column("meaning")
     dlq = frame.worker.dlq if frame.worker else {}
     for (source, reason), value in sorted(dlq.items(), key=lambda kv: (-kv[1], kv[0])):
-        table.add_row(source, reason, _n(value))
+        table.add_row(source, reason, _n(value), dlq_words(reason))
     if not dlq:
-        table.add_row("(none yet)", "", "")
+        table.add_row("(none yet)", "", "", "")
     return table
 
 

@@ -17,6 +17,7 @@ from pipeline.core.reasons import (
     Reason,
     Rule,
     denied_by,
+    dlq_words,
     identity_words,
     sentence,
 )
@@ -38,7 +39,7 @@ def test_every_reason_code_has_one_rule_with_words_and_a_source() -> None:
 
 def test_every_dlq_reason_has_words() -> None:
     for reason in DLQ_REASONS:
-        assert policydoc.dlq_words(reason) != reason, reason
+        assert dlq_words(reason) != reason, reason
 
 
 def test_the_committed_policy_document_is_the_table() -> None:

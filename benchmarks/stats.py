@@ -31,7 +31,7 @@ TABLE_SOURCES: Final = frozenset({"consent", "identity"})
 
 def completed_inputs(text: str) -> float:
     """Raw records a pipeline worker has finished, from one scrape: each ends in exactly one
-    audit record or one DLQ record (SPEC §8), written by the last stage it reached; records
+    audit record or one DLQ record, written by the last stage it reached; records
     still between the stages are not counted."""
     total = 0.0
     for metric in text_string_to_metric_families(text):

@@ -83,7 +83,7 @@ def _raw(source: RecordSource, model: type[BaseModel], summary: str) -> Topic:
         name=f"raw.{source}",
         role="input",
         summary=summary,
-        key="any (the pipeline re-keys what it reads; SPEC §3)",
+        key="any (the pipeline re-keys what it reads)",
         partitioning="any",
         value=model,
         retention="raw",
@@ -112,13 +112,13 @@ def _output(
     )
 
 
-RAW_TAG: Final = _raw("tag", TagEvent, "Tag and web Conversions-API events (SPEC §4).")
-RAW_SDK: Final = _raw("sdk", SdkEvent, "App SDK and server Conversions-API events (SPEC §4).")
-RAW_WIDGET: Final = _raw("widget", WidgetEvent, "Save button and widget events (SPEC §4).")
+RAW_TAG: Final = _raw("tag", TagEvent, "Tag and web Conversions-API events.")
+RAW_SDK: Final = _raw("sdk", SdkEvent, "App SDK and server Conversions-API events.")
+RAW_WIDGET: Final = _raw("widget", WidgetEvent, "Save button and widget events.")
 RAW_AUDIENCE: Final = _raw(
     "audience",
     AudienceMember,
-    "Advertisers' customer-list changes, one record per list member (SPEC §4.3, S6).",
+    "Advertisers' customer-list changes, one record per list member.",
 )
 CONSENT_CHANGES: Final = Topic(
     name="consent.changes",
@@ -135,49 +135,49 @@ PERSONALIZATION: Final = _output(
     "personalization",
     "activity.personalization",
     ActivityRecord,
-    "Identified events allowed for recommendations (S1, S5).",
+    "Identified events allowed for recommendations.",
     "user_id",
 )
 ADS: Final = _output(
     "ads",
     "activity.ads",
     ActivityRecord,
-    "Identified events allowed for ad ranking (S2, S6).",
+    "Identified events allowed for ad ranking.",
     "user_id",
 )
 MEASUREMENT: Final = _output(
     "measurement",
     "activity.measurement",
     MeasurementRecord,
-    "Pseudonymous events (keyed HMAC user key) for ad-effectiveness measurement (S5).",
+    "Pseudonymous events (keyed HMAC user key) for ad-effectiveness measurement.",
     "user_key (HMAC of the user id)",
 )
 PARTNER_SHARE: Final = _output(
     "partner_share",
     "activity.partner_share",
     PartnerShareRecord,
-    "Events eligible for third-party partners, with hashed contact points (S3, S7).",
+    "Events eligible for third-party partners, with hashed contact points.",
     "user_id",
 )
 DEIDENTIFIED: Final = _output(
     "deidentified",
     "activity.deidentified",
     DeidentifiedRecord,
-    "Every valid event stripped of every identifier (S12).",
+    "Every valid event stripped of every identifier.",
     "aggregation cell: hour|advertiser|event|action source|country",
 )
 AGGREGATES: Final = _output(
     "aggregates",
     "aggregates.deidentified",
     AggregateRecord,
-    "Hourly k-anonymous counts over de-identified events (S12 'combined').",
+    "Hourly k-anonymous counts over de-identified events.",
     "hour|advertiser|event",
 )
 AUDIENCES: Final = _output(
     "audiences",
     "activity.audiences",
     AudienceRecord,
-    "Customer-list memberships that consent allows, and their withdrawal (S6, SPEC §7.5).",
+    "Customer-list memberships that consent allows, and their withdrawal .",
     "user_id",
 )
 AUDIT: Final = _output(
@@ -201,7 +201,7 @@ IDENTITY_LINKS: Final = Topic(
     name="identity.links",
     role="input",
     summary="Which user each match key (hashed email, phone, advertising id, click id, "
-    "widget session) belongs to; a tombstone or deleted: true unlinks (SPEC §4.2).",
+    "widget session) belongs to; a tombstone or deleted: true unlinks.",
     key="match_key",
     partitioning="murmur2",
     value=IdentityLink,

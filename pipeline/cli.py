@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
+from pipeline import catalogue
 from pipeline.errors import ConfigError, PipelineError
 from pipeline.forensics.commands import add_commands as add_forensics
 from pipeline.settings import Settings
@@ -405,15 +406,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     decide.add_argument("file", nargs="?", default="-", help="input file (default: stdin)")
     decide.add_argument(
-        "--links", type=Path, help="identity.links records (JSON Lines) to resolve match keys"
+        "--links",
+        type=Path,
+        help=f"{catalogue.IDENTITY_LINKS.name} records (JSON Lines) to resolve match keys",
     )
     decide.add_argument(
-        "--consent", type=Path, help="consent.changes records (JSON Lines) for lines without any"
+        "--consent",
+        type=Path,
+        help=f"{catalogue.CONSENT_CHANGES.name} records (JSON Lines) for lines without any",
     )
     decide.add_argument(
         "--from-kafka",
         action="store_true",
-        help="read identity.links and consent.changes from the cluster instead of files",
+        help=f"read {catalogue.IDENTITY_LINKS.name} and {catalogue.CONSENT_CHANGES.name} from the "
+        "cluster instead of files",
     )
     decide.set_defaults(func=_decide)
 

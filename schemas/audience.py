@@ -1,4 +1,4 @@
-"""Customer-list changes from `raw.audience` (SPEC §4.3, S6): one record per list member.
+"""Customer-list changes from `raw.audience`: one record per list member.
 
 An advertiser adds people to, or removes them from, one of its audiences (a Pinterest
 customer list, a Meta custom audience), naming each member by hashed match keys only.
@@ -19,7 +19,7 @@ Operation: TypeAlias = Literal["add", "remove"]
 
 
 class MemberKeys(BaseModel):
-    """The member's match keys, hashed (SPEC §4.2): emails, phones, advertising ids."""
+    """The member's match keys, hashed: emails, phones, advertising ids."""
 
     model_config = MODEL_CONFIG
 

@@ -1,4 +1,4 @@
-"""Consent changes from `consent.changes` (SPEC §4).
+"""Consent changes from `consent.changes`.
 
 A change is partial: a field absent from the input is not changed, a field present with
 `null` is cleared (a cleared setting falls back to the region default, a cleared profile
@@ -42,7 +42,7 @@ class ProfileChange(BaseModel):
 
 
 class DeviceChange(BaseModel):
-    """Choices made on one of the user's devices (S9, S11, S12)."""
+    """Choices made on one of the user's devices."""
 
     model_config = MODEL_CONFIG
 

@@ -1,4 +1,4 @@
-"""Raw input events from the three collectors: tag, sdk and widget (SPEC §4).
+"""Raw input events from the three collectors: tag, sdk and widget.
 
 Every model is strict (no coercion: a number is not a string, 1 is not `true`), frozen,
 and ignores unknown fields: they are tolerated for forward compatibility but never reach
@@ -237,7 +237,7 @@ class TagEvent(_EventBase):
 class SdkEvent(_EventBase):
     """An app SDK or server Conversions-API event (`raw.sdk`).
 
-    `browser` is an extension of SPEC §4: a server upload of a web event may carry the
+    `browser` is an extension of the raw record: a server upload of a web event may carry the
     browser's signals, and they are honoured when `action_source` is `web`.
     """
 
@@ -281,7 +281,7 @@ class WidgetEvent(_EventBase):
     event_name: WidgetEventName
     advertiser_id: Identifier | None = None
     session_id: PlatformId | None = None
-    """The platform's own session in the widget (a `session:` match key, SPEC §4.2)."""
+    """The platform's own session in the widget (a `session:` match key)."""
     site_domain: Identifier
     page_url: Url | None = None
     widget_type: WidgetType

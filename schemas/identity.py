@@ -1,4 +1,4 @@
-"""Identity links from `identity.links` (SPEC §4.2): which user a match key belongs to.
+"""Identity links from `identity.links`: which user a match key belongs to.
 
 A match key is `<kind>:<value>`: `em:`, `ph:` and `maid:` hold a lowercase hex SHA-256
 (of the normalized email, the phone with country code, the lowercased advertising id),
@@ -17,7 +17,7 @@ from schemas.events import MODEL_CONFIG, PLATFORM_ID_PATTERN, Identifier
 
 MatchKind: TypeAlias = Literal["session", "click", "em", "ph", "maid"]
 MATCH_KINDS: tuple[MatchKind, ...] = ("session", "click", "em", "ph", "maid")
-"""Every match kind, in the order an event's keys are tried (SPEC §4.2)."""
+"""Every match kind, in the order an event's keys are tried."""
 IdentityMatch: TypeAlias = Literal["provided", "session", "click", "em", "ph", "maid", "none"]
 """How an event's subject was found: a trusted user id, a kind of key, or not at all."""
 MatchKey = Annotated[

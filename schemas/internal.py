@@ -1,4 +1,4 @@
-"""Records between the worker's stages (SPEC §3: internal topics `<app_id>.*`).
+"""Records between the worker's stages (internal topics `<app_id>.*`).
 
 A raw record travels from intake through deduplication and identity resolution to the
 decision with its value untouched (the raw event's bytes); what the stages learn about

@@ -35,7 +35,7 @@ OUTPUT_CONFIG = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class ActivityRecord(BaseModel):
-    """An identified event for `activity.personalization` and `activity.ads` (S1, S2, S5, S6).
+    """An identified event for `activity.personalization` and `activity.ads`.
 
     No IP address, user agent or email/phone hashes.
     """
@@ -59,14 +59,14 @@ class ActivityRecord(BaseModel):
 
 
 class PartnerShareRecord(ActivityRecord):
-    """An `activity.partner_share` record: the ads record plus hashed contact points (S3)."""
+    """An `activity.partner_share` record: the ads record plus hashed contact points."""
 
     hashed_emails: list[str]
     hashed_phones: list[str]
 
 
 class MeasurementRecord(BaseModel):
-    """A pseudonymous `activity.measurement` record: keyed HMAC instead of the user id (S5).
+    """A pseudonymous `activity.measurement` record: keyed HMAC instead of the user id.
 
     No raw identifiers (user, event, order, cookie, device, click ids, hashes); the IP
     address truncated to /24 (IPv4) or /48 (IPv6); the user agent reduced to families.
@@ -93,7 +93,7 @@ class MeasurementRecord(BaseModel):
 
 
 class DeidentifiedRecord(BaseModel):
-    """An `activity.deidentified` record, no longer connected to the person (S12).
+    """An `activity.deidentified` record, no longer connected to the person.
 
     No user, event, cookie, device, advertising, click or order id, no hashes, no IP;
     the page URL reduced to scheme and host, the user agent to browser and OS family,
@@ -140,7 +140,7 @@ class AggregateRecord(BaseModel):
 
 
 class Outcomes(BaseModel):
-    """The four purposes decided for every valid event (SPEC §5)."""
+    """The four purposes decided for every valid event."""
 
     model_config = OUTPUT_CONFIG
 
@@ -171,7 +171,7 @@ class Timings(BaseModel):
 
 
 class Identity(BaseModel):
-    """How the subject of an event was found (SPEC §4.2): the kind of key, never the key."""
+    """How the subject of an event was found: the kind of key, never the key."""
 
     model_config = OUTPUT_CONFIG
 
@@ -196,7 +196,7 @@ MembershipOutcome: TypeAlias = Literal[
 
 
 class Membership(BaseModel):
-    """What a customer-list record did (SPEC §4.3): the audience, the change, its outcome.
+    """What a customer-list record did: the audience, the change, its outcome.
 
     `added`: allowed and emitted; `denied`: the member's consent excludes it, kept
     suppressed (a later grant adds it); `unmatched`: no match key named anyone; `removed`:
@@ -214,7 +214,7 @@ class Membership(BaseModel):
 
 
 class AudienceRecord(BaseModel):
-    """An `activity.audiences` record: a membership consent allows, or its withdrawal (S6).
+    """An `activity.audiences` record: a membership consent allows, or its withdrawal.
 
     `reason` is null for the advertiser's own changes, `consent.revoked` when a consent
     change withdrew the membership, `consent.granted` when one restored it.

@@ -93,7 +93,7 @@ class PrivacySaved(BaseModel):
     """A saved change: the record Kafka acknowledged, and where.
 
     Every event produced after `acknowledged_at` is decided under it (the revocation
-    barrier, SPEC §7.2).
+    barrier).
     """
 
     model_config = _ANSWER

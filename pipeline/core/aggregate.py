@@ -1,4 +1,4 @@
-"""Hourly k-anonymous aggregates over de-identified records (SPEC §6, S12 "combined").
+"""Hourly k-anonymous aggregates over de-identified records .
 
 Cells are hour x advertiser x event name x action source x country, further split by
 currency (values in different currencies cannot be added, and a per-currency sum inside

@@ -1,7 +1,7 @@
-"""Customer-list memberships under consent (SPEC §4.3, §7.5): pure rules, no I/O.
+"""Customer-list memberships under consent: pure rules, no I/O.
 
 - `member_keys(member)`: the member's match keys in the order they are tried (em, ph,
-  maid, as SPEC §4.2 orders them), at most `MAX_MATCH_KEYS`.
+  maid, in resolution order), at most `MAX_MATCH_KEYS`.
 - `member_id(member)`: a deterministic id of one list record: the same member in the same
   upload gives the same id, so a re-sent upload is deduplicated like an event.
 - `decide_membership(member, consent, policy)`: a membership is allowed only for a user

@@ -1,4 +1,4 @@
-"""A user's consent state, folded from `consent.changes` (SPEC §4).
+"""A user's consent state, folded from `consent.changes`.
 
 Every field is last-writer-wins by `changed_at`, independently of the others, so replays
 and out-of-order delivery converge on the same state. Two changes stamped with the same

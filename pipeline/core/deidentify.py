@@ -1,4 +1,4 @@
-"""Pseudonymization and de-identification primitives (SPEC §6, S12).
+"""Pseudonymization and de-identification primitives.
 
 - `Pseudonymizer.user_key`: keyed HMAC-SHA256 of the subject, tagged with a key id so
   keys can be rotated; without the key it cannot be reversed or recomputed.

@@ -1,4 +1,4 @@
-"""Identity resolution (SPEC §4.2): match keys, the links they point to, and the winner.
+"""Identity resolution: match keys, the links they point to, and the winner.
 
 - `match_keys(event)`: the event's normalized keys in the order they are tried: session,
   click, em, ph, maid (within a kind, as the event lists them), at most `MAX_MATCH_KEYS`.

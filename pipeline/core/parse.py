@@ -1,6 +1,6 @@
 """Bytes in, a valid record or a `Rejected` out: parsing never raises.
 
-A reject carries a SPEC §6 DLQ reason and a detail naming the field and the error type,
+A reject carries a DLQ reason and a detail naming the field and the error type,
 never the value, so it can be logged, counted and written to the DLQ safely.
 """
 
@@ -40,7 +40,7 @@ class Rejected:
 
 @dataclass(frozen=True, slots=True)
 class ParseLimits:
-    """Bounds every input must respect (SPEC §6 dlq reasons)."""
+    """Bounds every input must respect (each breach has its DLQ reason)."""
 
     max_bytes: int = 64 * 1024
     max_age_s: int = 7 * 24 * 3600

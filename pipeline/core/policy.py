@@ -91,7 +91,7 @@ class PolicyConfig:
     """What an operator may configure; the rest of the policy is fixed by its version."""
 
     sharing_countries: frozenset[str] = field(default_factory=lambda: frozenset({"US"}))
-    """Countries where partner sharing is enabled (S3); EEA/GB/CH are excluded anyway."""
+    """Countries where partner sharing is enabled; EEA/GB/CH are excluded anyway."""
     gpc_enabled: bool = True
     """Whether Global Privacy Control is honoured (`browser.gpc`)."""
     policy_version: str = POLICY_VERSION

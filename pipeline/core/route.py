@@ -1,9 +1,9 @@
-"""Turn a decided event into the records each output topic receives (SPEC §3, §6).
+"""Turn a decided event into the records each output topic receives.
 
 Records are plain dicts for the codec, built from named fields only, so unknown input
 fields can never leak through; their schemas are the models in `schemas.outputs`.
 
-Keys: identified outputs are keyed by the subject key, as SPEC §3 says. Keying the
+Keys: identified outputs are keyed by the subject key, like every input. Keying the
 pseudonymous and de-identified outputs by it would put the raw user id next to records
 meant to be free of it, so `activity.measurement` and `decisions.audit` are keyed by the
 `user_key` (HMAC) instead, and `activity.deidentified` by its aggregation cell (hour,
@@ -67,7 +67,7 @@ class Origin:
 
 
 def subject_key(event: Event) -> str:
-    """The key every input topic is partitioned by (SPEC §3).
+    """The key every input topic is partitioned by.
 
     `user_id` when the collector resolved one, else `anon:` and the first of the device
     id, cookie id and event id the event carries.
@@ -244,10 +244,10 @@ def audit_record(
 
     Args:
         destinations: where the event's records went (empty for a duplicate).
-        duplicate: the event was seen before and not emitted again (SPEC §7.4).
+        duplicate: the event was seen before and not emitted again.
         received_at: when the input reached the pipeline (its Kafka timestamp).
         decided_at: when the decision was made.
-        identity: how the subject was found (SPEC §4.2), and whether another match key
+        identity: how the subject was found, and whether another match key
             named another user; by default the event's own `user_id` (`provided`) or none.
     """
     match, conflict = identity or ("provided" if event.user_id is not None else "none", False)

@@ -1,6 +1,6 @@
 """Trusted producers: a raw record's `user_id` counts only when the record proves its origin.
 
-SPEC §4: an advertiser cannot attribute events to a person by naming them; `user_id` on a
+An advertiser cannot attribute events to a person by naming them; `user_id` on a
 raw record is honoured only from a trusted producer (the platform's own collectors,
 internal producers holding a trusted token). Raw topics are open to advertisers'
 producers, so trust travels with the record: a trusted producer adds the Kafka header

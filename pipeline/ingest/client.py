@@ -11,7 +11,7 @@ async with EventProducer(settings) as producer:
 Events go through the pipeline's own parser (`pipeline.core.parse`), so a record this
 library accepts is one the workers accept, with the same limits and value-free error
 details. Raw emails and phones in `user_data.em` / `user_data.ph` are normalized and
-hashed before anything leaves the process. Records are keyed by the SPEC §3 subject key
+hashed before anything leaves the process. Records are keyed by the subject key
 and written with `acks=all` and idempotence; aiokafka batches them (`linger_ms`), and
 every delivery is tracked so `flush()` reports the ones Kafka did not acknowledge.
 Nothing here logs an event, a key or a value.
@@ -76,7 +76,7 @@ class Prepared:
     """The `user_id` the record names, if any (only a trusted producer may set one)."""
 
     def signed(self, trust_key: bytes) -> Prepared:
-        """This record marked as from a trusted producer (SPEC §4, `pipeline.core.trust`)."""
+        """This record marked as from a trusted producer (`pipeline.core.trust`)."""
         signature = (TRUST_HEADER, trust_signature(trust_key, self.value))
         return dataclasses.replace(self, headers=(*self.headers, signature))
 
@@ -167,7 +167,7 @@ def prepare_consent_change(
 
 
 def prepare_member(member: object, *, limits: ParseLimits | None = None) -> Prepared | Rejected:
-    """Validate one `raw.audience` record (SPEC §4.3), keyed by its list, or say why not.
+    """Validate one `raw.audience` record, keyed by its list, or say why not.
 
     Its match keys must already be hashed (`pipeline.ingest.dialects.members`)."""
     if not isinstance(member, Mapping):

@@ -2,7 +2,7 @@
 
 Labels come from closed sets only: the dialect (`native`, `widget`, `tag`, `pinterest`,
 `meta`, `pinterest_tag`, `meta_pixel`, and the list calls `pinterest_lists`,
-`meta_audiences`), an outcome, a reject reason (SPEC §6 DLQ codes,
+`meta_audiences`), an outcome, a reject reason (the DLQ reasons,
 or `dialect` for what the platform's own rules refuse). Never a token, an advertiser or
 account id, an event id, an email or an address.
 """

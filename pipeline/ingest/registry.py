@@ -16,7 +16,7 @@ tokens, never a token::
 
 A token is shown once, when `consent-pipeline advertisers add` makes it; the file keeps
 its digest. Every id belongs to one advertiser at most. A `trusted` token may name a
-`user_id` on native events (SPEC §4: internal producers holding a trusted token).
+`user_id` on native events (internal producers holding a trusted token).
 Presented tokens are checked against every stored digest in constant time.
 """
 

@@ -3,7 +3,7 @@
 Before a batch's stream records are decided, the table-input partitions they depend on
 (`consent.changes`) are read up to their end offsets as of that moment. A change Kafka
 acknowledged before an event was produced is therefore applied before that event is
-decided (SPEC §7.2). The end offsets come on a connection of their own: on the
+decided. The end offsets come on a connection of their own: on the
 consumer's, the request would queue behind a fetch the broker holds for up to
 `fetch_max_wait_ms`.
 

@@ -1,4 +1,4 @@
-"""PII canaries: synthetic identifiers that must never appear where SPEC §6 forbids them.
+"""PII canaries: synthetic identifiers that must never appear where outputs forbid them.
 
 Operators (and the fault-injection suite) seed canary values, such as a synthetic email,
 IP, user id or advertising id, into test traffic and list them in `PIPELINE_PII_CANARIES`.

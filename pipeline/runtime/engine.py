@@ -73,7 +73,7 @@ from schemas import codec
 log = logging.getLogger(__name__)
 
 WRONG_PARTITION = Rejected("wrong_partition", "key: wrong_partition")
-"""A table-input record on another partition than murmur2 of its key (SPEC §3)."""
+"""A table-input record on another partition than murmur2 of its key."""
 LAG_INTERVAL_S = 1.0
 FETCH_MAX_WAIT_MS = 20
 PREFETCH_BACKOFF_S = 0.01

@@ -1,4 +1,4 @@
-"""Synthetic traffic: SPEC §4-shaped raw events and consent changes, deterministic per seed.
+"""Synthetic traffic: raw-record-shaped raw events and consent changes, deterministic per seed.
 
 A `TrafficGenerator` owns a population of synthetic users (`user-<n>`, emails at
 example.com, phones under the unassigned +1 555 area code, IPs from the documentation ranges)
@@ -71,7 +71,7 @@ AGE_RANGES: Final[Mapping[str, tuple[int, int]]] = MappingProxyType(
         "55_plus": (55, 84),
     }
 )
-"""Age buckets by the youngest age consistent with the birth year (SPEC §5); or `unknown`."""
+"""Age buckets by the youngest age consistent with the birth year; or `unknown`."""
 
 SETTINGS: Final = ("personalization", "ads_from_partner_info", "partner_sharing")
 MALFORMED_KINDS: Final = (
@@ -204,11 +204,11 @@ class TrafficConfig:
     """Tag events that carry the click id of an ad the user clicked."""
     list_share: float = 0.02
     """Raw records that are customer-list uploads: an advertiser adds a member to one of
-    its audiences (SPEC §4.3), by hashed email and phone."""
+    its audiences, by hashed email and phone."""
     unmatched_member_share: float = 0.15
     """List members the platform does not know (no key links to anyone)."""
     on_platform_share: float = 0.30
-    """Share of checkouts initiated on the platform itself (SPEC S8)."""
+    """Share of checkouts initiated on the platform itself."""
     opt_out_share: float = 0.01
     ldp_share: float = 0.01
     raw_contact_share: float = 0.03
@@ -518,7 +518,7 @@ class TrafficGenerator:
                     yield self._link(key, user.user_id, "identity.bootstrap")
 
     def match_keys(self, user: SyntheticUser) -> list[str]:
-        """The match keys the platform knows of `user` (SPEC §4.2)."""
+        """The match keys the platform knows of `user`."""
         keys = [f"em:{user.email_sha256}", f"ph:{user.phone_sha256}", f"session:{user.session_id}"]
         maid = advertising_id_key(user.advertising_id)
         if maid is not None:
@@ -579,7 +579,7 @@ class TrafficGenerator:
             deletion = Record(
                 CONSENT_CHANGES, user.user_id.encode(), codec.dumps(document), "consent.delete"
             )
-            # Deleting an account unlinks its keys (SPEC §4.2).
+            # Deleting an account unlinks its keys.
             unlinks = [self._link(key, None, "identity.unlink") for key in self.match_keys(user)]
             return [deletion, *unlinks]
         if kind == "move_email":

@@ -68,7 +68,7 @@ from schemas.outputs import MembershipOutcome
 log = logging.getLogger(__name__)
 
 NOT_SUBJECT_KEY: Final = Rejected("schema_violation", "key: not_subject_key")
-"""A consent change keyed by something else than its user (SPEC §3) lands in another
+"""A consent change keyed by something else than its user lands in another
 partition than that user's events: it cannot be applied."""
 
 

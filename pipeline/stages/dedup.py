@@ -1,9 +1,9 @@
 """Deduplication: every copy of an (advertiser, event id) meets here, however produced.
 
 Records arrive on `by-event`, keyed by (advertiser, event id), so the copies of one event
-are on one partition whatever topic, partition and partitioner they came through (SPEC
-§7.4). Customer-list records are keyed by their membership (advertiser, audience, member
-keys) instead, so an add and a later remove of one membership keep their order; they are
+are on one partition whatever topic, partition and partitioner they came through.
+Customer-list records are keyed by their membership (advertiser, audience, member keys)
+instead, so an add and a later remove of one membership keep their order; they are
 deduplicated by the member id of their upload. The first copy within the window is new;
 later ones are marked `duplicate` and still travel on, so the decision audits them (and
 emits nothing for them). The dedup

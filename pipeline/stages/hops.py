@@ -44,7 +44,7 @@ def carry_on(topic: Topic, key: bytes, record: InputRecord, hop: Hop) -> Forward
 
 
 def to_decision(hop: Hop, record: InputRecord, stats: BatchStats) -> Forward:
-    """The record for the decision stage, keyed by the event's subject (SPEC §3)."""
+    """The record for the decision stage, keyed by the event's subject."""
     stats.resolutions[hop.match or "none"] += 1
     if hop.user_id is None:
         stats.unresolved[hop.source] += 1

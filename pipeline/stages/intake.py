@@ -3,7 +3,7 @@
 Events and customer-list records (`raw.audience`) alike: a list record is resolved by the
 match keys of its member and deduplicated by a deterministic member id.
 
-The first hop of every raw record (SPEC §3, §4.2). A record that cannot be parsed goes
+The first hop of every raw record. A record that cannot be parsed goes
 to the DLQ with its origin; a valid one is forwarded, value untouched, to the internal
 `by-event` topic keyed by (advertiser, event id), with a `pipeline-hop` header that
 carries its origin, the time Kafka appended it, its match keys in try order, the subject

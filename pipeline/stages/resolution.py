@@ -1,4 +1,4 @@
-"""Identity resolution: match keys looked up in a table partitioned by match key (SPEC §4.2).
+"""Identity resolution: match keys looked up in a table partitioned by match key.
 
 The table input is `identity.links` (compacted, keyed by match key), folded last-writer
 -wins into the `identity` table; the barrier reads every link acknowledged before a

@@ -1,4 +1,4 @@
-"""The fault-injection suite: the pipeline's SPEC §7 guarantees checked while things break.
+"""The fault-injection suite: the pipeline's guarantees checked while things break.
 
 - `load`: synthetic traffic, PII canaries and poison pills written with `acks=all`, with a
   ledger of what Kafka acknowledged;

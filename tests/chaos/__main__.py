@@ -48,7 +48,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m tests.chaos",
         description="Fault-injection suite: crashes, restarts, rebalances, broker restarts, "
-        "poison pills and PII canaries, checked against SPEC section 7.",
+        "poison pills and PII canaries, checked against the pipeline's guarantees.",
     )
     parser.add_argument(
         "--scenario",

@@ -1,4 +1,4 @@
-"""SPEC §4.2 restated for the ledger, apart from the pipeline's identity code.
+"""Identity resolution restated for the ledger, apart from the pipeline's identity code.
 
 `Links` folds `identity.links` as read back (append order per key, last writer wins by
 `linked_at`, an unlink winning a tie, then the greater user id; a tombstone unlinks) and

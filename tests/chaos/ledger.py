@@ -1,9 +1,9 @@
-"""The ledger checker: every output read back (`read_committed`) and held to SPEC §7.
+"""The ledger checker: every output read back (`read_committed`) and held to the guarantees.
 
 Invariants, each a pass/fail with counts and a few examples (positions and event ids,
 never personal data):
 
-- `ledger.exactly_once` (§7.3): every raw input offset is the origin of exactly one
+- `ledger.exactly_once`: every raw input offset is the origin of exactly one
   audit or DLQ record; no audit or DLQ record claims an offset that does not exist; a
   `consent.changes` record reaches the DLQ at most once.
 - `ledger.acknowledged_in_log`: every record the load's producer saw acknowledged is in
@@ -12,18 +12,18 @@ never personal data):
   identified by advertiser, event id and the HMAC of the user id) appears exactly as often
   as first-time (non-duplicate) audits list it; measurement and de-identified records
   match, as multisets, the audits listing them; each (advertiser, event id, subject) is
-  audited as new exactly once (§7.4), wherever its copies were read from, and duplicates
+  audited as new exactly once, wherever its copies were read from, and duplicates
   emit nothing.
-- `no_leak.audited_decision` (§7.1): no audit lists a destination its own outcome denies,
+- `no_leak.audited_decision`: no audit lists a destination its own outcome denies,
   and no identified output exists that no audit of its event allows.
-- `revocation_barrier` (§7.2): for every event of a user who ever withdrew consent, the
+- `revocation_barrier`: for every event of a user who ever withdrew consent, the
   consent states the user may have had when the event was produced (changes Kafka
   appended before it; a change in the same millisecond counts both ways) are folded from
   `consent.changes`; a purpose that every such state denies (by the policy core, and by
   the account rules restated independently here) must be denied in the event's audit
   and never emitted identified. A change the pipeline sent to the DLQ is left out (and
   counted): it never governed anything.
-- `identity.as_of_production` (§4.2): every audit names the subject the ledger resolves on
+- `identity.as_of_production`: every audit names the subject the ledger resolves on
   its own (`tests.chaos.identity`): the user a trusted producer signed, else the first
   match key whose link, folded from `identity.links` up to the moment the raw record was
   produced, names someone. An email moved to another account before an event therefore
@@ -34,7 +34,7 @@ never personal data):
 - `hops.at_most_once`: no raw record is carried twice on an internal topic between the
   stages (a hop to a partition of the same worker is processed in its transaction and
   not written at all: the report counts the audits decided so).
-- `memberships.follow_consent` (§4.3, §7.5): replaying the advertisers' list records in
+- `memberships.follow_consent`: replaying the advertisers' list records in
   upload order (each resolved as of its production, copies ignored) and every user's
   final consent gives exactly the memberships `activity.audiences` leaves active; and
   every `add` it emitted was allowed by the consent state it names (so nothing is
@@ -177,7 +177,7 @@ class _UserHistory:
 
 
 class LedgerChecker:
-    """Collects what was read back; `invariants()` says whether SPEC §7 held.
+    """Collects what was read back; `invariants()` says whether the guarantees held.
 
     Feed all of `consent.changes` (`add_consent`) and `dlq` (`add_dlq`) before the raw
     topics (`add_raw`): events are checked against the consent history as they arrive, and
@@ -539,7 +539,7 @@ class LedgerChecker:
         new_twice = across_partitions = 0
         by_event: dict[tuple[str, str], list[_Audit]] = {}
         for audit in self.audits:
-            if not audit.duplicate:  # deduplication is by (advertiser, event id), SPEC §7.4
+            if not audit.duplicate:  # deduplication is by (advertiser, event id)
                 advertiser, event_id, _ = audit.identity
                 by_event.setdefault((advertiser, event_id), []).append(audit)
         for (_, event_id), copies in by_event.items():
@@ -883,11 +883,11 @@ def destination_bits(destinations: Iterable[str]) -> int:
 
 
 def account_rule_bits(event: Event, state: ConsentState | None) -> int:
-    """What a user's account settings deny, restated from SPEC §5 apart from the policy core.
+    """What a user's account settings deny, restated from the policy apart from the policy core.
 
     Deletion denies every identified use; personalization off denies personalization and
     ads, ads-from-partner-info off denies ads on tag and sdk events, both waived for a
-    purchase on the platform (S8); sharing off denies partner sharing. Measurement is
+    purchase on the platform; sharing off denies partner sharing. Measurement is
     identified only when ads are allowed, and sharing needs ads.
     """
     if state is None or state.user_id != event.user_id:

@@ -1,6 +1,6 @@
 """What the workers' `/metrics` say: label values from closed sets only, and few series.
 
-SPEC §8 asks for a small, fixed label set; STYLE forbids ids, emails and IPs as label
+Metrics keep a small, fixed label set; STYLE forbids ids, emails and IPs as label
 values. `MetricsCheck` collects scrapes and checks every label value against the closed
 set its label name allows, counts series per scrape, and bounds them by the product of
 the closed sets: a number that does not depend on how many users there are.

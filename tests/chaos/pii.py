@@ -1,10 +1,10 @@
-"""PII canaries: synthetic people whose identifiers are searched for where SPEC forbids them.
+"""PII canaries: synthetic people whose identifiers are searched for where the product forbids them.
 
 A `CanarySet` makes a few synthetic users with recognisable identifiers (user id, email
 and its hash, IPv4 and IPv6 addresses, device, advertising, cookie and click ids), a full
 consent record each, and events over all three sources that carry every identifier
 (a third with a raw email, which ingest must hash). `PiiScanner` counts the places each
-identifier turns up in, against `FORBIDDEN` (SPEC §6 and §7.5), and also looks for the
+identifier turns up in, against `FORBIDDEN` , and also looks for the
 shapes of the ordinary synthetic traffic's identifiers in logs, metrics and DLQ details.
 Findings name the location and the kind of identifier, never the value.
 """

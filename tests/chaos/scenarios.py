@@ -629,12 +629,12 @@ async def poison_pills(h: Harness) -> None:
 
 
 async def miskeyed_probes(h: Harness, pairs: int) -> None:
-    """Valid records under another subject's key (SPEC §3: inputs are keyed by their subject).
+    """Valid records under another subject's key (inputs are keyed by their subject).
 
     `pairs` events are sent under their own key and again under a key on another
     partition; `pairs` revocations are sent under another user's key, each followed by an
     event of the revoked user under its own key. The copy must not be processed as new
-    (§7.4) and the revocation must govern the event (§7.2), unless the pipeline rejects the
+    and the revocation must govern the event, unless the pipeline rejects the
     wrongly keyed record to the DLQ.
     """
     partitions = h.settings.topic_partitions

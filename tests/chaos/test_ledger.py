@@ -1,6 +1,6 @@
 """The fault-injection suite's checkers catch what they must: lost, doubled and leaked records,
 outputs after a revocation, events named after a key's former owner, decisions the replay
-does not give, records carried twice between the stages, canaries where SPEC forbids them,
+does not give, records carried twice between the stages, canaries where the product forbids them,
 unbounded metric labels."""
 
 from __future__ import annotations
@@ -388,7 +388,7 @@ def test_median_bucket() -> None:
 
 
 def test_a_copy_read_on_another_partition_and_audited_as_new_fails(revocation_world: World) -> None:
-    """The same event under another key lands elsewhere; audited as new again, it breaks §7.4."""
+    """The same event under another key lands elsewhere; audited as new again, it breaks dedup."""
     world = revocation_world
     audits = world.outputs[catalogue.AUDIT.name]
     first = codec.loads(audits[0].value or b"")

@@ -35,7 +35,7 @@ class Read:
 
 
 def subject_key(event: dict[str, Any]) -> bytes:
-    """SPEC §3's subject key, computed independently of the pipeline's code."""
+    """The subject key, computed independently of the pipeline's code."""
     if event.get("user_id"):
         return str(event["user_id"]).encode()
     device = (event.get("device") or {}).get("device_id")
@@ -51,7 +51,7 @@ Produced = (
 
 
 def signed(topic: str, key: bytes | None, value: bytes) -> Produced:
-    """A record a trusted producer writes: its user_id counts (SPEC §4)."""
+    """A record a trusted producer writes: its user_id counts."""
     return (topic, key, value, [(TRUST_HEADER, trust_signature(TRUST_KEY, value))])
 
 

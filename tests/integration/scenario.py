@@ -1,4 +1,4 @@
-"""The SPEC §5 rule table (tests/unit/policy_cases.py) as live traffic for a running worker.
+"""The policy's rule cases (tests/unit/core/policy_cases.py) as live traffic for a running worker.
 
 Each case gets its own user and event id, the case's event time moves to now, and birth
 years move by the same number of years, so every case keeps its meaning.

@@ -1,4 +1,4 @@
-"""Customer lists against a real broker and worker: every SPEC §4.3 rule, end to end.
+"""Customer lists against a real broker and worker: every customer-list rule, end to end.
 
 Members name people only by hashed match keys; consent and identity links are written
 and acknowledged first (the barriers), and `activity.audiences`, `decisions.audit` and

@@ -1,4 +1,4 @@
-"""Identity resolution against a real broker: every SPEC §4.2 rule, end to end.
+"""Identity resolution against a real broker: every identity rule, end to end.
 
 Events name people only by match keys; the links live in `identity.links`, written and
 acknowledged before the events (the identity barrier), and the outputs are read back with

@@ -1,4 +1,4 @@
-"""Builders for raw events and consent changes, SPEC §4-shaped, with no real personal data."""
+"""Builders for raw events and consent changes, raw-record-shaped, with no real personal data."""
 
 from __future__ import annotations
 
@@ -26,7 +26,8 @@ def pseudonymizer() -> Pseudonymizer:
 
 
 def tag_event(**overrides: Any) -> dict[str, Any]:
-    """A web tag event for `USER` with every field SPEC §4 lists; `overrides` merge deeply."""
+    """A web tag event for `USER` with every field a raw record may carry; `overrides`
+    merge deeply."""
     return merged(
         {
             "event_id": "evt-1",

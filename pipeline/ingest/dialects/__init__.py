@@ -1,4 +1,4 @@
-"""Ingest dialects: what each platform's requests say, as SPEC §4 records.
+"""Ingest dialects: what each platform's requests say, as raw records.
 
 One module per dialect, each pure (no I/O, no web framework): request pieces in, plain
 records or value-free errors out. The collector (`pipeline.ingest.collector`) reads the
@@ -27,7 +27,7 @@ _FIELD_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 
 @dataclass(frozen=True, slots=True)
 class Mapped:
-    """A platform event as a SPEC §4 record of `source`, not yet validated."""
+    """A platform event as a raw record of `source`, not yet validated."""
 
     source: Source
     event: dict[str, Any]

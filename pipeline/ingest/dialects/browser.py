@@ -1,9 +1,9 @@
 """The signals a browser request carries, and text-to-value helpers for beacon queries.
 
-- `DNT: 1` sets `browser.dnt` (S13);
+- `DNT: 1` sets `browser.dnt`;
 - `Sec-GPC: 1` sets `browser.gpc`;
 - the web opt-out cookie (`optout=1` by default; `PIPELINE_COLLECTOR_OPTOUT_COOKIE` names
-  it) sets `browser.daa_opt_out` (S10).
+  it) sets `browser.daa_opt_out`.
 
 A signal the request carries can only switch a flag on, never off. Query values arrive as
 text; numbers and booleans are converted when they parse and left as text otherwise, so

@@ -1,4 +1,4 @@
-"""Customer-list members as SPEC §4.3 records, whichever platform's list call named them.
+"""Customer-list members as `raw.audience` records, whichever platform's list call named them.
 
 A member is named by match keys only, hashed before anything is written: plain-text
 emails and phones are normalized and hashed here, as `user_data` contact points are;
@@ -81,7 +81,7 @@ def is_sha256(value: str) -> bool:
 def member_document(
     advertiser_id: str, audience_id: str, operation: Operation, member: Member, uploaded_at: int
 ) -> dict[str, Any]:
-    """The `raw.audience` record of one member (SPEC §4.3); `uploaded_at` in unix ms."""
+    """The `raw.audience` record of one member; `uploaded_at` in unix ms."""
     keys = {
         kind: list(dict.fromkeys(values))
         for kind, values in (("em", member.em), ("ph", member.ph), ("maid", member.maid))

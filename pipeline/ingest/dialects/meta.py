@@ -16,8 +16,8 @@ customer information, app data, fbp and fbc) and the Ads Pixel Events reference:
   "error_user_msg", "is_transient", "fbtrace_id"}}` with the reference's codes: 100
   invalid parameter, 190 invalid access token, 200 permissions error; 4 (too many calls,
   429) and 2 (temporarily unavailable, 503) are transient;
-- standard event names map to SPEC §4 names (`STANDARD_EVENTS`), others to `custom`;
-  `action_source` to SPEC sources (`website` to web on `raw.tag`; `app` to `app_ios` or
+- standard event names map to raw event names (`STANDARD_EVENTS`), others to `custom`;
+  `action_source` to raw sources (`website` to web on `raw.tag`; `app` to `app_ios` or
   `app_android` by `app_data.extinfo[0]` `i2`/`a2`; the rest to `offline` on `raw.sdk`);
   a missing `action_source` is `website`, as in Meta's own example requests;
 - `em`, `ph`, `external_id` may be single strings; `data_processing_options` with `LDU`
@@ -70,7 +70,7 @@ STANDARD_EVENTS: Final[Mapping[str, EventName]] = MappingProxyType(
         "SubmitApplication": "custom",
     }
 )
-"""Meta's standard events (Meta Pixel reference) and their SPEC §4 names; names are
+"""Meta's standard events (Meta Pixel reference) and their raw event names; names are
 case-sensitive, as Meta's are, and any other name is a custom event."""
 
 OFFLINE_SOURCES: Final = frozenset(
@@ -199,7 +199,7 @@ def read_request(
 
 
 def map_event(raw: object, index: int, pixel_id: str, advertiser_id: str) -> Mapped | Invalid:
-    """One server event as a SPEC §4 record, or why Meta would reject the batch."""
+    """One server event as a raw record, or why Meta would reject the batch."""
     at = f"data[{index}]"
     if not isinstance(raw, Mapping):
         return Invalid(f"{at} must be an object")

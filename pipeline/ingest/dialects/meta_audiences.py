@@ -11,7 +11,7 @@ with `data` a list of values; a multi-key `schema` is a list of keys (`EMAIL`, `
 10,000 rows per call. The answer is `{"audience_id", "session_id", "num_received",
 "num_invalid_entries", "invalid_entry_samples"}`.
 
-Only email, phone and advertising id match here (SPEC §4.2): other keys are read past and
+Only email, phone and advertising id match here: other keys are read past and
 never written; `EXTERN_ID`, `UID` and `APPUID` are advertiser- or app-scoped and never
 resolve. A blank cell (empty, or the digest of the empty string, which the SDK sends for
 one) is skipped. A row with no key that can match is an invalid entry; its sample names the row

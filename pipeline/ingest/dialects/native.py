@@ -1,6 +1,6 @@
 """The platform's own dialect: `POST /v1/events`, `GET /v1/tag`, `POST /v1/widget`.
 
-- `/v1/events`: a batch `{"data": [event, ...]}` of SPEC §4 records; `events_source`
+- `/v1/events`: a batch `{"data": [event, ...]}` of raw records; `events_source`
   says which raw topic each belongs to (web to tag, app and offline to sdk);
 - `/v1/tag`: the pixel, a tag event from query parameters (`beacon_event`);
 - `/v1/widget`: widget events, with the signals of the browser that sent them

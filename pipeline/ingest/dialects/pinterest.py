@@ -23,7 +23,7 @@ v5.23.0: operation `events/create`, schemas `ConversionEvents`, `ConversionApiRe
   `_epik` cookie) is kept as the click id;
 - `?test=true` validates and answers the same way without recording anything.
 
-Event names map to SPEC §4 names (`V5_EVENT_NAMES`); web events go to `raw.tag`, app and
+Event names map to raw event names (`V5_EVENT_NAMES`); web events go to `raw.tag`, app and
 offline events to `raw.sdk`, with `advertiser_id` the registry's advertiser.
 """
 
@@ -60,11 +60,11 @@ V5_EVENT_NAMES: Final[Mapping[str, EventName]] = MappingProxyType(
         "watch_video": "watch_video",
     }
 )
-"""Every v5 `event_name` (OpenAPI `ConversionEvents.data.event_name`) and its SPEC §4 name.
+"""Every v5 `event_name` (OpenAPI `ConversionEvents.data.event_name`) and its raw event name.
 
-`view_content` is a page visit (a product or article page); names SPEC §4 has no
+`view_content` is a page visit (a product or article page); names the raw schema has no
 counterpart for (payment info, app install, checkout started) are `custom`, never
-`checkout`, which the S8 on-platform purchase exception reads."""
+`checkout`, which the on-platform purchase exception reads."""
 
 ACTION_SOURCES: Final = frozenset({"app_android", "app_ios", "web", "offline"})
 
@@ -259,7 +259,7 @@ def read_batch(body: bytes) -> Batch | Invalid:
 
 
 def map_event(event: _Event, advertiser_id: str) -> Mapped | Invalid:
-    """One v5 event as a SPEC §4 record, or why Pinterest would not accept it."""
+    """One v5 event as a raw record, or why Pinterest would not accept it."""
     name = V5_EVENT_NAMES.get(event.event_name)
     if name is None:
         return Invalid("event_name is not a v5 event name")

@@ -67,7 +67,7 @@ def tag_id(params: Mapping[str, str]) -> str | None:
 
 
 def event_name(wire: str | None) -> EventName:
-    """The SPEC §4 name of an event as the tag sends it."""
+    """The raw event name of an event as the tag sends it."""
     if not wire:
         return "page_visit"
     key = wire.replace(" ", "").replace("_", "").lower()

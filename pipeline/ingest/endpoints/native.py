@@ -60,7 +60,7 @@ class NativeEndpoints:
         self.collector = collector
 
     async def post_events(self, request: web.Request) -> web.StreamResponse:
-        """A Conversions-API batch of SPEC §4 records."""
+        """A Conversions-API batch of raw records."""
         requested = request.query.get("source")
         if requested is not None and requested not in _REQUEST_SOURCES:
             self.collector.count("native", "bad_request")

@@ -1,4 +1,4 @@
-"""The SPEC §5 rule table as test cases: one or more per rule and per reason code.
+"""The policy's rules as test cases: one or more per rule and per reason code.
 
 Each case names the rule it exercises and gives the exact outcomes and reason codes, so
 removing or weakening any rule fails at least one case. Shared by the policy tests and
@@ -21,7 +21,7 @@ NO_SHARING: Final = ("allow", "allow", "identified", "deny")
 
 @dataclass(frozen=True)
 class Case:
-    """One row: an event, the user's consent changes, and the decision SPEC §5 requires."""
+    """One row: an event, the user's consent changes, and the decision the policy requires."""
 
     rule: str
     source: Source
@@ -68,7 +68,7 @@ CASES: Final = [
     Case("baseline: sdk event, US adult, defaults", "sdk", sdk_event(), US_ADULT, ALLOW_ALL, ()),
     Case("baseline: iOS event with ATT authorized", "sdk", ios_event(), US_ADULT, ALLOW_ALL, ()),
     Case("baseline: widget event", "widget", widget_event(), US_ADULT, ALLOW_ALL, ()),
-    # subject.anonymous (S2)
+    # subject.anonymous
     Case(
         "subject.anonymous: no user_id denies personalization, ads, partner_sharing",
         "tag",
@@ -85,7 +85,7 @@ CASES: Final = [
         DENY_ALL,
         ("subject.anonymous",),
     ),
-    # consent.missing (S4)
+    # consent.missing
     Case(
         "consent.missing: user_id known, no consent record: fail closed",
         "tag",
@@ -102,7 +102,7 @@ CASES: Final = [
         DENY_ALL,
         ("consent.missing",),
     ),
-    # account.deleted (S4)
+    # account.deleted
     Case(
         "account.deleted: denies all identified use",
         "tag",
@@ -123,7 +123,7 @@ CASES: Final = [
         DENY_ALL,
         ("account.deleted",),
     ),
-    # account.personalization_off (S4, S13)
+    # account.personalization_off
     Case(
         "account.personalization_off: denies personalization and ads",
         "tag",
@@ -140,7 +140,7 @@ CASES: Final = [
         DENY_ALL,
         ("account.personalization_off",),
     ),
-    # account.partner_ads_off (S2, S9): tag and sdk only
+    # account.partner_ads_off: tag and sdk only
     Case(
         "account.partner_ads_off: tag event, denies ads (and so sharing)",
         "tag",
@@ -165,7 +165,7 @@ CASES: Final = [
         ALLOW_ALL,
         (),
     ),
-    # account.sharing_off (S3, S4)
+    # account.sharing_off
     Case(
         "account.sharing_off: denies partner_sharing only",
         "tag",
@@ -199,7 +199,7 @@ CASES: Final = [
         ALLOW_ALL,
         (),
     ),
-    # browser.dnt (S13): web events, tag and widget
+    # browser.dnt: web events, tag and widget
     Case(
         "browser.dnt: tag event with DNT denies personalization and ads",
         "tag",
@@ -225,7 +225,7 @@ CASES: Final = [
         ("browser.dnt",),
     ),
     Case(
-        "browser.dnt: browser signals do not apply to app events (S9)",
+        "browser.dnt: browser signals do not apply to app events",
         "sdk",
         sdk_event(browser={"dnt": True, "gpc": True}),
         US_ADULT,
@@ -258,7 +258,7 @@ CASES: Final = [
         (),
         config={"gpc_enabled": False},
     ),
-    # browser.daa_opt_out (S10): tag events only
+    # browser.daa_opt_out: tag events only
     Case(
         "browser.daa_opt_out: tag event from an opted-out browser denies ads",
         "tag",
@@ -283,7 +283,7 @@ CASES: Final = [
         ALLOW_ALL,
         (),
     ),
-    # device.att_not_authorized (S12)
+    # device.att_not_authorized
     Case(
         "device.att_not_authorized: iOS 17 event, ATT denied",
         "sdk",
@@ -357,7 +357,7 @@ CASES: Final = [
         ("device.att_not_authorized",),
     ),
     Case(
-        "device.att_not_authorized: another device's record does not apply (S9)",
+        "device.att_not_authorized: another device's record does not apply",
         "sdk",
         ios_event(),
         [*US_ADULT, device(device_id="device-2", att_status="denied")],
@@ -372,7 +372,7 @@ CASES: Final = [
         ALLOW_ALL,
         (),
     ),
-    # device.ads_opt_out (S11)
+    # device.ads_opt_out
     Case(
         "device.ads_opt_out: app event from a device with ads opt-out denies ads",
         "sdk",
@@ -398,7 +398,7 @@ CASES: Final = [
         ("device.ads_opt_out",),
     ),
     Case(
-        "device.ads_opt_out: another device's record does not apply (S9)",
+        "device.ads_opt_out: another device's record does not apply",
         "sdk",
         sdk_event(),
         [*US_ADULT, device(device_id="device-2", ads_opt_out=True)],
@@ -462,7 +462,7 @@ CASES: Final = [
         ALLOW_ALL,
         (),
     ),
-    # user.under_16 / user.age_unknown (S7): event year - birth_year - 1 < 16
+    # user.under_16 / user.age_unknown: event year - birth_year - 1 < 16
     Case(
         "user.under_16: born 2007, event in 2023: youngest possible age 15",
         "tag",
@@ -487,7 +487,7 @@ CASES: Final = [
         NO_SHARING,
         ("user.age_unknown",),
     ),
-    # user.region_restricted (S7) and the region defaults (S4)
+    # user.region_restricted and the region defaults
     Case(
         "user.region_restricted: EEA user with every setting on",
         "tag",
@@ -564,7 +564,7 @@ CASES: Final = [
             "user.country_unknown",
         ),
     ),
-    # user.country_not_enabled / user.country_unknown (S3)
+    # user.country_not_enabled / user.country_unknown
     Case(
         "user.country_not_enabled: not in the sharing list (default US)",
         "tag",
@@ -599,7 +599,7 @@ CASES: Final = [
         NO_ADS,
         ("browser.daa_opt_out",),
     ),
-    # S8: purchases initiated on the platform
+    # purchases initiated on the platform
     Case(
         "exception.on_platform_purchase: not blocked by account.personalization_off",
         "tag",

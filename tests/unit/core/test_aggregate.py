@@ -1,4 +1,4 @@
-"""SPEC §6 aggregates: hourly cells, emitted only with at least k events."""
+"""Aggregates: hourly cells, emitted only with at least k events."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Customer-list memberships under consent (SPEC §4.3): the rule, and memberships over time."""
+"""Customer-list memberships under consent: the rule, and memberships over time."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""SPEC §4 consent.changes: per-field last-writer-wins state, devices, deletion, storage."""
+"""consent.changes: per-field last-writer-wins state, devices, deletion, storage."""
 
 from __future__ import annotations
 

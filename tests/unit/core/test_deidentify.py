@@ -1,4 +1,4 @@
-"""SPEC §6 pseudonymization and de-identification primitives."""
+"""Pseudonymization and de-identification primitives."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Consent as it was when an event was produced (SPEC §7.2): history and strictest decision."""
+"""Consent as it was when an event was produced: history and strictest decision."""
 
 from __future__ import annotations
 

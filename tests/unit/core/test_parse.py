@@ -1,4 +1,4 @@
-"""SPEC §4 inputs and §6 dlq reasons: parsing returns a valid record or a reject, never raises."""
+"""Inputs and DLQ reasons: parsing returns a valid record or a reject, never raises."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""SPEC §5: every rule, every reason code, and the properties the policy must keep."""
+"""The policy: every rule, every reason code, and the properties the policy must keep."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ from tests.unit.factories import (
     widget_event,
 )
 
-SPEC_REASON_CODES = {
+REASON_CODES = {
     "subject.anonymous",
     "consent.missing",
     "account.deleted",
@@ -79,12 +79,12 @@ def test_rule(case: Case) -> None:
 
 
 def test_reason_codes_are_exactly_the_spec_codes() -> None:
-    assert {reason.value for reason in Reason} == SPEC_REASON_CODES
+    assert {reason.value for reason in Reason} == REASON_CODES
 
 
 def test_every_reason_code_has_a_case() -> None:
     covered = {reason for case in CASES for reason in case.reasons}
-    assert covered == SPEC_REASON_CODES
+    assert covered == REASON_CODES
 
 
 def test_eea_list_is_eu27_plus_iceland_liechtenstein_norway_uk_switzerland() -> None:

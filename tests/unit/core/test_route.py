@@ -1,4 +1,4 @@
-"""SPEC §3/§6 outputs: which records go where, and what each may contain."""
+"""Outputs: which records go where, and what each may contain."""
 
 from __future__ import annotations
 

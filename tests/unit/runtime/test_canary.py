@@ -1,4 +1,4 @@
-"""PII canaries are found where SPEC §6 forbids identifiers, and only there."""
+"""PII canaries are found where the outputs forbid identifiers, and only there."""
 
 from __future__ import annotations
 

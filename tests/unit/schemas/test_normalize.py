@@ -1,4 +1,4 @@
-"""SPEC §4 hashed identifiers: normalization of emails and phones, then SHA-256."""
+"""Hashed identifiers: normalization of emails and phones, then SHA-256."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The synthetic traffic: valid SPEC shapes, identity links, determinism, the configured mix."""
+"""The synthetic traffic: valid record shapes, identity links, determinism, the configured mix."""
 
 from __future__ import annotations
 

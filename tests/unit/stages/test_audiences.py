@@ -1,4 +1,4 @@
-"""Customer lists through every stage (SPEC §4.3, §7.5): memberships follow consent."""
+"""Customer lists through every stage: memberships follow consent."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Intake, deduplication and identity resolution over in-memory tables (SPEC §4.2, §7.4)."""
+"""Intake, deduplication and identity resolution over in-memory tables."""
 
 from __future__ import annotations
 

@@ -324,7 +324,7 @@ def test_a_malformed_fbc_is_dropped_and_said_so() -> None:
 
 
 def test_a_missing_event_id_is_derived_from_pixel_name_time_and_user_data() -> None:
-    """SPEC §4.1: "a missing `event_id` gets a deterministic one"."""
+    """A missing `event_id` gets a deterministic one."""
     first = mapped(server_event()).event["event_id"]
     again = mapped(server_event()).event["event_id"]
     raw_email = mapped(server_event(user_data={"em": "Jane@Example.com"})).event["event_id"]

@@ -190,7 +190,7 @@ def test_the_v5_list_is_the_documented_one() -> None:
         "view_content",
         "watch_video",
     }
-    assert V5_EVENT_NAMES["initiate_checkout"] != "checkout", "S8 reads checkout as a purchase"
+    assert V5_EVENT_NAMES["initiate_checkout"] != "checkout", "checkout means a purchase"
 
 
 @pytest.mark.parametrize(

@@ -90,7 +90,7 @@ unit: $(STAMP) ## Unit tests only (no broker)
 integration: setup tools browser ## Integration tests only
 	$(BIN)/pytest tests/integration $(PYTEST_ARGS)
 
-screenshots: setup browser ## Take the README's screenshots of the settings page again, into docs/
+screenshots: setup browser ## Take the settings page's screenshots again, into docs/
 	SCREENSHOT_DIR=docs $(BIN)/pytest tests/integration/test_settings_page.py $(PYTEST_ARGS)
 
 bench: $(BENCH_STAMP) $(QUIX_STAMP) kafka-fetch kafka-up ## Benchmarks side by side (<20 min): writes benchmarks/results/
@@ -108,7 +108,7 @@ chaos-cluster: setup ## Fault suite on three local brokers, replicated (~25 min)
 chaos-faust: setup ## The fault suite's invariants over the faust_batched contender (~10 min): deploy/chaos/faust_batched/
 	$(BIN)/python -m tests.chaos --contender faust_batched $(CHAOS_ARGS)
 
-contracts: $(STAMP) ## Regenerate the published contracts (schemas/json, schemas/asyncapi.yaml)
+contracts: $(STAMP) ## Regenerate the published contracts (schemas/json, schemas/asyncapi.yaml, docs/policy.md)
 	$(BIN)/consent-pipeline contracts
 
 lint: $(STAMP) ## ruff lint and format check

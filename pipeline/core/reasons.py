@@ -83,9 +83,13 @@ _COUNTRIES_SENTENCE: Final = (
     _ARTICLE + '"In certain countries, we may share information about you and your '
     'Pinterest activity with partners to improve the third-party ads you see on Pinterest."'
 )
-_CAPI_CONVENTION: Final = (
-    "Conversions API convention: the advertiser marks the event for opt-out or for limited "
-    "data processing"
+_OPT_OUT_CONVENTION: Final = (
+    "Conversions API convention: the advertiser marks the event of a person who opted out "
+    "(Pinterest's `opt_out`, Meta's `application_tracking_enabled: false`)"
+)
+_LDP_CONVENTION: Final = (
+    "Conversions API convention: limited data processing under US state privacy laws "
+    "(Pinterest's `opt_out_type: LDP`, Meta's `data_processing_options: [\"LDU\"]`)"
 )
 
 RULES: Final[tuple[Rule, ...]] = (
@@ -182,14 +186,14 @@ RULES: Final[tuple[Rule, ...]] = (
         _TARGETING,
         "the advertiser sent the event with opt_out set",
         "the advertiser told us you opted out",
-        _CAPI_CONVENTION,
+        _OPT_OUT_CONVENTION,
     ),
     Rule(
         Reason.EVENT_LDP,
         _ALL,
         "the advertiser asked for limited data processing (opt_out_type LDP, Meta's LDU)",
         "the advertiser asked for limited data processing under a state privacy law",
-        _CAPI_CONVENTION,
+        _LDP_CONVENTION,
     ),
     Rule(
         Reason.USER_UNDER_16,

@@ -173,8 +173,13 @@ class DevRegistry:
     """The account settings frontend's trusted token: the settings pages use it."""
 
 
+DEMO_TOKEN_FILE: Final = "demo-token"
+"""`shop-demo`'s token, written next to the registry for trying the integrations by hand."""
+
+
 def dev_registry(path: Path, advertisers: int, now: int) -> DevRegistry:
-    """Write a fresh development registry with new tokens; for local demos only."""
+    """Write a fresh development registry with new tokens, and `shop-demo`'s token into
+    `demo-token` beside it (owner-only); for local demos only."""
     registry = Registry()
     tokens: dict[str, str] = {}
     for index in range(advertisers):
@@ -198,6 +203,11 @@ def dev_registry(path: Path, advertisers: int, now: int) -> DevRegistry:
     settings_token = new_token()
     registry, _ = registry.with_new_token(ACCOUNT_SETTINGS, settings_token, trusted=True, now=now)
     save_registry(path, registry)
+    token_file = path.parent / DEMO_TOKEN_FILE
+    token_file.unlink(missing_ok=True)
+    descriptor = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w") as out:
+        out.write(example_token + "\n")
     return DevRegistry(path, tokens, widget_token, example_token, settings_token)
 
 
@@ -231,7 +241,9 @@ def first_event_help(base_url: str, token: str) -> str:
         f"  curl -s -X POST '{base_url}/v5/ad_accounts/{DEMO_AD_ACCOUNT}/events?test=true' \\\n"
         f"    -H 'Authorization: Bearer {token}' -H 'Content-Type: application/json' \\\n"
         f"    -d '{body}'\n"
-        f"or as Meta's: POST {base_url}/v25.0/{DEMO_PIXEL}/events with access_token={token}"
+        f"or as Meta's: POST {base_url}/v25.0/{DEMO_PIXEL}/events with access_token={token}\n"
+        "then ask why it was decided so: "
+        ".venv/bin/consent-pipeline explain --advertiser shop-demo --event-id first-1"
     )
 
 

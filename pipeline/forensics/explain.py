@@ -20,6 +20,7 @@ addresses or user ids; the subject is named by how it was found, never by its ke
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -123,32 +124,19 @@ async def explain(
                     return answer
                 since = raw.timestamp_ms - SLACK_MS
                 origin = query.raw
-            progress = Progress()
             matches = _matcher(query, origin)
-            async for record in reader.scan(
-                await reader.partitions(audit_topic),
-                since_ms=since,
-                budget_s=query.budget_s,
-                progress=progress,
-                report=report,
-            ):
+
+            def audit(record: Found) -> None:
                 if record.value is not None and matches.audit(record.value):
                     _take_audit(answer, record)
-            answer.complete &= not progress.out_of_time
-            answer.searched.append(f"{audit_topic}: {progress.read:,} records{_since(since)}")
-            progress = Progress()
-            async for record in reader.scan(
-                await reader.partitions(dlq_topic),
-                since_ms=since,
-                budget_s=query.budget_s,
-                progress=progress,
-                report=report,
-            ):
+
+            def dead_letter(record: Found) -> None:
                 dead = matches.dead_letter(record.value)
                 if dead is not None:
                     answer.dead_letters.append((_at(record), dead))
-            answer.complete &= not progress.out_of_time
-            answer.searched.append(f"{dlq_topic}: {progress.read:,} records{_since(since)}")
+
+            await _search(reader, audit_topic, since, query, answer, report, audit)
+            await _search(reader, dlq_topic, since, query, answer, report, dead_letter)
         await _consent(settings, reader, answer, pseudonymizer, report)
     if answer.audit is not None:
         destinations = answer.audit.get("destinations") or []
@@ -158,6 +146,30 @@ async def explain(
             if destination in destinations
         ]
     return answer
+
+
+async def _search(
+    reader: Reader,
+    topic: str,
+    since: int | None,
+    query: Query,
+    answer: Explanation,
+    report: Reporter | None,
+    take: Callable[[Found], None],
+) -> None:
+    """Hand every record of `topic` from `since` to `take`, within the query's budget, and
+    note in `answer` what was read."""
+    progress = Progress()
+    async for record in reader.scan(
+        await reader.partitions(topic),
+        since_ms=since,
+        budget_s=query.budget_s,
+        progress=progress,
+        report=report,
+    ):
+        take(record)
+    answer.complete &= not progress.out_of_time
+    answer.searched.append(f"{topic}: {progress.read:,} records{_since(since)}")
 
 
 class _matcher:

@@ -124,3 +124,22 @@ async def collector(pipeline_settings: Settings, tokens: Tokens) -> AsyncIterato
     settings = configured(pipeline_settings, trust_key=TRUST_KEY)
     async with running_collector(settings, make_registry(tokens)) as running:
         yield running
+
+
+@pytest.fixture(scope="module")
+def stack(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """Settings of one module's pipeline: its own topics on the real cluster."""
+    from tests.integration.privacy_io import stack_with_topics
+
+    return stack_with_topics(kafka_bootstrap, tmp_path_factory.mktemp("state"))
+
+
+@pytest.fixture(scope="module")
+def workers(
+    stack: Settings, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[list[WorkerProcess]]:
+    """One worker of the module's pipeline, ready (a module may ask for more)."""
+    from tests.integration.privacy_io import running_workers
+
+    with running_workers(stack, tmp_path_factory.mktemp("logs"), count=1) as running:
+        yield running

@@ -44,8 +44,6 @@ from tests.integration.privacy_io import (
     consent_api,
     held_by_api,
     person,
-    running_workers,
-    stack_with_topics,
 )
 
 pytestmark = pytest.mark.integration
@@ -72,19 +70,6 @@ def runnable() -> Iterator[Block]:
 
 
 BLOCKS = list(runnable())
-
-
-@pytest.fixture(scope="module")
-def stack(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    return stack_with_topics(kafka_bootstrap, tmp_path_factory.mktemp("state"))
-
-
-@pytest.fixture(scope="module")
-def workers(
-    stack: Settings, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[list[WorkerProcess]]:
-    with running_workers(stack, tmp_path_factory.mktemp("logs"), count=1) as running:
-        yield running
 
 
 @pytest.fixture(scope="module")

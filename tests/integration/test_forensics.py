@@ -29,11 +29,14 @@ USER = "forensics-user-1"
 HASHED_EMAIL = "a" * 64
 
 
-def cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+def cli(
+    settings: Settings, *args: str, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, **settings.to_env()}
     env.pop("KAFKA_BOOTSTRAP_SERVERS", None)
     return subprocess.run(
         [sys.executable, "-m", "pipeline.cli", *args],
+        input=stdin,
         env=env,
         capture_output=True,
         text=True,
@@ -244,17 +247,7 @@ def test_decide_resolves_from_the_topics_as_the_worker_would(pipeline_settings: 
     anonymous = event("evt-offline")
     del anonymous["user_id"]
     line = json.dumps({"source": "tag", "event": anonymous})
-    env = {**os.environ, **settings.to_env()}
-    env.pop("KAFKA_BOOTSTRAP_SERVERS", None)
-    done = subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", "decide", "--from-kafka"],
-        input=line + "\n",
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = cli(settings, "decide", "--from-kafka", stdin=line + "\n")
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout)
     assert out["subject"]["match"] == "em"

@@ -33,19 +33,12 @@ from tests.integration.privacy_io import (
     read_outputs,
     running_workers,
     signed_get,
-    stack_with_topics,
     tag,
     until,
     worker_url,
 )
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def stack(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    """Settings of this module's pipeline: its own topics on the real cluster."""
-    return stack_with_topics(kafka_bootstrap, tmp_path_factory.mktemp("state"))
 
 
 @pytest.fixture(scope="module")

@@ -31,8 +31,6 @@ from tests.integration.privacy_io import (
     held_by_api,
     person,
     read_outputs,
-    running_workers,
-    stack_with_topics,
     tag,
 )
 
@@ -40,19 +38,6 @@ pytestmark = pytest.mark.integration
 
 SCREENSHOTS = Path(os.environ.get("SCREENSHOT_DIR", ".local/screenshots"))
 EVENT_EVERY_S = 0.4
-
-
-@pytest.fixture(scope="module")
-def stack(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    return stack_with_topics(kafka_bootstrap, tmp_path_factory.mktemp("state"))
-
-
-@pytest.fixture(scope="module")
-def workers(
-    stack: Settings, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[list[WorkerProcess]]:
-    with running_workers(stack, tmp_path_factory.mktemp("logs"), count=1) as running:
-        yield running
 
 
 @pytest.fixture(scope="module")

@@ -72,6 +72,8 @@ async def test_the_owner_answers_with_region_defaults_and_what_is_offered(
         "default": True,
         "offered": True,
         "not_offered_because": [],
+        "not_offered_said": None,
+        "affected_by": None,
     }
     assert (held[us]["partner_sharing"]["value"], held[us]["partner_sharing"]["offered"]) == (
         False,
@@ -86,6 +88,9 @@ async def test_the_owner_answers_with_region_defaults_and_what_is_offered(
     assert "user.region_restricted" in held[eea]["partner_sharing"]["not_offered_because"]
     assert held[teen]["age"] == "under_16"
     assert held[teen]["partner_sharing"]["not_offered_because"] == ["user.under_16"]
+    assert held[teen]["partner_sharing"]["not_offered_said"] == (
+        "Not available for your account because you are under 16."
+    )
     for user, answer in held.items():
         assert answer["user_id"] == user
         assert answer["served_by"]["partition"] == consent_partition(stack, user)

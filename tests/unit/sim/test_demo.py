@@ -12,6 +12,7 @@ from pipeline.sim.demo import (
     DEMO_AD_ACCOUNT,
     DEMO_PIXEL,
     DEMO_TAG,
+    DEMO_TOKEN_FILE,
     dev_registry,
     first_event_help,
     settings_pages,
@@ -41,6 +42,9 @@ def test_the_dev_registry_holds_digests_of_the_tokens_the_demo_sends_with(tmp_pa
     example = registry.authenticate(made.example_token)
     assert example is not None
     assert (example.advertiser_id, example.trusted) == ("shop-demo", False)
+    token_file = tmp_path / DEMO_TOKEN_FILE
+    assert token_file.read_text().strip() == made.example_token
+    assert token_file.stat().st_mode & 0o077 == 0  # the owner's only
     assert registry.owner("ad_account", DEMO_AD_ACCOUNT) == "shop-demo"
     assert registry.owner("pixel", DEMO_PIXEL) == "shop-demo"
     assert registry.owner("tag", DEMO_TAG) == "shop-demo"

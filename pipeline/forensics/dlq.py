@@ -121,9 +121,14 @@ def render_list(listing: Listing, topic: str, *, records: int) -> str:
     lines.append(f"{'total':<43} {total:>8,}  ({listing.read:,} dead letters read)")
     if not listing.complete:
         lines.append("stopped at the time budget: counts are partial (--budget)")
+    if records and listing.letters:
+        lines += [
+            "",
+            f"{'dead letter':<28} {'reason':<18} from (raw topic:partition:offset)",
+        ]
     for letter in listing.letters[:records]:
         lines.append(
-            f"{letter.coordinates(topic)}  {letter.reason:<18} {letter.source}  "
+            f"{letter.coordinates(topic):<28} {letter.reason:<18} {_origin(letter.record)}  "
             f"{letter.record.get('detail')}"
         )
     return "\n".join(lines)
@@ -239,6 +244,13 @@ def _letter(found: Found) -> Letter | None:
 def _source(letter: dict[str, Any]) -> str:
     origin = letter.get("origin")
     return str(origin.get("topic")) if isinstance(origin, dict) else "(no origin)"
+
+
+def _origin(letter: dict[str, Any]) -> str:
+    origin = letter.get("origin")
+    if not isinstance(origin, dict):
+        return "(no origin)"
+    return f"{origin.get('topic')}:{origin.get('partition')}:{origin.get('offset')}"
 
 
 def _bytes(encoded: object) -> bytes:

@@ -24,7 +24,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import Final, NamedTuple
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
@@ -71,6 +71,13 @@ class FaultLog:
     def add(self, text: str) -> None:
         self.entries.append(f"t={time.monotonic() - self.started:7.1f}s {text}")
         log.info("fault: %s", text)
+
+
+class LogMark(NamedTuple):
+    """A place in a worker slot's logs: which process's log, and how far into it."""
+
+    log: int
+    offset: int
 
 
 class Worker:
@@ -189,21 +196,26 @@ class Worker:
         if self.running and self.proc is not None:
             self.proc.send_signal(sig)
 
-    def log_mark(self) -> int:
-        """How much of the current log is written: where `wait_line` starts looking."""
+    def log_mark(self) -> LogMark:
+        """How much of the current log is written: where `wait_line` starts looking. A
+        process started after the mark writes a new log, which is read from its start."""
         path = self.logs[-1] if self.logs else None
-        return path.stat().st_size if path is not None and path.exists() else 0
+        size = path.stat().st_size if path is not None and path.exists() else 0
+        return LogMark(len(self.logs), size)
 
-    def lines_since(self, mark: int) -> list[str]:
-        """The current log's lines written after `mark`."""
+    def lines_since(self, mark: LogMark | int) -> list[str]:
+        """The current log's lines written after `mark` (an offset: of the current log)."""
         path = self.logs[-1] if self.logs else None
         if path is None or not path.exists():
             return []
+        offset = mark if isinstance(mark, int) else mark.offset
+        if isinstance(mark, LogMark) and mark.log != len(self.logs):
+            offset = 0
         with path.open("rb") as log_file:
-            log_file.seek(mark)
+            log_file.seek(offset)
             return log_file.read().decode(errors="replace").splitlines()
 
-    async def wait_line(self, text: str, *, after: int, timeout_s: float) -> str:
+    async def wait_line(self, text: str, *, after: LogMark | int, timeout_s: float) -> str:
         """Wait until the current log has a line containing `text` written after `after`;
         returns the line.
 

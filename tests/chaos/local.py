@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Final
 from pipeline import catalogue
 from pipeline.kafka.producer import Producer
 from schemas import codec
-from tests.chaos.faults import Worker
+from tests.chaos.faults import LogMark, Worker
 from tests.chaos.ledger import Invariant
 from tests.chaos.poisoned import STAGES, poison
 from tests.chaos.readback import Message, read_topic
@@ -44,7 +44,7 @@ TMPFS_MB: Final = 64
 POISON_PER_STAGE: Final = 12
 
 
-async def back_to_work(h: Harness, worker: Worker, since: float, mark: int) -> None:
+async def back_to_work(h: Harness, worker: Worker, since: float, mark: LogMark) -> None:
     """Wait for `worker` to recover its assignment after the fault was removed at `since`."""
     await worker.wait_line(RECOVERED, after=mark, timeout_s=180)
     seconds = time.monotonic() - since
@@ -52,7 +52,7 @@ async def back_to_work(h: Harness, worker: Worker, since: float, mark: int) -> N
     h.notes.append(f"back to work {seconds:.1f}s after the fault was removed ({worker.name})")
 
 
-async def stood_down(h: Harness, worker: Worker, after: int, what: str) -> None:
+async def stood_down(h: Harness, worker: Worker, after: LogMark | int, what: str) -> None:
     await worker.wait_line(FAULT_LINE, after=after, timeout_s=180)
     h.faults.add(f"worker {worker.name} stood down: {what}")
     await asyncio.sleep(FAULT_HELD_S)

@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
-from tests.chaos.faults import FaultError, Worker
+from tests.chaos.faults import FaultError, LogMark, Worker
 from tests.chaos.kafka_admin import ClusterProbe, Transaction
 from tests.chaos.ledger import Invariant
 
@@ -58,7 +58,7 @@ class Pause:
     worker: str
     caught: Transaction | None
     """The open transaction it was stopped in (None: stopped between transactions)."""
-    mark: int
+    mark: LogMark
     """Where its log stood at SIGCONT."""
 
 

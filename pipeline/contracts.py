@@ -62,13 +62,18 @@ def json_schema(topic: Topic) -> dict[str, Any]:
         raise ValueError(f"{topic.name} carries no JSON")
     schema = topic.value.model_json_schema(mode="validation")
     if topic is catalogue.AUDIT:
-        schema["properties"]["reasons"]["description"] = reasons_description()
+        _describe_reasons(schema)
     return {
         "$schema": JSON_SCHEMA_DIALECT,
         "$id": f"{topic.name}.json",
         **schema,
         "description": f"Values of `{topic.name}`: {topic.summary}",
     }
+
+
+def _describe_reasons(audit: dict[str, Any]) -> None:
+    """The audit schema's `reasons`, described from the policy's rule table."""
+    audit["properties"]["reasons"]["description"] = reasons_description()
 
 
 def json_topics() -> list[Topic]:
@@ -84,6 +89,7 @@ def asyncapi() -> dict[str, Any]:
     models += [(t.headers, mode) for t in catalogue.INTERNAL if t.headers is not None]
     _, definitions = models_json_schema(models, ref_template="#/components/schemas/{model}")
     schemas: dict[str, Any] = dict(definitions.get("$defs", {}))
+    _describe_reasons(schemas[catalogue.AUDIT.value.__name__])  # type: ignore[union-attr]
     schemas["StoredBytes"] = {
         "type": "string",
         "format": "binary",

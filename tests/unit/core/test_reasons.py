@@ -92,3 +92,13 @@ def test_the_rule_of_an_unknown_code_is_none() -> None:
 def test_every_way_a_subject_is_found_has_words() -> None:
     for match in get_args(IdentityMatch):
         assert identity_words(match) != match, match
+
+
+def test_the_contracts_describe_every_reason_code_from_the_table() -> None:
+    from pipeline import catalogue, contracts
+
+    described = contracts.json_schema(catalogue.AUDIT)["properties"]["reasons"]["description"]
+    in_asyncapi = contracts.asyncapi()["components"]["schemas"]["AuditRecord"]["properties"]
+    assert in_asyncapi["reasons"]["description"] == described
+    for known in RULES:
+        assert f"`{known.reason}`" in described

@@ -289,7 +289,7 @@ def render(answer: Explanation, query: Query) -> str:
         lines += _render_audit(audit, answer)
     for at, dead in answer.dead_letters:
         lines += [
-            "",
+            *([""] if lines else []),
             f"Dead-lettered: {dead.get('reason')} ({dlq_words(str(dead.get('reason')))})",
             f"  detail: {dead.get('detail')}",
             f"  dlq record: {_where(at)}",

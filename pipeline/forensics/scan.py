@@ -87,9 +87,9 @@ class Reader:
             TopicMissing: the cluster has no such topic.
         """
         found = self._consumer.partitions_for_topic(topic)
-        if not found:
-            await self._consumer._client.force_metadata_update()
-            found = self._consumer.partitions_for_topic(topic)
+        if not found:  # a consumer with an assignment tracks only the topics assigned
+            cluster = await self._consumer._client.fetch_all_metadata()
+            found = cluster.partitions_for_topic(topic)
         if not found:
             raise TopicMissing(f"no topic {topic!r} on the cluster (was `topics create` run?)")
         return [TopicPartition(topic, p) for p in sorted(found)]

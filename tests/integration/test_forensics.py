@@ -176,6 +176,22 @@ def test_explain_finds_a_dead_letter_and_dlq_lists_and_shows_it(decided: Setting
         line.split()[0] for line in listed.stdout.splitlines() if line.startswith(dlq + ":")
     )
     _, partition, offset = coordinates.rsplit(":", 2)
+    origin = next(
+        line.split()[2] for line in listed.stdout.splitlines() if line.startswith(dlq + ":")
+    )
+    raw_topic, raw_partition, raw_offset = origin.rsplit(":", 2)
+    by_raw = cli(
+        decided,
+        "explain",
+        "--topic",
+        raw_topic,
+        "--partition",
+        raw_partition,
+        "--offset",
+        raw_offset,
+    )
+    assert by_raw.returncode == 0, by_raw.stderr
+    assert by_raw.stdout.startswith("Dead-lettered: too_old")
     shown = cli(decided, "dlq", "show", "--partition", partition, "--offset", offset)
     assert "too_old" in shown.stdout
     assert "payload:  not shown" in shown.stdout

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from pipeline import catalogue
-from pipeline.forensics.commands import when
+from pipeline.cli.forensics import when
 from pipeline.forensics.dlq import Letter, Selection, plan, render_plan, render_show
 from pipeline.settings import Settings
 

@@ -1,4 +1,5 @@
-"""The `explain` and `dlq` subcommands: arguments, settings, progress on stderr."""
+"""The `explain` and `dlq` subcommands: arguments, settings, what they print, progress on
+stderr. What they find and how they search is `pipeline.forensics`."""
 
 from __future__ import annotations
 

@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING
 from pydantic import ValidationError
 
 from pipeline import catalogue
+from pipeline.cli.forensics import add_commands as add_forensics
 from pipeline.errors import ConfigError, PipelineError
-from pipeline.forensics.commands import add_commands as add_forensics
 from pipeline.settings import Settings
 
 if TYPE_CHECKING:
@@ -553,7 +553,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return BROKEN_PIPE
     return code
-
-
-if __name__ == "__main__":
-    sys.exit(main())

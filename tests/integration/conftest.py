@@ -35,14 +35,21 @@ def free_port() -> int:
         return port
 
 
+def process_env(settings: Settings) -> dict[str, str]:
+    """The environment of a command run for `settings`: this one's, with the settings'
+    variables (the settings name the cluster; an inherited KAFKA_BOOTSTRAP_SERVERS must not)."""
+    env = {**os.environ, **settings.to_env()}
+    env.pop("KAFKA_BOOTSTRAP_SERVERS", None)
+    return env
+
+
 class WorkerProcess:
     """A `consent-pipeline worker` child process with its output in a file."""
 
     def __init__(self, settings: Settings, log_path: Path) -> None:
         self.settings = settings
         self.log_path = log_path
-        env = {**os.environ, **settings.to_env()}
-        env.pop("KAFKA_BOOTSTRAP_SERVERS", None)
+        env = process_env(settings)
         self._log = log_path.open("ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "pipeline.cli", "worker"],

@@ -4,7 +4,6 @@ results, raw records, limits, 503s, the registry, metrics and the `collect` comm
 from __future__ import annotations
 
 import asyncio
-import os
 import socket
 import subprocess
 import sys
@@ -33,7 +32,7 @@ from tests.integration.collector_io import (
     read_raw,
     running_collector,
 )
-from tests.integration.conftest import free_port
+from tests.integration.conftest import free_port, process_env
 
 pytestmark = pytest.mark.integration
 
@@ -428,8 +427,7 @@ async def test_a_registry_change_is_picked_up_while_running(
 
 
 def _collect_command(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, **settings.to_env()}
-    env.pop("KAFKA_BOOTSTRAP_SERVERS", None)
+    env = process_env(settings)
     if settings.advertisers_file is None:
         env.pop("PIPELINE_ADVERTISERS_FILE", None)
     if settings.trust_key is None:

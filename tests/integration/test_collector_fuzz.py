@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
-import os
 import subprocess
 import sys
 import time
@@ -39,7 +38,7 @@ from tests.integration.collector_io import (
     make_registry,
     read_raw,
 )
-from tests.integration.conftest import free_port
+from tests.integration.conftest import free_port, process_env
 
 pytestmark = pytest.mark.integration
 
@@ -96,8 +95,7 @@ def target(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> It
         }
     )
     asyncio.run(create_topics(configured))
-    env = {**os.environ, **configured.to_env()}
-    env.pop("KAFKA_BOOTSTRAP_SERVERS", None)
+    env = process_env(configured)
     log = folder / "collector.log"
     proc = subprocess.Popen(
         [sys.executable, "-m", "pipeline.cli", "collect"],

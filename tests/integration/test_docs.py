@@ -38,7 +38,7 @@ import pytest
 from pipeline.settings import Settings
 from tests.docs import ROOT, Block, blocks
 from tests.integration.collector_io import Running, Tokens
-from tests.integration.conftest import WorkerProcess
+from tests.integration.conftest import WorkerProcess, process_env
 from tests.integration.privacy_io import (
     Writer,
     consent_api,
@@ -102,8 +102,7 @@ def scratch(folder: Path, tokens: Tokens) -> Path:
 def environment(
     settings: Settings, running: Running, tokens: Tokens, folder: Path
 ) -> dict[str, str]:
-    env = {**os.environ, **running.settings.to_env()}
-    env.pop("KAFKA_BOOTSTRAP_SERVERS", None)
+    env = process_env(running.settings)
     env["KAFKA_BOOTSTRAP_SERVERS"] = settings.kafka_bootstrap_servers
     env["PYTHONPATH"] = str(ROOT)
     env["PATH"] = f"{folder / '.venv' / 'bin'}{os.pathsep}{env['PATH']}"

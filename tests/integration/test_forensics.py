@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import subprocess
 import sys
 import time
@@ -19,7 +18,7 @@ from pipeline.core.route import Origin, dlq_record
 from pipeline.forensics.dlq import REPLAYED_HEADER
 from pipeline.settings import Settings
 from schemas import codec
-from tests.integration.conftest import WorkerProcess
+from tests.integration.conftest import WorkerProcess, process_env
 from tests.integration.kafka_io import Read, produce_sync, read_sync, signed
 
 pytestmark = pytest.mark.integration
@@ -32,8 +31,7 @@ HASHED_EMAIL = "a" * 64
 def cli(
     settings: Settings, *args: str, stdin: str | None = None
 ) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, **settings.to_env()}
-    env.pop("KAFKA_BOOTSTRAP_SERVERS", None)
+    env = process_env(settings)
     return subprocess.run(
         [sys.executable, "-m", "pipeline.cli", *args],
         input=stdin,

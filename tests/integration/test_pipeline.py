@@ -4,7 +4,6 @@ poison pills and restarts, observed by independent `read_committed` consumers.""
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 import signal
 import subprocess
@@ -24,7 +23,7 @@ from pipeline import catalogue
 from pipeline.kafka.admin import admin_client, create_topics
 from pipeline.settings import Settings
 from schemas import codec
-from tests.integration.conftest import WorkerProcess
+from tests.integration.conftest import WorkerProcess, process_env
 from tests.integration.kafka_io import Produced, Read, produce_sync, read_sync, signed
 from tests.integration.scenario import (
     IDENTIFIERS_IN_CASES,
@@ -479,8 +478,7 @@ def test_the_worker_refuses_tables_topics_that_are_not_co_partitioned(
     )
     links = settings.topic(catalogue.IDENTITY_LINKS)
     asyncio.run(_recreate(lopsided, links))
-    env = {**os.environ, **settings.to_env()}
-    env.pop("KAFKA_BOOTSTRAP_SERVERS", None)
+    env = process_env(settings)
     result = subprocess.run(
         [sys.executable, "-m", "pipeline.cli", "worker"],
         env=env,

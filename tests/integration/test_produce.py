@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from collections import Counter
@@ -17,6 +16,7 @@ from pipeline.settings import Settings
 from pipeline.sim.stream import produce
 from pipeline.sim.traffic import TrafficConfig, TrafficGenerator
 from tests.conftest import TRUST_KEY
+from tests.integration.conftest import process_env
 from tests.integration.kafka_io import Read, read_topics
 
 pytestmark = pytest.mark.integration
@@ -72,8 +72,7 @@ async def test_produce_writes_every_generated_record_with_its_key_and_signature(
 def test_the_produce_command_stops_after_count_and_prints_a_summary(
     pipeline_settings: Settings,
 ) -> None:
-    env = {**os.environ, **pipeline_settings.to_env()}
-    env.pop("KAFKA_BOOTSTRAP_SERVERS", None)
+    env = process_env(pipeline_settings)
 
     result = subprocess.run(
         [

@@ -15,10 +15,10 @@ from pipeline.core.policy import (
     POLICY_VERSION,
     Decision,
     PolicyConfig,
-    Reason,
     decide,
     untally,
 )
+from pipeline.core.reasons import Reason
 from pipeline.errors import PolicyConfigError
 from schemas.events import Source
 from tests.unit.core.policy_cases import CASES, Case

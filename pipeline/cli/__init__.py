@@ -539,9 +539,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_SERVICES = frozenset({"worker", "collect", "demo"})
+"""Commands that run until stopped and log what their clients meet."""
+
+
+def _said_by_the_command(record: logging.LogRecord) -> bool:
+    """Drop aiokafka's own "Unable connect" line: a one-shot command that cannot reach the
+    cluster says so itself, in one line naming the setting."""
+    return not str(record.msg).startswith("Unable connect to")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script."""
     args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    if args.command not in _SERVICES:
+        logging.getLogger("aiokafka").addFilter(_said_by_the_command)
     try:
         code: int = args.func(args)
     except PipelineError as exc:
